@@ -1,0 +1,79 @@
+"""The one place that reads the environment: paths, device, dtype, seeds, run profile.
+
+Everything else in the library takes these values as arguments, so a notebook or a test can
+override any of them without touching environment variables.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILES = ("smoke", "cpu", "gpu")
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Where raw datasets live: the argument, else $COLLM_DATA_DIR, else <repo>/data/raw.
+
+    Each dataset is a sub-folder named as in ../shared/data (ml-1m-collm, ml-1m-raw,
+    bookcrossing-raw, amazon-book, amazon-book-msl).
+    """
+    if explicit is not None:
+        return Path(explicit).expanduser().resolve()
+    env = os.environ.get("COLLM_DATA_DIR")
+    return Path(env).expanduser().resolve() if env else REPO_ROOT / "data" / "raw"
+
+
+def work_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Where processed data, checkpoints and run outputs go: argument, $COLLM_WORK_DIR, <repo>/data."""
+    if explicit is not None:
+        return Path(explicit).expanduser().resolve()
+    env = os.environ.get("COLLM_WORK_DIR")
+    return Path(env).expanduser().resolve() if env else REPO_ROOT / "data"
+
+
+def figures_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Where figures and tables are written: argument, $COLLM_FIGURES_DIR, <repo>/figures."""
+    if explicit is not None:
+        return Path(explicit).expanduser().resolve()
+    env = os.environ.get("COLLM_FIGURES_DIR")
+    return Path(env).expanduser().resolve() if env else REPO_ROOT / "figures"
+
+
+def cache_dir() -> Path:
+    """Model cache (safetensors copy of the embedded GGUF model): $COLLM_CACHE_DIR or ~/.cache/collm."""
+    env = os.environ.get("COLLM_CACHE_DIR")
+    return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "collm"
+
+
+def profile_name(explicit: str | None = None) -> str:
+    """Run profile: the argument, else $COLLM_PROFILE, else "cpu" (a real run on a laptop)."""
+    name = explicit or os.environ.get("COLLM_PROFILE") or "cpu"
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {PROFILES}")
+    return name
+
+
+def device(explicit: str | None = None) -> torch.device:
+    """GPU when present, CPU otherwise; $COLLM_DEVICE or the argument forces one."""
+    name = explicit or os.environ.get("COLLM_DEVICE")
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def compute_dtype(dev: torch.device) -> torch.dtype:
+    """bf16 autocast on GPU; fp32 on CPU, where bf16 matmuls are ~8x slower."""
+    return torch.bfloat16 if dev.type == "cuda" else torch.float32
+
+
+def set_seed(seed: int) -> int:
+    """Seed python, numpy and torch (all devices); returns the seed so callers can record it."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
