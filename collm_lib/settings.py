@@ -77,3 +77,9 @@ def set_seed(seed: int) -> int:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return seed
+
+
+def distributed() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) as set by torchrun / accelerate launch; (0, 1, 0) otherwise."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))

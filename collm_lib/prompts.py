@@ -1,0 +1,202 @@
+"""Prompt templates and their one-off tokenisation.
+
+A template is a sequence of text pieces and ID slots. Each text piece is filled from the row and
+tokenised on its own; each slot becomes one placeholder token whose position is recorded. Because
+slots are never spelled in text, no title or author can ever create, hide or shift a slot: the
+positions come from the template's structure, not from searching the token stream. Every encoded
+prompt is checked to hold exactly the slots its template declares.
+
+Templates are versioned (`name@version`) and kept here, in one place; `TEMPLATES` selects by name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+USER_SLOT = "<UserID>"
+ITEM_SLOT = "<TargetItemID>"
+EMPTY_HISTORY = "none"  # the fixed placeholder word for a user without history
+ANSWER_PREFIX = "\n#Answer:"
+ANSWER = "Yes"
+
+
+def _quoted(titles: Sequence[str]) -> str:
+    return ", ".join(f'"{t}"' for t in titles) if len(titles) else EMPTY_HISTORY
+
+
+def _books(titles: Sequence[str], authors: Sequence[str]) -> str:
+    return ", ".join(f'"{t}" by {a}' for t, a in zip(titles, authors)) if len(titles) else EMPTY_HISTORY
+
+
+def movie_fields(row: pd.Series, max_history: int) -> dict[str, str]:
+    """The 10 most recent liked titles, oldest first, and the target title."""
+    return {"history": _quoted(list(row["his_title"])[-max_history:]), "title": f'"{row["title"]}"'}
+
+
+def book_fields(row: pd.Series, max_history: int) -> dict[str, str]:
+    """Liked and disliked history books (title and author) shown separately, as TALLRec does."""
+    titles = list(row["his_title"])[-max_history:]
+    authors = list(row["his_author"])[-max_history:]
+    labels = list(row["his_label"])[-max_history:]
+    liked = [(t, a) for t, a, y in zip(titles, authors, labels) if y == 1]
+    disliked = [(t, a) for t, a, y in zip(titles, authors, labels) if y != 1]
+    return {
+        "liked": _books([t for t, _ in liked], [a for _, a in liked]),
+        "disliked": _books([t for t, _ in disliked], [a for _, a in disliked]),
+        "title": f'"{row["title"]}" by {row["author"]}',
+    }
+
+
+@dataclass(frozen=True)
+class Template:
+    """Text pieces (str.format fields) interleaved with slot markers USER_SLOT / ITEM_SLOT."""
+
+    name: str
+    version: int
+    parts: tuple[str, ...]
+    fields: Callable[[pd.Series, int], dict[str, str]] = field(compare=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        return tuple(p for p in self.parts if p in (USER_SLOT, ITEM_SLOT))
+
+    def render(self, row: pd.Series, max_history: int = 10) -> str:
+        """Human-readable prompt (slots shown by name); the model never sees this string."""
+        values = self.fields(row, max_history)
+        return "".join(p if p in (USER_SLOT, ITEM_SLOT) else p.format(**values) for p in self.parts)
+
+
+_MOVIE_Q = "#Question: A user has given high ratings to the following movies: {history}."
+_MOVIE_ASK = " Would the user enjoy the movie titled {title}"
+_BOOK_Q = "#Question: A user likes the following books: {liked}. The user dislikes: {disliked}."
+_BOOK_ASK = " Would the user enjoy the book {title}"
+_FEATURE_USER = " Additionally, we have the user's preferences encoded in the feature "
+_TAIL = '? Answer with "Yes" or "No".' + ANSWER_PREFIX
+
+TEMPLATES: dict[str, Template] = {
+    t.name: t
+    for t in (
+        Template("movie_text", 1, (_MOVIE_Q + _MOVIE_ASK + _TAIL,), movie_fields),
+        Template("movie_id", 1, (_MOVIE_Q + _FEATURE_USER, USER_SLOT, "." + _MOVIE_ASK + " with the feature ",
+                                 ITEM_SLOT, _TAIL), movie_fields),
+        Template("book_text", 1, (_BOOK_Q + _BOOK_ASK + _TAIL,), book_fields),
+        Template("book_id", 1, (_BOOK_Q + _FEATURE_USER, USER_SLOT, "." + _BOOK_ASK + " with the feature ",
+                                ITEM_SLOT, _TAIL), book_fields),
+    )
+}
+
+
+def get_template(name: str) -> Template:
+    if name not in TEMPLATES:
+        raise KeyError(f"unknown prompt template {name!r}; available: {sorted(TEMPLATES)}")
+    return TEMPLATES[name]
+
+
+def default_template(dataset: str, with_ids: bool) -> str:
+    """movie_* for MovieLens, book_* for the book datasets."""
+    kind = "movie" if dataset.startswith("ml-") else "book"
+    return f"{kind}_{'id' if with_ids else 'text'}"
+
+
+@dataclass
+class EncodedSplit:
+    """A split tokenised once: ragged token ids, slot positions and the row keys."""
+
+    template: str
+    input_ids: list[np.ndarray]
+    user_pos: np.ndarray  # position of the user slot per row, -1 when the template has none
+    item_pos: np.ndarray
+    uid: np.ndarray
+    iid: np.ndarray
+    label: np.ndarray
+    not_cold: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def subset(self, idx: np.ndarray) -> "EncodedSplit":
+        return EncodedSplit(self.template, [self.input_ids[i] for i in idx], self.user_pos[idx],
+                            self.item_pos[idx], self.uid[idx], self.iid[idx], self.label[idx], self.not_cold[idx])
+
+
+def _placeholder_id(tokenizer) -> int:
+    """Any real token id works: its embedding is always overwritten by the slot vector."""
+    for tid in (tokenizer.unk_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    raise ValueError("tokenizer has no unk, pad or eos token to use as the ID-slot placeholder")
+
+
+def encode_frame(frame: pd.DataFrame, template: str | Template, tokenizer, max_history: int = 10,
+                 batch_size: int = 1024, progress: bool = True) -> EncodedSplit:
+    """Tokenise every row of `frame` once; each text piece is tokenised in batches across rows."""
+    tpl = get_template(template) if isinstance(template, str) else template
+    if len(frame) == 0:
+        raise ValueError(f"encode_frame: empty frame for template {tpl.key}")
+    placeholder = _placeholder_id(tokenizer)
+    add_bos = tokenizer.bos_token_id is not None and bool(getattr(tokenizer, "add_bos_token", False))
+    values = [tpl.fields(row, max_history) for _, row in frame.iterrows()]
+    pieces: list[list[list[int]] | None] = []
+    for part in tpl.parts:
+        if part in (USER_SLOT, ITEM_SLOT):
+            pieces.append(None)
+            continue
+        texts = [part.format(**v) for v in values]
+        ids: list[list[int]] = []
+        for start in tqdm(range(0, len(texts), batch_size), desc=f"tokenise {tpl.key}", disable=not progress,
+                          leave=False):
+            ids.extend(tokenizer(texts[start:start + batch_size], add_special_tokens=False,
+                                 split_special_tokens=True)["input_ids"])
+        pieces.append(ids)
+    rows, user_pos, item_pos = [], np.full(len(frame), -1), np.full(len(frame), -1)
+    for r in range(len(frame)):
+        seq = [tokenizer.bos_token_id] if add_bos else []
+        for part, ids in zip(tpl.parts, pieces):
+            if ids is None:
+                (user_pos if part == USER_SLOT else item_pos)[r] = len(seq)
+                seq.append(placeholder)
+            else:
+                seq.extend(ids[r])
+        rows.append(np.asarray(seq, dtype=np.int64))
+    enc = EncodedSplit(tpl.key, rows, user_pos, item_pos, frame["uid"].to_numpy(np.int64),
+                       frame["iid"].to_numpy(np.int64), frame["label"].to_numpy(np.float32),
+                       frame["not_cold"].to_numpy(np.int64))
+    check_slots(enc, tpl)
+    return enc
+
+
+def check_slots(enc: EncodedSplit, template: Template) -> None:
+    """Every prompt must carry exactly the slots its template declares."""
+    for slot, pos in ((USER_SLOT, enc.user_pos), (ITEM_SLOT, enc.item_pos)):
+        declared = template.slots.count(slot)
+        if declared > 1:
+            raise ValueError(f"template {template.key} declares {slot} {declared} times; one is supported")
+        present = pos >= 0
+        if declared and not present.all():
+            raise ValueError(f"{(~present).sum()} prompts of template {template.key} lack the {slot} slot")
+        if not declared and present.any():
+            raise ValueError(f"{present.sum()} prompts of template {template.key} carry an undeclared {slot}")
+        lengths = enc.lengths
+        if present.any() and (pos[present] >= lengths[present]).any():
+            raise ValueError(f"{slot} position beyond the prompt end in template {template.key}")
+
+
+def resolve_answer_token(tokenizer, answer: str = ANSWER, prefix: str = ANSWER_PREFIX) -> int:
+    """The id of the first token the tokenizer emits for `answer` right after the prompt's end."""
+    base = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    full = tokenizer(prefix + " " + answer, add_special_tokens=False)["input_ids"]
+    if full[: len(base)] != base or len(full) == len(base):
+        raise ValueError(f"cannot resolve the answer token {answer!r}: tokenisation of the prefix changes")
+    return int(full[len(base)])

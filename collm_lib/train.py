@@ -1,0 +1,310 @@
+"""Two-stage training and scoring of CoLLM-FaissRet.
+
+Stage 1 trains LoRA on text-only prompts (alone, this is TALLRec). Stage 2 freezes LoRA and trains
+the FECE mapping on ID prompts, the collaborative model frozen unless `unfreeze_mf`. One loop serves
+both: AdamW (decay on matrices only), linear warm-up then cosine decay, evaluation on valid_small
+every `eval_every` steps, best weights kept, early stopping by patience, gradient accumulation,
+bf16 autocast on GPU, resumable, and unchanged under torchrun (DistributedDataParallel).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import metrics, settings
+from .fece import HybridEncoder, build_inputs_embeds
+from .io import atomic_path, read_json, run_info, write_frame, write_json
+from .llm import LLMBundle, LLMConfig, answer_logits, base_causal_lm
+from .prompts import EncodedSplit
+
+
+@dataclass
+class StageConfig:
+    stage: int = 1  # 1: LoRA on text prompts; 2: FECE mapping on ID prompts
+    dataset: str = "ml-1m"
+    template: str | None = None  # None: movie_/book_ text (stage 1) or id (stage 2)
+    max_history: int = 10
+    lr: float = 1e-3
+    min_lr: float = 8e-5  # cosine floor
+    weight_decay: float = 1e-3  # matrices only
+    warmup_steps: int = 200
+    batch_size: int = 16  # per process
+    grad_accum: int = 1
+    max_steps: int = 10_000  # the authors' 200 "epochs" of 50 steps
+    eval_every: int = 50
+    patience: int = 20  # evaluations without improvement
+    train_rows: int | None = None  # seeded subsample of train (None: all)
+    eval_rows: int | None = None  # seeded user subsample of valid_small
+    test_rows: int | None = None  # seeded user subsample of test
+    score_batch_size: int = 64
+    unfreeze_mf: bool = False
+    seed: int = 2023
+    llm: LLMConfig = field(default_factory=LLMConfig)
+
+
+def config_for_profile(profile: str, stage: int, **overrides) -> StageConfig:
+    """smoke: seconds, for CI; cpu: a seeded subsample, < 30 min on 2 cores; gpu: the full protocol."""
+    profile = settings.profile_name(profile)
+    base = {
+        "smoke": dict(train_rows=24, eval_rows=24, test_rows=40, batch_size=4, max_steps=4, eval_every=2,
+                      warmup_steps=1, patience=2, score_batch_size=16),
+        "cpu": dict(train_rows=640, eval_rows=240, test_rows=800, batch_size=8, max_steps=80, eval_every=20,
+                    warmup_steps=8, patience=3, score_batch_size=16),
+        "gpu": dict(batch_size=64, max_steps=2000, eval_every=50, warmup_steps=100, patience=10,
+                    score_batch_size=256),
+    }[profile]
+    return replace(StageConfig(stage=stage, **base), **overrides)
+
+
+class CoLLM(nn.Module):
+    """LLM (+LoRA) scoring a prompt; with a HybridEncoder, the ID slots carry collaborative tokens."""
+
+    def __init__(self, bundle: LLMBundle, hybrid: HybridEncoder | None = None):
+        super().__init__()
+        self.llm = bundle.model
+        self.hybrid = hybrid
+        self.answer_id = bundle.answer_id
+
+    def forward(self, input_ids, attention_mask, user_pos, item_pos, uids, iids) -> torch.Tensor:
+        embedding = base_causal_lm(self.llm).get_input_embeddings()
+        slots = []
+        if self.hybrid is not None and bool((user_pos >= 0).any() or (item_pos >= 0).any()):
+            user_vec, item_vec = self.hybrid(uids, iids)
+            slots = [(user_pos, user_vec), (item_pos, item_vec)]
+        embeds = build_inputs_embeds(embedding, input_ids, slots)
+        return answer_logits(self.llm, embeds, attention_mask, self.answer_id)
+
+
+def set_trainable(model: CoLLM, stage: int, unfreeze_mf: bool = False) -> list[str]:
+    """Stage 1: LoRA only. Stage 2: the mapping only (+ MF if asked). Returns the trainable names."""
+    for name, p in model.named_parameters():
+        if stage == 1:
+            p.requires_grad_("lora_" in name)
+        else:
+            p.requires_grad_(name.startswith("hybrid.mapper.") or (unfreeze_mf and name.startswith("hybrid.collab.")))
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    if not names:
+        raise ValueError(f"stage {stage}: nothing to train (no LoRA layers or no hybrid encoder)")
+    return names
+
+
+def adapter_state(model: CoLLM) -> dict[str, torch.Tensor]:
+    """What a checkpoint holds: LoRA, the mapping and the collaborative model (a few MB), never the base LLM."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters()
+            if "lora_" in n or n.startswith("hybrid.")}
+
+
+def load_adapter_state(model: CoLLM, state: dict[str, torch.Tensor]) -> None:
+    own = dict(model.named_parameters())
+    unknown = [k for k in state if k not in own]
+    if unknown:
+        raise KeyError(f"checkpoint holds parameters this model lacks: {unknown[:3]} (+{max(0, len(unknown) - 3)})")
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v.to(own[k].device, own[k].dtype))
+
+
+def collate(enc: EncodedSplit, idx: np.ndarray, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right padding: real tokens never attend to pads and keep their natural positions."""
+    seqs = [enc.input_ids[i] for i in idx]
+    width = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(seqs), width), dtype=np.int64)
+    for r, s in enumerate(seqs):
+        ids[r, : len(s)] = s
+        mask[r, : len(s)] = 1
+    as_t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+    return {"input_ids": as_t(ids), "attention_mask": as_t(mask), "user_pos": as_t(enc.user_pos[idx]),
+            "item_pos": as_t(enc.item_pos[idx]), "uids": as_t(enc.uid[idx]), "iids": as_t(enc.iid[idx])}
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=settings.compute_dtype(device), enabled=device.type == "cuda")
+
+
+@torch.no_grad()
+def score(model: nn.Module, enc: EncodedSplit, pad_id: int, batch_size: int = 64, progress: bool = True) -> np.ndarray:
+    """Answer logits for every prompt; prompts grouped by length so batches carry little padding.
+
+    Under torch.distributed each rank scores its share and the scores are gathered on every rank.
+    """
+    module = model.module if hasattr(model, "module") else model
+    device = next(module.parameters()).device
+    was_training = module.training
+    module.eval()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    order = np.argsort(enc.lengths, kind="stable")[rank::world]
+    out = np.empty(len(order), dtype=np.float32)
+    for start in tqdm(range(0, len(order), batch_size), desc="score", disable=not progress or rank != 0, leave=False):
+        idx = order[start:start + batch_size]
+        with _autocast(device):
+            out[start:start + len(idx)] = module(**collate(enc, idx, pad_id, device)).float().cpu().numpy()
+    module.train(was_training)
+    if world == 1:
+        return _place(len(enc), order, out)
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, (order, out))
+    return _place(len(enc), np.concatenate([g[0] for g in gathered]), np.concatenate([g[1] for g in gathered]))
+
+
+def _place(n: int, order: np.ndarray, values: np.ndarray) -> np.ndarray:
+    result = np.empty(n, dtype=np.float32)
+    result[order] = values
+    return result
+
+
+def scores_frame(enc: EncodedSplit, scores: np.ndarray) -> pd.DataFrame:
+    """Per-row scores (user, item, label, score, not_cold): enough to recompute every metric."""
+    return pd.DataFrame({"uid": enc.uid, "iid": enc.iid, "label": enc.label.astype(int), "score": scores,
+                         "not_cold": enc.not_cold})
+
+
+def _optimizer(model: nn.Module, config: StageConfig):
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for _, p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
+    floor = config.min_lr / config.lr
+
+    def lr_at(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+
+@dataclass
+class FitResult:
+    best_step: int
+    best_valid_auc: float
+    steps: int
+    history: pd.DataFrame
+    stopped_early: bool
+    train_seconds: float
+
+
+def _broadcast_flag(flag: bool, device: torch.device) -> bool:
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([int(flag)], device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageConfig, pad_id: int,
+        out_dir: Path | None = None, progress: bool = True) -> FitResult:
+    """Train the parameters marked trainable; keep the best valid-AUC weights in `model` at the end.
+
+    With `out_dir`, the best adapter state goes to out_dir/best.pt and the full training state to
+    out_dir/last.pt after every evaluation, and an existing last.pt is resumed from.
+    """
+    device = next(model.parameters()).device
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    settings.set_seed(config.seed)
+    wrapped = model
+    if world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    opt, sched = _optimizer(model, config)
+    rng = np.random.default_rng(config.seed)
+    state = {"step": 0, "best_auc": -1.0, "best_step": 0, "bad": 0, "history": [], "order": None, "pos": 0}
+    best = adapter_state(model)
+    last_path = out_dir / "last.pt" if out_dir else None
+    if last_path is not None and last_path.exists():
+        saved = torch.load(last_path, map_location="cpu", weights_only=False)
+        load_adapter_state(model, saved["adapter"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        state, best = saved["state"], saved["best"]
+        rng.bit_generator.state = saved["rng"]
+    global_batch = config.batch_size * world
+    started = time.perf_counter()
+    bar = tqdm(total=config.max_steps, initial=state["step"], desc=f"stage {config.stage}",
+               disable=not progress or rank != 0)
+    wrapped.train()
+    stop = False
+    while state["step"] < config.max_steps and not stop:
+        opt.zero_grad(set_to_none=True)
+        for micro in range(config.grad_accum):
+            if state["order"] is None or state["pos"] + global_batch > len(state["order"]):
+                state["order"], state["pos"] = rng.permutation(len(train)), 0
+            idx = state["order"][state["pos"]:state["pos"] + global_batch][rank::world]
+            state["pos"] += global_batch
+            batch = collate(train, idx, pad_id, device)
+            sync = micro == config.grad_accum - 1 or world == 1
+            ctx = wrapped.no_sync() if not sync else contextlib.nullcontext()
+            with ctx, _autocast(device):
+                logits = wrapped(**batch)
+                loss = nn.functional.binary_cross_entropy_with_logits(
+                    logits.float(), torch.as_tensor(train.label[idx], device=device))
+                (loss / config.grad_accum).backward()
+        opt.step()
+        sched.step()
+        state["step"] += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
+            auc = metrics.auc(valid.label, score(model, valid, pad_id, config.score_batch_size, progress=False))
+            improved = auc > state["best_auc"]
+            if improved:
+                state.update(best_auc=auc, best_step=state["step"], bad=0)
+                best = adapter_state(model)
+            else:
+                state["bad"] += 1
+            state["history"].append({"step": state["step"], "loss": loss.item(), "valid_auc": auc,
+                                     "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - started})
+            stop = _broadcast_flag(state["bad"] >= config.patience, device)
+            if out_dir is not None and rank == 0:
+                if improved:
+                    with atomic_path(out_dir / "best.pt") as tmp:
+                        torch.save(best, tmp)
+                with atomic_path(last_path) as tmp:
+                    torch.save({"adapter": adapter_state(model), "optimizer": opt.state_dict(),
+                                "scheduler": sched.state_dict(), "state": state, "best": best,
+                                "rng": rng.bit_generator.state}, tmp)
+    bar.close()
+    load_adapter_state(model, best)
+    return FitResult(state["best_step"], state["best_auc"], state["step"], pd.DataFrame(state["history"]),
+                     stop, time.perf_counter() - started)
+
+
+def init_distributed() -> torch.device:
+    """Join the process group torchrun / accelerate set up (nccl on GPU, gloo on CPU); pick the device."""
+    rank, world, local = settings.distributed()
+    cuda = torch.cuda.is_available()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def evaluate_and_save(model: nn.Module, encs: dict[str, EncodedSplit], pad_id: int, config: StageConfig,
+                      out_dir: Path, extra: dict | None = None, progress: bool = True) -> dict:
+    """Score each split, save per-row scores (CSV) and one results.json with every setting."""
+    results = {"config": asdict(config), "run": run_info(config.seed), **(extra or {})}
+    for split, enc in encs.items():
+        frame = scores_frame(enc, score(model, enc, pad_id, config.score_batch_size, progress))
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            write_frame(out_dir / f"scores_{split}.csv", frame)
+        results[split] = metrics.evaluate(frame) | {"rows": len(frame)}
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        write_json(out_dir / "results.json", results)
+    return results
+
+
+def load_results(out_dir: Path) -> dict:
+    return read_json(Path(out_dir) / "results.json")

@@ -1,0 +1,99 @@
+"""Prompt templates: golden renderings, slot positions and checks, answer-token resolution."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from collm_lib import prompts
+from tiny_llm import movie_frame, real_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return real_tokenizer()
+
+
+def _movie_row(n_hist: int) -> pd.Series:
+    titles = [f"T{i}" for i in range(n_hist)]
+    return pd.Series({"his_title": titles, "title": "Heat (1995)"})
+
+
+def _book_row() -> pd.Series:
+    return pd.Series({"his_title": ["A", "B", "C"], "his_author": ["x", "y", "z"], "his_label": [1, 0, 1],
+                      "title": "Emma", "author": "Jane Austen"})
+
+
+def test_movie_templates_golden():
+    row = _movie_row(12)
+    hist = ", ".join(f'"T{i}"' for i in range(2, 12))  # the 10 most recent, oldest first
+    assert prompts.get_template("movie_text").render(row) == (
+        f"#Question: A user has given high ratings to the following movies: {hist}. "
+        'Would the user enjoy the movie titled "Heat (1995)"? Answer with "Yes" or "No".\n#Answer:')
+    assert prompts.get_template("movie_id").render(row) == (
+        f"#Question: A user has given high ratings to the following movies: {hist}. Additionally, we have "
+        "the user's preferences encoded in the feature <UserID>. Would the user enjoy the movie titled "
+        '"Heat (1995)" with the feature <TargetItemID>? Answer with "Yes" or "No".\n#Answer:')
+
+
+def test_book_templates_golden_and_empty_history():
+    assert prompts.get_template("book_id").render(_book_row()) == (
+        '#Question: A user likes the following books: "A" by x, "C" by z. The user dislikes: "B" by y. '
+        "Additionally, we have the user's preferences encoded in the feature <UserID>. Would the user enjoy "
+        'the book "Emma" by Jane Austen with the feature <TargetItemID>? Answer with "Yes" or "No".\n#Answer:')
+    empty = pd.Series({"his_title": [], "his_author": [], "his_label": [], "title": "Emma", "author": "J"})
+    text = prompts.get_template("book_text").render(empty)
+    assert "books: none. The user dislikes: none." in text
+    assert "movies: none." in prompts.get_template("movie_text").render(_movie_row(0))
+
+
+def test_encoded_slots_sit_on_the_placeholder_and_text_cannot_fake_them(tok):
+    frame = movie_frame(20, 5, 20, -1, 0)
+    frame.loc[0, "title"] = "<UserID> <TargetItemID> <|im_end|>"  # hostile text: no slot, no special token
+    enc = prompts.encode_frame(frame, "movie_id", tok, progress=False)
+    placeholder = prompts._placeholder_id(tok)
+    rows = np.arange(len(enc))
+    ids_at = lambda pos: np.array([enc.input_ids[r][p] for r, p in zip(rows, pos)])  # noqa: E731
+    assert (enc.user_pos >= 0).all() and (enc.item_pos > enc.user_pos).all()
+    assert (ids_at(enc.user_pos) == placeholder).all() and (ids_at(enc.item_pos) == placeholder).all()
+    # text-only prompts carry no slot at all, and the hybrid prompt is longer by the slot sentences
+    text = prompts.encode_frame(frame, "movie_text", tok, progress=False)
+    assert (text.user_pos == -1).all() and (text.item_pos == -1).all()
+    assert (enc.lengths > text.lengths).all()
+    # the text pieces decode back to the rendered prompt around the slots
+    first = tok.decode(enc.input_ids[1][: enc.user_pos[1]])
+    assert first == prompts.get_template("movie_id").render(frame.iloc[1]).split("<UserID>")[0]
+
+
+def test_slot_check_rejects_missing_or_undeclared_slots(tok):
+    frame = movie_frame(4, 5, 20, -1, 0)
+    enc = prompts.encode_frame(frame, "movie_id", tok, progress=False)
+    enc.item_pos[2] = -1
+    with pytest.raises(ValueError, match="lack the <TargetItemID> slot"):
+        prompts.check_slots(enc, prompts.get_template("movie_id"))
+    text = prompts.encode_frame(frame, "movie_text", tok, progress=False)
+    text.user_pos[0] = 3
+    with pytest.raises(ValueError, match="undeclared <UserID>"):
+        prompts.check_slots(text, prompts.get_template("movie_text"))
+
+
+def test_answer_token_resolution(tok):
+    answer = prompts.resolve_answer_token(tok)
+    assert tok.convert_ids_to_tokens(answer) == "ĠYes"
+    prefix = tok(prompts.ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
+    assert tok(prompts.ANSWER_PREFIX + " Yes", add_special_tokens=False)["input_ids"] == prefix + [answer]
+    assert prompts.resolve_answer_token(tok, answer="No") != answer
+
+
+def test_unknown_template_and_empty_frame(tok):
+    with pytest.raises(KeyError, match="unknown prompt template"):
+        prompts.get_template("nope")
+    with pytest.raises(ValueError, match="empty frame"):
+        prompts.encode_frame(movie_frame(1, 2, 3, 0, 0).iloc[:0], "movie_text", tok)
+
+
+def test_special_token_text_is_split_into_plain_tokens(tok):
+    frame = movie_frame(2, 3, 20, 0, 0)
+    frame.loc[0, "title"] = "<|im_end|>"
+    enc = prompts.encode_frame(frame, "movie_text", tok, progress=False)
+    assert tok.convert_tokens_to_ids("<|im_end|>") not in enc.input_ids[0].tolist()
