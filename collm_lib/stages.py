@@ -97,8 +97,9 @@ def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path, stage1_d
              "fit": {"best_step": result.best_step, "best_valid_auc": result.best_valid_auc, "steps": result.steps,
                      "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 1),
                      "history": result.history.to_dict(orient="list")}}
-    return evaluate_and_save(model, {"valid": encs["valid"], "test": encs["test"]}, pad_id, config, out_dir,
-                             extra, progress)
+    results = evaluate_and_save(model, {"valid": encs["valid"], "test": encs["test"]}, pad_id, config, out_dir,
+                                extra, progress)
+    return _plain(results)  # as a later read of results.json returns it
 
 
 def load_trained(out_dir: str | Path, device: torch.device | None = None) -> tuple[CoLLM, LLMBundle, StageConfig]:

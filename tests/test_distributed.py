@@ -1,0 +1,41 @@
+"""Training under torchrun with DistributedDataParallel: 2 CPU processes, gloo backend."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from collm_lib import prompts
+from collm_lib.llm import LLMConfig, add_lora, bundle_from
+from collm_lib.train import CoLLM, load_adapter_state, score
+from tiny_llm import movie_frame, real_tokenizer, tiny_llama
+
+HERE = Path(__file__).parent
+
+
+def test_two_process_gloo_training_stops_together_and_gathers_scores(tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           str(HERE / "ddp_worker.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # early stopping was decided once and broadcast: both ranks stopped at the same step
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 3 and ranks[0]["stopped_early"] and ranks[1]["stopped_early"]
+    # DDP kept the replicas identical, and the gathered scores are the full valid set on both ranks
+    assert ranks[0]["lora_sum"] == ranks[1]["lora_sum"] and ranks[0]["first_param"] == ranks[1]["first_param"]
+    assert ranks[0]["scores"] == ranks[1]["scores"] and len(ranks[0]["scores"]) == 11
+    # a single process scoring the saved best weights gives the same scores, row for row
+    tok = real_tokenizer()
+    model = CoLLM(add_lora(bundle_from(tiny_llama(len(tok), 0), tok, LLMConfig(model="tiny"), "tiny"),
+                           LLMConfig(model="tiny")))
+    load_adapter_state(model, torch.load(tmp_path / "best.pt"))
+    valid = prompts.encode_frame(movie_frame(11, 8, 20, 0, 1), "movie_text", tok, progress=False)
+    np.testing.assert_allclose(score(model, valid, tok.pad_token_id, batch_size=4, progress=False),
+                               np.array(ranks[0]["scores"]), rtol=1e-5, atol=1e-5)
