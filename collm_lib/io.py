@@ -41,9 +41,7 @@ def _jsonable(obj: Any) -> Any:
         return dataclasses.asdict(obj)
     if isinstance(obj, Path):
         return str(obj)
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return obj.item()
-    if hasattr(obj, "tolist"):
+    if hasattr(obj, "tolist"):  # numpy / torch arrays and scalars
         return obj.tolist()
     return str(obj)
 

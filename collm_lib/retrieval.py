@@ -1,0 +1,397 @@
+"""Faiss retrieval: top-K candidates over collaborative item vectors, and similarity matching for cold ids.
+
+Scores are "higher is better" everywhere: inner product for metric "ip", minus the squared distance for
+metric "l2". Rows that cannot be filled (catalogue smaller than K, or too few ids left after exclusion)
+are padded with id -1 and score -inf, so every search returns exactly K columns.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from collm_lib import io, settings
+
+GPU_K_LIMIT = 2048  # faiss GPU k-selection handles at most this many results (and nprobe) per query
+KINDS = ("flat", "ivf", "hnsw")
+METRICS = ("ip", "l2")
+
+
+def _faiss():
+    """Import faiss lazily so the rest of the library works without it."""
+    try:
+        import faiss
+    except ImportError as err:
+        raise ImportError(
+            "collm_lib.retrieval needs faiss: `pip install faiss-cpu` (or `conda install -c pytorch "
+            "faiss-gpu` for GPU search)"
+        ) from err
+    return faiss
+
+
+@dataclass
+class IndexConfig:
+    kind: Literal["flat", "ivf", "hnsw"] = "flat"  # flat = exact search; ivf / hnsw = approximate
+    metric: Literal["ip", "l2"] = "ip"  # ip on L2-normalised vectors is cosine similarity
+    nlist: int = 1024  # IVF lists; capped at n/39 so small catalogues still train sensibly
+    nprobe: int = 16  # IVF lists visited per query: the recall / speed knob
+    train_points_per_list: int = 64  # IVF k-means sample per list (faiss default 256; 64 trains 4x faster)
+    hnsw_m: int = 32  # HNSW graph degree
+    ef_construction: int = 64  # HNSW build beam width
+    ef_search: int = 128  # HNSW search beam width: the recall / speed knob
+    use_gpu: Literal["auto"] | bool = "auto"  # "auto": GPU when faiss sees one; True: require one
+    seed: int = 2023  # IVF k-means sampling and initialisation
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"IndexConfig.kind={self.kind!r}; choose one of {KINDS}")
+        if self.metric not in METRICS:
+            raise ValueError(f"IndexConfig.metric={self.metric!r}; choose one of {METRICS}")
+        if self.use_gpu not in ("auto", True, False):
+            raise ValueError(f"IndexConfig.use_gpu={self.use_gpu!r}; choose 'auto', True or False")
+
+
+def config_for_profile(profile: str | None = None, **overrides: Any) -> IndexConfig:
+    """smoke: exact Flat on CPU (tiny catalogues); cpu: IVF tuned on the 2-core benchmark; gpu: IVF on GPU."""
+    profile = settings.profile_name(profile)
+    base = {
+        "smoke": dict(kind="flat", use_gpu=False),
+        "cpu": dict(kind="ivf", nlist=2048, nprobe=16),
+        "gpu": dict(kind="ivf", nlist=4096, nprobe=64, use_gpu="auto"),
+    }[profile]
+    return IndexConfig(**{**base, **overrides})
+
+
+def _as_matrix(x: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (rows x dim), got shape {x.shape}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{name} has dimension {x.shape[1]} but the index holds dimension {dim}")
+    return x
+
+
+def _extra_for(exclude: list[np.ndarray] | None, n_rows: int) -> int:
+    if exclude is None:
+        return 0
+    if len(exclude) != n_rows:
+        raise ValueError(f"exclude has {len(exclude)} entries for {n_rows} queries; give one id array per query")
+    return max((len(e) for e in exclude), default=0)
+
+
+def _filter_topk(scores: np.ndarray, ids: np.ndarray, k: int, exclude: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Drop excluded and missing (-1) ids, keep the first k per row, pad with -1 / -inf."""
+    out_s = np.full((ids.shape[0], k), -np.inf, dtype=np.float32)
+    out_i = np.full((ids.shape[0], k), -1, dtype=np.int64)
+    for row in range(ids.shape[0]):
+        keep = ids[row] >= 0
+        if exclude is not None and len(exclude[row]):
+            keep &= ~np.isin(ids[row], np.asarray(exclude[row], dtype=np.int64))
+        kept = np.flatnonzero(keep)[:k]
+        out_s[row, : len(kept)] = scores[row, kept]
+        out_i[row, : len(kept)] = ids[row, kept]
+    return out_s, out_i
+
+
+class VectorIndex:
+    """A Faiss index over a catalogue of vectors with external ids, exclusion lists and GPU placement."""
+
+    def __init__(self, config: IndexConfig | None = None) -> None:
+        self.config = config or IndexConfig()
+        self.index = None  # the CPU index: always kept, it is what save() writes and the >2048-k fallback
+        self.gpu_index = None
+        self.ids: np.ndarray = np.empty(0, dtype=np.int64)
+        self.dim = 0
+        self.nlist_effective: int | None = None
+        self.notes: list[str] = []  # fallbacks taken (GPU k limit, HNSW on CPU), recorded in describe()
+        self.last_backend: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def build(self, vectors: np.ndarray, ids: np.ndarray | None = None) -> "VectorIndex":
+        faiss = _faiss()
+        cfg = self.config
+        x = _as_matrix(vectors, "vectors")
+        n, self.dim = x.shape
+        if n == 0:
+            raise ValueError("cannot build an index over an empty catalogue (0 vectors)")
+        self.ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64).ravel()
+        if len(self.ids) != n:
+            raise ValueError(f"ids has {len(self.ids)} entries for {n} vectors")
+        if (self.ids < 0).any():
+            raise ValueError("ids must be non-negative: -1 marks padding in search results")
+        metric = faiss.METRIC_INNER_PRODUCT if cfg.metric == "ip" else faiss.METRIC_L2
+        if cfg.kind == "flat":
+            index = faiss.index_factory(self.dim, "Flat", metric)
+        elif cfg.kind == "ivf":
+            self.nlist_effective = max(1, min(cfg.nlist, n // 39))  # faiss wants >= 39 training points per list
+            index = faiss.index_factory(self.dim, f"IVF{self.nlist_effective},Flat", metric)
+            index.cp.seed = cfg.seed
+            index.cp.max_points_per_centroid = cfg.train_points_per_list
+            index.train(x)
+        else:
+            index = faiss.index_factory(self.dim, f"HNSW{cfg.hnsw_m},Flat", metric)
+            index.hnsw.efConstruction = cfg.ef_construction
+        index.add(x)
+        self.index = index
+        self._apply_search_params()
+        self._place()
+        return self
+
+    def _apply_search_params(self) -> None:
+        if self.config.kind == "ivf":
+            self.index.nprobe = self.config.nprobe
+        elif self.config.kind == "hnsw":
+            self.index.hnsw.efSearch = self.config.ef_search
+
+    def _place(self) -> None:
+        """Clone to all GPUs when allowed; HNSW has no faiss GPU implementation and stays on CPU."""
+        faiss = _faiss()
+        n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+        self.gpu_index = None
+        if self.config.use_gpu is False:
+            return
+        if n_gpus == 0:
+            if self.config.use_gpu is True:
+                raise RuntimeError("IndexConfig.use_gpu=True but faiss sees no GPU: install faiss-gpu or use 'auto'")
+            return
+        if self.config.kind == "hnsw":
+            self._note("HNSW has no faiss GPU implementation: searched on CPU")
+            return
+        if self.config.kind == "ivf" and self.config.nprobe > GPU_K_LIMIT:
+            self._note(f"nprobe > {GPU_K_LIMIT} is beyond the GPU limit: searched on CPU")
+            return
+        self.gpu_index = faiss.index_cpu_to_all_gpus(self.index)
+
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Change the recall / speed knob after build (re-clones to GPU when one is used)."""
+        changes = {k: v for k, v in dict(nprobe=nprobe, ef_search=ef_search).items() if v is not None}
+        self.config = dataclasses.replace(self.config, **changes)
+        self._apply_search_params()
+        if self.config.use_gpu is not False:
+            self._place()
+
+    def search(self, queries: np.ndarray, k: int, exclude: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids), each (n_queries, k); excluded ids are dropped and the row refilled."""
+        if self.index is None:
+            raise RuntimeError("search() before build() or load()")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        q = _as_matrix(queries, "queries", self.dim)
+        k_search = min(k + _extra_for(exclude, len(q)), len(self.ids))
+        if len(q) == 0:
+            return np.empty((0, k), dtype=np.float32), np.empty((0, k), dtype=np.int64)
+        index, self.last_backend = self.index, "cpu"
+        if self.gpu_index is not None:
+            if k_search <= GPU_K_LIMIT:
+                index, self.last_backend = self.gpu_index, "gpu"
+            else:
+                self._note(f"k={k_search} > {GPU_K_LIMIT} (faiss GPU limit): searched with the CPU index")
+        scores, pos = index.search(q, k_search)
+        if self.config.metric == "l2":
+            scores = -scores  # faiss returns squared distances; flip so higher is better
+        ids = np.where(pos >= 0, self.ids[np.clip(pos, 0, None)], -1)
+        return _filter_topk(scores, ids, k, exclude)
+
+    def describe(self) -> dict[str, Any]:
+        """Index type and parameters, for embedding in every result."""
+        faiss = _faiss()
+        cfg = self.config
+        out: dict[str, Any] = {
+            "kind": cfg.kind, "metric": cfg.metric,
+            "faiss_class": type(self.index).__name__ if self.index is not None else None,
+            "faiss_version": faiss.__version__,
+            "n_items": len(self.ids), "dim": self.dim,
+            "backend": "gpu" if self.gpu_index is not None else "cpu", "last_search_backend": self.last_backend,
+            "notes": list(self.notes), "config": dataclasses.asdict(cfg),
+        }
+        if cfg.kind == "ivf":
+            out.update(nlist=self.nlist_effective, nprobe=cfg.nprobe)
+        elif cfg.kind == "hnsw":
+            out.update(hnsw_m=cfg.hnsw_m, ef_construction=cfg.ef_construction, ef_search=cfg.ef_search)
+        return out
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the CPU index to `path` and config + ids to `path`.json, both atomically."""
+        if self.index is None:
+            raise RuntimeError("save() before build()")
+        path = Path(path)
+        with io.atomic_path(path) as tmp:
+            _faiss().write_index(self.index, str(tmp))
+        sidecar = {"config": dataclasses.asdict(self.config), "ids": self.ids.tolist(), "dim": self.dim,
+                   "nlist_effective": self.nlist_effective}
+        io.write_json(path.with_name(path.name + ".json"), sidecar)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, use_gpu: Literal["auto"] | bool | None = None) -> "VectorIndex":
+        """Read an index written by save(); `use_gpu` overrides the saved placement."""
+        path = Path(path)
+        sidecar_path = path.with_name(path.name + ".json")
+        if not path.exists() or not sidecar_path.exists():
+            raise FileNotFoundError(f"no saved index at {path} (needs both {path.name} and {sidecar_path.name})")
+        meta = json.loads(sidecar_path.read_text())
+        config = IndexConfig(**meta["config"])
+        if use_gpu is not None:
+            config = dataclasses.replace(config, use_gpu=use_gpu)
+        self = cls(config)
+        self.index = _faiss().read_index(str(path))
+        self.ids, self.dim = np.asarray(meta["ids"], dtype=np.int64), meta["dim"]
+        self.nlist_effective = meta["nlist_effective"]
+        self._apply_search_params()
+        self._place()
+        return self
+
+
+def exact_topk_torch(queries: np.ndarray, vectors: np.ndarray, k: int, exclude: list[np.ndarray] | None = None,
+                     device: str | torch.device | None = None, metric: str = "ip",
+                     chunk_elems: int = 1 << 25) -> tuple[np.ndarray, np.ndarray]:
+    """Reference exact top-k with torch; ids are row positions in `vectors`.
+
+    Works through (query chunk x item chunk) score blocks of at most `chunk_elems` floats, keeping a
+    running top-k, so 1M x 256 items never need a full score matrix.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r}; choose one of {METRICS}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    dev = settings.device(str(device) if device is not None else None)
+    v_np = _as_matrix(vectors, "vectors")
+    q_np = _as_matrix(queries, "queries", v_np.shape[1])
+    n = len(v_np)
+    k_search = min(k + _extra_for(exclude, len(q_np)), n)
+    if len(q_np) == 0 or n == 0:
+        return _filter_topk(np.empty((len(q_np), 0), np.float32), np.empty((len(q_np), 0), np.int64), k, exclude)
+    v = torch.from_numpy(v_np).to(dev)
+    q_rows = max(1, min(len(q_np), 1024))
+    v_rows = max(k_search, chunk_elems // q_rows)
+    all_s, all_i = [], []
+    for q0 in range(0, len(q_np), q_rows):
+        q = torch.from_numpy(q_np[q0:q0 + q_rows]).to(dev)
+        best_s = torch.empty((len(q), 0), device=dev)
+        best_i = torch.empty((len(q), 0), dtype=torch.long, device=dev)
+        for v0 in range(0, n, v_rows):
+            block = v[v0:v0 + v_rows]
+            s = q @ block.T
+            if metric == "l2":
+                s = 2 * s - (q * q).sum(1, keepdim=True) - (block * block).sum(1)[None, :]
+            top = torch.topk(s, min(k_search, s.shape[1]), dim=1)
+            cat_s = torch.cat([best_s, top.values], 1)
+            cat_i = torch.cat([best_i, top.indices + v0], 1)
+            keep = torch.topk(cat_s, min(k_search, cat_s.shape[1]), dim=1)
+            best_s, best_i = keep.values, torch.gather(cat_i, 1, keep.indices)
+        all_s.append(best_s.float().cpu().numpy())
+        all_i.append(best_i.cpu().numpy())
+    return _filter_topk(np.concatenate(all_s), np.concatenate(all_i), k, exclude)
+
+
+def recall_vs_exact(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
+    """Mean over queries of |approx ∩ exact| / k, where k is the width of exact_ids (-1 padding ignored)."""
+    approx_ids, exact_ids = np.asarray(approx_ids), np.asarray(exact_ids)
+    if approx_ids.shape[0] != exact_ids.shape[0]:
+        raise ValueError(f"recall_vs_exact: {approx_ids.shape[0]} approximate rows vs {exact_ids.shape[0]} exact rows")
+    if exact_ids.size == 0:
+        raise ValueError("recall_vs_exact: no rows to compare")
+    k = exact_ids.shape[1]
+    hits = [len(np.intersect1d(a[a >= 0], e[e >= 0])) for a, e in zip(approx_ids, exact_ids)]
+    return float(np.mean(hits) / k)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def synthetic_clusters(n_items: int, dim: int, n_clusters: int, n_queries: int, spread: float = 1.5,
+                       seed: int = 2023, chunk: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded L2-normalised gaussian clusters (items, queries) for tests and benchmarks.
+
+    Each point is a unit-norm centre plus noise of total norm ~`spread`, then normalised; queries are
+    drawn the same way around random centres. Generated in chunks so 1M x 256 needs no float64 copy.
+    """
+    rng = np.random.default_rng(seed)
+    centres = _normalise(rng.standard_normal((n_clusters, dim), dtype=np.float32))
+
+    def draw(n: int) -> np.ndarray:
+        out = np.empty((n, dim), dtype=np.float32)
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            noise = rng.standard_normal((m, dim), dtype=np.float32) * np.float32(spread / np.sqrt(dim))
+            out[start:start + m] = _normalise(centres[rng.integers(0, n_clusters, m)] + noise)
+        return out
+
+    return draw(n_items), draw(n_queries)
+
+
+def borrow_vectors(query_repr: np.ndarray, warm_repr: np.ndarray, warm_vectors: np.ndarray, n_neighbors: int = 10,
+                   weighting: Literal["uniform", "similarity"] = "uniform",
+                   config: IndexConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Collaborative vectors for cold ids, borrowed from their nearest warm neighbours (cosine, via Faiss).
+
+    query_repr: (n_cold, r) representation available for cold ids; warm_repr: (n_warm, r) the same space
+    for warm ids; warm_vectors: (n_warm, d) the collaborative vectors to borrow. "similarity" weights
+    neighbours by their cosine clipped at 0 (uniform when all are <= 0). A query row that is all zeros or
+    has a NaN (e.g. a cold user with no history) falls back to the mean warm vector.
+    Returns (vectors (n_cold, d), fallback_mask (n_cold,) bool).
+    """
+    if weighting not in ("uniform", "similarity"):
+        raise ValueError(f"weighting={weighting!r}; choose 'uniform' or 'similarity'")
+    warm_repr = _as_matrix(warm_repr, "warm_repr")
+    warm_vectors = _as_matrix(warm_vectors, "warm_vectors")
+    query_repr = _as_matrix(query_repr, "query_repr", warm_repr.shape[1])
+    if len(warm_repr) != len(warm_vectors):
+        raise ValueError(f"warm_repr has {len(warm_repr)} rows but warm_vectors has {len(warm_vectors)}")
+    if len(warm_repr) == 0:
+        raise ValueError("borrow_vectors needs at least one warm id")
+    fallback = ~np.isfinite(query_repr).all(1) | ~np.any(query_repr != 0, axis=1)
+    out = np.repeat(warm_vectors.mean(0, keepdims=True), len(query_repr), axis=0)
+    live = np.flatnonzero(~fallback)
+    if len(live):
+        config = config or IndexConfig(kind="flat", metric="ip", use_gpu=False)
+        if config.metric != "ip":
+            raise ValueError("borrow_vectors matches by cosine: give an IndexConfig with metric='ip'")
+        index = VectorIndex(config).build(_normalise(warm_repr))
+        k = min(n_neighbors, len(warm_repr))
+        sims, nbrs = index.search(_normalise(query_repr[live]), k)
+        valid = nbrs >= 0  # approximate indexes may return fewer than k neighbours
+        if weighting == "uniform":
+            w = valid.astype(np.float32)
+        else:
+            w = np.where(valid, np.clip(sims, 0, None), 0).astype(np.float32)
+            w[w.sum(1) == 0] = valid[w.sum(1) == 0]
+        w_sum = w.sum(1, keepdims=True)
+        borrowed = np.einsum("qk,qkd->qd", w, warm_vectors[np.clip(nbrs, 0, None)]) / np.maximum(w_sum, 1e-12)
+        has_nbr = w_sum[:, 0] > 0
+        out[live[has_nbr]] = borrowed[has_nbr]
+        fallback[live[~has_nbr]] = True
+    return out, fallback
+
+
+def pool_history(item_vectors: np.ndarray, histories: list[list[int]],
+                 max_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean item vector of each history (its last `max_len` items); empty histories give zeros + mask True."""
+    item_vectors = _as_matrix(item_vectors, "item_vectors")
+    pooled = np.zeros((len(histories), item_vectors.shape[1]), dtype=np.float32)
+    empty = np.zeros(len(histories), dtype=bool)
+    for row, hist in enumerate(histories):
+        h = np.asarray(hist, dtype=np.int64)
+        if max_len is not None:
+            h = h[-max_len:] if max_len > 0 else h[:0]
+        if len(h) == 0:
+            empty[row] = True
+            continue
+        if h.min() < 0 or h.max() >= len(item_vectors):
+            raise ValueError(f"history {row} holds item ids outside 0..{len(item_vectors) - 1}: "
+                             "map ids to rows of item_vectors first")
+        pooled[row] = item_vectors[h].mean(0)
+    return pooled, empty
