@@ -1,0 +1,256 @@
+"""What every dataset shares: the Splits container, the schema check, statistics, checksums, the
+processed-file cache and the history / id / not_cold construction of CoLLM's protocol."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ..io import read_json, write_frame, write_json
+
+SPLIT_NAMES = ("train", "valid", "valid_small", "test")
+BASE_COLUMNS = ("uid", "iid", "label", "timestamp", "his", "his_title", "title", "flag", "not_cold")
+BOOK_COLUMNS = ("author", "his_author", "his_label")
+INT_COLUMNS = ("uid", "iid", "label", "timestamp", "flag", "not_cold")
+LIST_COLUMNS = ("his", "his_title", "his_author", "his_label")
+FLAGS = {"train": -1, "valid": 0, "valid_small": 0, "test": 1}
+# Bumped whenever the processed format or a builder changes, so stale caches are rebuilt.
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Splits:
+    """One dataset's processed splits; ids start at 1 and 0 is padding."""
+
+    name: str
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    valid_small: pd.DataFrame
+    test: pd.DataFrame
+    n_users: int  # number of user ids INCLUDING padding id 0 (= max uid + 1)
+    n_items: int  # likewise for items
+    collab_train: pd.DataFrame | None = None  # (uid, iid, label) rows for the collaborative model; None: train
+    meta: dict = field(default_factory=dict)  # protocol, seeds, source files + sha256, notes
+
+    def split(self, name: str) -> pd.DataFrame:
+        if name not in SPLIT_NAMES:
+            raise ValueError(f"unknown split {name!r}; choose one of {SPLIT_NAMES}")
+        return getattr(self, name)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def require_files(folder: Path, names: list[str], how_to_get: str) -> list[Path]:
+    """Paths of `names` in `folder`; a missing folder or file raises FileNotFoundError saying how to get it."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data folder {folder} does not exist; it must hold {', '.join(names)}. "
+                                f"{how_to_get}")
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing {', '.join(missing)} in {folder}. {how_to_get}")
+    return [folder / name for name in names]
+
+
+def check_columns(frame: pd.DataFrame, needed: list[str] | tuple[str, ...], source: str) -> None:
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{source}: missing column(s) {missing}; found {list(frame.columns)}. "
+                         "The file is not in the expected format (truncated or a different release?).")
+
+
+def validate_frame(df: pd.DataFrame, name: str = "frame") -> None:
+    """Check the processed schema; raises ValueError naming the missing or wrong columns."""
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{name}: expected a pandas DataFrame, got {type(df).__name__}")
+    check_columns(df, BASE_COLUMNS, name)
+    if len(df) == 0:
+        raise ValueError(f"{name}: the split is empty; rebuild it with load_dataset(..., rebuild=True)")
+    wrong = [c for c in INT_COLUMNS if not pd.api.types.is_integer_dtype(df[c])]
+    wrong += [c for c in ("title",) + BOOK_COLUMNS[:1] if c in df and not _all_str(df[c])]
+    wrong += [c for c in LIST_COLUMNS if c in df and not df[c].map(lambda v: isinstance(v, list)).all()]
+    if wrong:
+        raise ValueError(f"{name}: column(s) {wrong} have the wrong type (ints: {INT_COLUMNS}; "
+                         f"lists: {LIST_COLUMNS}; strings: title, author)")
+    if df["uid"].min() < 1 or df["iid"].min() < 1:
+        raise ValueError(f"{name}: uid / iid must start at 1 (0 is padding)")
+    if not df["label"].isin((0, 1)).all() or not df["not_cold"].isin((0, 1)).all():
+        raise ValueError(f"{name}: columns label and not_cold must be 0/1")
+    if not df["flag"].isin((-1, 0, 1)).all():
+        raise ValueError(f"{name}: column flag must be -1 (train), 0 (valid) or 1 (test)")
+    aligned = [c for c in ("his_title", "his_author", "his_label") if c in df]
+    lengths = df["his"].map(len)
+    bad = [c for c in aligned if not (df[c].map(len) == lengths).all()]
+    if bad:
+        raise ValueError(f"{name}: column(s) {bad} are not aligned with his (different list lengths)")
+
+
+def _all_str(series: pd.Series) -> bool:
+    return bool(series.map(lambda v: isinstance(v, str)).all())
+
+
+def split_stats(splits: Splits) -> pd.DataFrame:
+    """Rows, users, items, positive rate and cold share (not_cold == 0) of every split."""
+    rows = []
+    frames = [(n, splits.split(n)) for n in SPLIT_NAMES]
+    if splits.collab_train is not None:
+        frames.append(("collab_train", splits.collab_train))
+    for split_name, frame in frames:
+        rows.append({
+            "dataset": splits.name, "split": split_name, "rows": len(frame),
+            "users": frame["uid"].nunique(), "items": frame["iid"].nunique(),
+            "positive_rate": round(float(frame["label"].mean()), 4),
+            "cold_share": round(float((frame["not_cold"] == 0).mean()), 4) if "not_cold" in frame else np.nan,
+            "mean_history": round(float(frame["his"].map(len).mean()), 2) if "his" in frame else np.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def clean_lists(frame: pd.DataFrame) -> pd.DataFrame:
+    """Plain python ints / strs inside list columns and ints elsewhere, so pickles and equality are simple."""
+    frame = frame.copy()
+    for col in LIST_COLUMNS:
+        if col in frame:
+            cast = str if col in ("his_title", "his_author") else int
+            frame[col] = [list(map(cast, values)) for values in frame[col]]
+    for col in ("title", "author"):
+        if col in frame:
+            frame[col] = frame[col].map(str).astype(object)
+    for col in INT_COLUMNS:
+        if col in frame:
+            frame[col] = frame[col].astype("int64")
+    return frame.reset_index(drop=True)
+
+
+def add_history(stream: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """CoLLM's history: in a (uid, timestamp)-sorted stream, every earlier positive of the same user.
+
+    `stream` must already be in stream order; `his` gets iid and `his_title` title (plus his_<c> for c in
+    `extra`), oldest first."""
+    his: list[list[int]] = []
+    titles: list[list[str]] = []
+    extras: dict[str, list[list]] = {c: [] for c in extra}
+    cur_user, cur_items, cur_titles = None, [], []
+    cur_extra: dict[str, list] = {c: [] for c in extra}
+    columns = [stream[c].to_numpy() for c in ("uid", "iid", "label", "title")]
+    extra_cols = {c: stream[c].to_numpy() for c in extra}
+    for pos, (uid, iid, label, title) in enumerate(zip(*columns)):
+        if uid != cur_user:
+            cur_user, cur_items, cur_titles = uid, [], []
+            cur_extra = {c: [] for c in extra}
+        his.append(list(cur_items))
+        titles.append(list(cur_titles))
+        for c in extra:
+            extras[c].append(list(cur_extra[c]))
+        if label == 1:
+            cur_items.append(int(iid))
+            cur_titles.append(str(title))
+            for c in extra:
+                cur_extra[c].append(extra_cols[c][pos])
+    stream = stream.copy()
+    stream["his"], stream["his_title"] = his, titles
+    for c in extra:
+        stream[f"his_{c}"] = extras[c]
+    return stream
+
+
+def remap_ids(stream: pd.DataFrame, user_col: str, item_col: str) -> tuple[pd.DataFrame, dict, dict]:
+    """uid = rank of the original user id (ascending); iid = order of first appearance in the stream."""
+    users = np.sort(stream[user_col].unique())
+    user_map = {u: k + 1 for k, u in enumerate(users)}
+    item_map = {i: k + 1 for k, i in enumerate(pd.unique(stream[item_col]))}
+    stream = stream.copy()
+    stream["uid"] = stream[user_col].map(user_map).astype("int64")
+    stream["iid"] = stream[item_col].map(item_map).astype("int64")
+    return stream, user_map, item_map
+
+
+def add_not_cold(stream: pd.DataFrame) -> pd.DataFrame:
+    """not_cold = 1 when both the user and the item occur in the train split (flag == -1)."""
+    train = stream[stream["flag"] == -1]
+    warm_users, warm_items = set(train["uid"]), set(train["iid"])
+    stream = stream.copy()
+    stream["not_cold"] = (stream["uid"].isin(warm_users) & stream["iid"].isin(warm_items)).astype("int64")
+    return stream
+
+
+# ---------------------------------------------------------------- processed cache
+
+def _frame_files(splits: Splits) -> dict[str, pd.DataFrame]:
+    frames = {n: splits.split(n) for n in SPLIT_NAMES}
+    if splits.collab_train is not None:
+        frames["collab_train"] = splits.collab_train
+    return frames
+
+
+def save_processed(splits: Splits, out_dir: Path) -> None:
+    """Write each frame as a pickle, then stats.csv, then meta.json (with the pickles' sha256) last:
+    meta.json is the commit marker, so a crash mid-way leaves a cache that load_processed refuses."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "meta.json").unlink(missing_ok=True)
+    hashes = {}
+    for name, frame in _frame_files(splits).items():
+        path = write_frame(out_dir / f"{name}.pkl", frame)
+        hashes[name] = sha256_file(path)
+    write_frame(out_dir / "stats.csv", split_stats(splits))
+    meta = dict(splits.meta, name=splits.name, n_users=splits.n_users, n_items=splits.n_items,
+                format_version=FORMAT_VERSION, files=hashes,
+                rows={name: len(frame) for name, frame in _frame_files(splits).items()})
+    write_json(out_dir / "meta.json", meta)
+    splits.meta = meta
+
+
+def load_processed(name: str, out_dir: Path) -> Splits | None:
+    """The cached splits if complete, unchanged and valid; None when they must be rebuilt."""
+    meta_path = out_dir / "meta.json"
+    if not meta_path.is_file():
+        return None
+    meta = read_json(meta_path)
+    if meta.get("format_version") != FORMAT_VERSION or meta.get("name") != name:
+        return None
+    frames = {}
+    for fname, digest in meta.get("files", {}).items():
+        path = out_dir / f"{fname}.pkl"
+        if not path.is_file() or sha256_file(path) != digest:
+            return None
+        frames[fname] = pd.read_pickle(path)
+    if any(n not in frames for n in SPLIT_NAMES):
+        return None
+    for fname in SPLIT_NAMES:
+        validate_frame(frames[fname], f"{name}/{fname}")
+    return Splits(name=name, **{n: frames[n] for n in SPLIT_NAMES}, n_users=int(meta["n_users"]),
+                  n_items=int(meta["n_items"]), collab_train=frames.get("collab_train"), meta=meta)
+
+
+def make_splits(name: str, frames: dict[str, pd.DataFrame], meta: dict[str, Any],
+                collab_train: pd.DataFrame | None = None) -> Splits:
+    """Clean, validate and wrap the four frames; n_users / n_items count every id seen plus padding."""
+    frames = {n: clean_lists(frames[n]) for n in SPLIT_NAMES}
+    for split_name, frame in frames.items():
+        validate_frame(frame, f"{name}/{split_name}")
+    parts = list(frames.values()) + ([collab_train] if collab_train is not None else [])
+    n_users = int(max(int(f["uid"].max()) for f in parts)) + 1
+    n_items = int(max(max(int(f["iid"].max()), max((max(h) for h in f["his"] if h), default=0))
+                      if "his" in f else int(f["iid"].max()) for f in parts)) + 1
+    if collab_train is not None:
+        collab_train = collab_train[["uid", "iid", "label"]].astype("int64").reset_index(drop=True)
+    return Splits(name=name, **frames, n_users=n_users, n_items=n_items, collab_train=collab_train,
+                  meta=meta)
+
+
+def source_record(paths: list[Path], hasher: Callable[[Path], str] = sha256_file) -> dict[str, dict]:
+    return {p.name: {"bytes": p.stat().st_size, "sha256": hasher(p)} for p in paths}
