@@ -58,3 +58,43 @@ def load_results(paths: list[str | os.PathLike]) -> list[dict[str, Any]]:
     if missing:
         raise FileNotFoundError(f"result files not found: {missing}")
     return [read_json(p) for p in paths]
+
+
+# The paper's Table 1 (Vicuna-7B), AUC / UAUC: what every comparison is drawn against.
+PAPER_TABLE1 = {
+    ("MF", "ml-1m"): (0.6482, 0.6361), ("MF", "amazon-book"): (0.7134, 0.5565),
+    ("MF", "bookcrossing"): (0.6173, 0.5478),
+    ("CTRL (DIN)", "ml-1m"): (0.7159, 0.6492), ("CTRL (DIN)", "amazon-book"): (0.8202, 0.5996),
+    ("CTRL (DIN)", "bookcrossing"): (0.7129, 0.5923),
+    ("TALLRec", "ml-1m"): (0.7097, 0.6818), ("TALLRec", "amazon-book"): (0.7375, 0.5983),
+    ("TALLRec", "bookcrossing"): (0.6347, 0.6017),
+    ("CoLLM-FaissRet", "ml-1m"): (0.7295, 0.6875), ("CoLLM-FaissRet", "amazon-book"): (0.8109, 0.6225),
+    ("CoLLM-FaissRet", "bookcrossing"): (0.6947, 0.6362),
+}
+
+
+def metrics_table(named: dict[str, dict], dataset: str, split: str = "test") -> pd.DataFrame:
+    """One row per (method, subset) from result dicts {"test": metrics.evaluate(...)}, paper values beside."""
+    rows = []
+    for method, result in named.items():
+        paper = PAPER_TABLE1.get((method, dataset), (None, None))
+        for subset, m in result[split].items():
+            if not isinstance(m, dict):
+                continue
+            rows.append({"method": method, "subset": subset, "rows": m["rows"], "AUC": m["auc"],
+                         "UAUC": m["uauc"], "UAUC users": m["uauc_users"],
+                         "paper AUC": paper[0] if subset == "all" else None,
+                         "paper UAUC": paper[1] if subset == "all" else None})
+    return pd.DataFrame(rows)
+
+
+def training_curve(history: dict | pd.DataFrame, title: str) -> plt.Figure:
+    """Validation AUC and training loss against the step."""
+    hist = pd.DataFrame(history)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax1.plot(hist["step"], hist["valid_auc"], marker="o")
+    ax1.set(xlabel="step", ylabel="valid_small AUC", title=title)
+    ax2.plot(hist["step"], hist["loss"], marker=".", color="tab:red")
+    ax2.set(xlabel="step", ylabel="training loss (last batch)")
+    fig.tight_layout()
+    return fig

@@ -119,3 +119,23 @@ def load_trained(out_dir: str | Path, device: torch.device | None = None) -> tup
 def _plain(obj):
     """The JSON round trip of a config (tuples become lists), to compare with a saved one."""
     return json.loads(json.dumps(obj, default=_jsonable))
+
+
+def mf_on_same_rows(stage_dir: str | Path, mf_dir: str | Path, split: str = "test") -> dict:
+    """Score the very rows an LLM stage was evaluated on with the MF model, for a like-for-like comparison."""
+    from . import metrics
+    from .collab import score_mf
+
+    rows = pd.read_csv(Path(stage_dir) / f"scores_{split}.csv")
+    rows["score"] = score_mf(load_mf(mf_dir), rows)
+    return {split: metrics.evaluate(rows) | {"rows": len(rows)}}
+
+
+def ensure_mf(splits: Splits, config, out_dir: str | Path, progress: bool = True) -> Path:
+    """The trained MF checkpoint in `out_dir`, trained and saved first if it is not there yet."""
+    from .collab import save_mf, train_mf
+
+    out_dir = Path(out_dir)
+    if not (out_dir / "config.json").exists():
+        save_mf(train_mf(splits, config, progress=progress), out_dir)
+    return out_dir
