@@ -60,8 +60,8 @@ def config_for_profile(profile: str, stage: int, **overrides) -> StageConfig:
                       warmup_steps=1, patience=2, score_batch_size=16),
         "cpu": dict(train_rows=640, eval_rows=240, test_rows=800, batch_size=8, max_steps=80, eval_every=20,
                     warmup_steps=8, patience=3, score_batch_size=16),
-        # all rows; fewer steps than the authors' 10,000 at batch 16 (1,000 at 64 is ~2 epochs of ML-1M)
-        "gpu": dict(batch_size=64, max_steps=1000, eval_every=100, warmup_steps=100, patience=5,
+        # all rows; fewer steps than the authors' 10,000 at batch 16 (800 at 64 is ~1.5 epochs of ML-1M)
+        "gpu": dict(batch_size=64, max_steps=800, eval_every=100, warmup_steps=80, patience=4,
                     score_batch_size=256),
     }[profile]
     return replace(StageConfig(stage=stage, **base), **overrides)
