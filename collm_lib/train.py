@@ -58,9 +58,10 @@ def config_for_profile(profile: str, stage: int, **overrides) -> StageConfig:
     base = {
         "smoke": dict(train_rows=24, eval_rows=24, test_rows=40, batch_size=4, max_steps=4, eval_every=2,
                       warmup_steps=1, patience=2, score_batch_size=16),
-        # ~1 train and ~3.4 scoring prompts/s on 2 cores: 960 train prompts, 3 evaluations, ~600 test rows
-        "cpu": dict(train_rows=960, eval_rows=200, test_rows=600, batch_size=8, max_steps=120, eval_every=40,
-                    warmup_steps=10, patience=3, score_batch_size=16),
+        # ~1.1 train and ~3.4 scoring prompts/s on 2 idle cores: 400 train prompts, 2 evaluations of ~120
+        # rows, ~400 test rows (whole users): about 10 minutes a stage
+        "cpu": dict(train_rows=400, eval_rows=120, test_rows=400, batch_size=8, max_steps=50, eval_every=25,
+                    warmup_steps=5, patience=2, score_batch_size=16),
         # all rows; fewer steps than the authors' 10,000 at batch 16 (800 at 64 is ~1.5 epochs of ML-1M)
         "gpu": dict(batch_size=64, max_steps=800, eval_every=100, warmup_steps=80, patience=4,
                     score_batch_size=256),
