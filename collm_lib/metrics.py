@@ -1,0 +1,228 @@
+"""Evaluation metrics on plain arrays: AUC, UAUC, warm/cold breakdowns, top-K ranking metrics.
+
+Pure numpy; imports nothing else of ours. `evaluate` takes any frame-like object whose columns
+can be read with `frame[name]` (a pandas DataFrame in practice).
+
+AUC is the Mann-Whitney statistic computed from average ranks, so tied scores count half -- the
+same value as scikit-learn's roc_auc_score. UAUC is the unweighted mean of per-user AUCs over the
+users that have more than one row and both classes (PROTOCOL section 5); it is computed with one
+global sort by (user, score), without a Python loop over users, so it stays fast on millions of rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+UNDEFINED_UAUC = "undefined: no user has more than one row with both classes"
+
+
+@dataclass
+class UAUC:
+    """User-averaged AUC and what it covered; `value` is None (with `note` saying why) when undefined."""
+
+    value: float | None
+    n_users: int
+    n_rows: int
+    note: str
+
+
+def _check(labels: Any, scores: Any, users: Any | None = None) -> tuple[np.ndarray, ...]:
+    y = np.asarray(labels)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim != 1 or s.shape != y.shape:
+        raise ValueError(f"labels and scores must be 1-D of equal length, got {y.shape} and {s.shape}")
+    if y.size == 0:
+        raise ValueError("empty input: no rows to evaluate")
+    if np.isnan(s).any():
+        raise ValueError("scores contain NaN; fix the model output before evaluating")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0/1")
+    out = (y.astype(np.int8), s)
+    if users is not None:
+        u = np.asarray(users)
+        if u.dtype.kind not in "iub":  # strings or objects: sort on integer codes instead
+            u = np.unique(u, return_inverse=True)[1].reshape(u.shape)
+        if u.shape != y.shape:
+            raise ValueError(f"users must have the same length as labels, got {u.shape} and {y.shape}")
+        out += (u,)
+    return out
+
+
+def _dense_ranks(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """0-based dense ranks (equal values share one) and the number of distinct values."""
+    order = np.argsort(values)
+    sorted_values = values[order]
+    step = np.empty(values.size, dtype=np.int64)
+    step[0] = 0
+    # `!=` rather than np.diff so that equal infinities stay one tie block
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=step[1:])
+    ranks = np.empty(values.size, dtype=np.int64)
+    ranks[order] = np.cumsum(step)
+    return ranks, int(ranks[order[-1]]) + 1
+
+
+def _grouped_mann_whitney(groups: np.ndarray, y: np.ndarray, s: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group: (n_pos, n_neg, U) with U the Mann-Whitney count of (pos > neg) pairs, ties half.
+
+    Speed: instead of a lexsort (two argsorts), group code, dense score rank and label are packed
+    into one int64 key and sorted by value, which is several times faster on millions of rows.
+    Inside each (group, score) tie block every row gets the block's average rank; the sum of the
+    positives' within-group ranks minus n_pos (n_pos + 1) / 2 is U.
+    """
+    s_rank, n_scores = _dense_ranks(s)
+    g = groups.astype(np.int64) - groups.min()
+    if (int(g.max()) + 1) * n_scores * 2 >= 2**62:  # sparse ids: compact them first
+        g = np.unique(g, return_inverse=True)[1].reshape(g.shape)
+    key = (g * n_scores + s_rank) * 2 + y
+    key.sort()
+    yy = key & 1
+    block_key = key >> 1
+    gg = block_key // n_scores
+    n = key.size
+    new_group = np.empty(n, dtype=bool)
+    new_group[0] = True
+    np.not_equal(gg[1:], gg[:-1], out=new_group[1:])
+    new_block = np.empty(n, dtype=bool)
+    new_block[0] = True
+    np.not_equal(block_key[1:], block_key[:-1], out=new_block[1:])
+
+    group_id = np.cumsum(new_group) - 1
+    group_start = np.flatnonzero(new_group)
+    block_id = np.cumsum(new_block) - 1
+    block_start = np.flatnonzero(new_block)
+    block_end = np.append(block_start[1:], n)  # exclusive
+    # 1-based average rank of each block inside its group
+    block_rank = (block_start + block_end + 1) / 2.0 - group_start[group_id[block_start]]
+    rank = block_rank[block_id]
+
+    n_groups = group_start.size
+    n_pos = np.bincount(group_id, weights=yy, minlength=n_groups)
+    n_neg = np.diff(np.append(group_start, n)) - n_pos
+    rank_sum_pos = np.bincount(group_id, weights=rank * yy, minlength=n_groups)
+    return n_pos, n_neg, rank_sum_pos - n_pos * (n_pos + 1) / 2.0
+
+
+def auc(labels: Any, scores: Any) -> float:
+    """Global ROC AUC with ties counted half; ValueError on empty input or a single class."""
+    y, s = _check(labels, scores)
+    n_pos, n_neg, u_stat = _grouped_mann_whitney(np.zeros(y.size, dtype=np.int8), y, s)
+    if n_pos[0] == 0 or n_neg[0] == 0:
+        raise ValueError("AUC is undefined when only one class is present")
+    return float(u_stat[0] / (n_pos[0] * n_neg[0]))
+
+
+def uauc(users: Any, labels: Any, scores: Any) -> UAUC:
+    """Unweighted mean of per-user AUCs over users with > 1 row and both classes (vectorised)."""
+    y, s, u = _check(labels, scores, users)
+    n_pos, n_neg, u_stat = _grouped_mann_whitney(u, y, s)
+    ok = (n_pos > 0) & (n_neg > 0)  # implies more than one row
+    n_users = int(ok.sum())
+    if n_users == 0:
+        return UAUC(None, 0, 0, UNDEFINED_UAUC)
+    per_user = u_stat[ok] / (n_pos[ok] * n_neg[ok])
+    n_rows = int((n_pos[ok] + n_neg[ok]).sum())
+    skipped = int(ok.size - n_users)
+    return UAUC(float(per_user.mean()), n_users, n_rows,
+                f"{n_users} users ({n_rows} rows) covered; {skipped} users skipped (single row or class)")
+
+
+def _subset_metrics(users: np.ndarray, y: np.ndarray, s: np.ndarray) -> dict[str, Any]:
+    out: dict[str, Any] = {"rows": int(y.size), "pos_rate": float(y.mean()) if y.size else None}
+    if y.size == 0:
+        return out | {"auc": None, "auc_note": "no rows in this subset",
+                      "uauc": None, "uauc_users": 0, "uauc_rows": 0, "uauc_note": "no rows in this subset"}
+    if y.min() == y.max():
+        out |= {"auc": None, "auc_note": f"undefined: only label {int(y[0])} in this subset"}
+    else:
+        out |= {"auc": auc(y, s), "auc_note": ""}
+    ua = uauc(users, y, s)
+    return out | {"uauc": ua.value, "uauc_users": ua.n_users, "uauc_rows": ua.n_rows, "uauc_note": ua.note}
+
+
+def evaluate(frame: Any, score_col: str = "score", train_frame: Any | None = None,
+             user_col: str = "uid", item_col: str = "iid", label_col: str = "label") -> dict[str, dict]:
+    """AUC / UAUC / rows / positive rate overall and per subset.
+
+    Subsets: "all"; "warm" (not_cold == 1) and "cold" (not_cold == 0) when the frame has not_cold;
+    with `train_frame`, also CoLLM's alternative "warm_gt3" (user and item each with more than 3
+    train rows) and its complement "cold_gt3". Each value is a dict with keys rows, pos_rate, auc,
+    auc_note, uauc, uauc_users, uauc_rows, uauc_note; an undefined metric is None with a note.
+    """
+    missing = [c for c in (user_col, label_col, score_col) if c not in frame]
+    if missing:
+        raise ValueError(f"evaluate: frame lacks columns {missing}; add the scores as column {score_col!r}")
+    users = np.asarray(frame[user_col])
+    y, s = _check(frame[label_col], frame[score_col])
+    masks: dict[str, np.ndarray] = {"all": np.ones(y.size, dtype=bool)}
+    if "not_cold" in frame:
+        warm = np.asarray(frame["not_cold"]) == 1
+        masks |= {"warm": warm, "cold": ~warm}
+    if train_frame is not None:
+        warm3 = _warm_by_train_counts(np.asarray(frame[user_col]), np.asarray(frame[item_col]),
+                                      np.asarray(train_frame[user_col]), np.asarray(train_frame[item_col]))
+        masks |= {"warm_gt3": warm3, "cold_gt3": ~warm3}
+    return {name: _subset_metrics(users[m], y[m], s[m]) for name, m in masks.items()}
+
+
+def _warm_by_train_counts(users: np.ndarray, items: np.ndarray, train_users: np.ndarray,
+                          train_items: np.ndarray, min_rows: int = 3) -> np.ndarray:
+    """True where both the user and the item have more than `min_rows` rows in train."""
+    return ((_train_counts(users, train_users) > min_rows)
+            & (_train_counts(items, train_items) > min_rows))
+
+
+def _train_counts(ids: np.ndarray, train_ids: np.ndarray) -> np.ndarray:
+    uniq, counts = np.unique(train_ids, return_counts=True)
+    if uniq.size == 0:
+        return np.zeros(ids.size, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(uniq, ids), uniq.size - 1)
+    return np.where(uniq[pos] == ids, counts[pos], 0)
+
+
+# ---- top-K ranking metrics for retrieval -------------------------------------------------------
+# ranked_ids[u]: the items recommended to user u, best first (ids assumed distinct);
+# relevant_sets[u]: the items that are relevant for u. All three metrics are averaged over the
+# users with at least one relevant item (others are skipped); ValueError if there is none.
+#   recall@k   = |top-k ∩ relevant| / |relevant|
+#   hit_rate@k = 1 if top-k ∩ relevant is non-empty else 0
+#   ndcg@k     = DCG / IDCG with binary gains: DCG = sum over hits at 1-based rank r <= k of
+#                1 / log2(r + 1); IDCG is the DCG of min(k, |relevant|) hits at ranks 1, 2, ...
+
+
+def _hits(ranked_ids: Sequence[Iterable], relevant_sets: Sequence[Iterable], k: int
+          ) -> list[tuple[np.ndarray, int]]:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if len(ranked_ids) != len(relevant_sets):
+        raise ValueError(f"{len(ranked_ids)} ranked lists but {len(relevant_sets)} relevant sets")
+    rows = []
+    for ranked, rel in zip(ranked_ids, relevant_sets):
+        rel = set(np.asarray(list(rel)).tolist())
+        if rel:
+            top = np.asarray(ranked)[:k].tolist()
+            rows.append((np.fromiter((i in rel for i in top), dtype=bool, count=len(top)), len(rel)))
+    if not rows:
+        raise ValueError("no user has a relevant item; ranking metrics are undefined")
+    return rows
+
+
+def recall_at_k(ranked_ids: Sequence[Iterable], relevant_sets: Sequence[Iterable], k: int) -> float:
+    """Mean over users of |top-k ∩ relevant| / |relevant|."""
+    return float(np.mean([h.sum() / n_rel for h, n_rel in _hits(ranked_ids, relevant_sets, k)]))
+
+
+def hit_rate_at_k(ranked_ids: Sequence[Iterable], relevant_sets: Sequence[Iterable], k: int) -> float:
+    """Share of users with at least one relevant item in their top k."""
+    return float(np.mean([h.any() for h, _ in _hits(ranked_ids, relevant_sets, k)]))
+
+
+def ndcg_at_k(ranked_ids: Sequence[Iterable], relevant_sets: Sequence[Iterable], k: int) -> float:
+    """Mean over users of binary-gain NDCG@k (see the definitions above)."""
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    values = []
+    for h, n_rel in _hits(ranked_ids, relevant_sets, k):
+        values.append(discount[: h.size][h].sum() / discount[: min(k, n_rel)].sum())
+    return float(np.mean(values))
