@@ -126,7 +126,7 @@ def _valid_metrics(model: MatrixFactorization, valid: pd.DataFrame,
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
+def torch_threads(n: int | None) -> Iterator[None]:
     before = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
@@ -143,7 +143,7 @@ def train_mf(splits: Splits, config: MFConfig, out_dir: str | os.PathLike | None
     With `out_dir`, the result is saved there (save_mf).
     """
     cpu = settings.device(config.device).type == "cpu"
-    with _torch_threads(config.cpu_threads if cpu else None):
+    with torch_threads(config.cpu_threads if cpu else None):
         result = _train(splits, config, progress)
     if out_dir is not None:
         save_mf(result, out_dir)

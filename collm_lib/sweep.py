@@ -1,0 +1,179 @@
+"""Hyper-parameter sweeps that resume: one folder per setting, each finished run kept and never redone.
+
+`run_sweep` walks the product of a grid over a dataclass config (nested fields addressed with dots, e.g.
+"llm.lora_r"). Each setting gets root/<name>/<setting>/ holding config.json (the swept values and the
+full config) and, once the run succeeded, result.json (written atomically, so an interrupted or failed
+run never leaves one). A folder whose result.json holds the same full config is skipped, so re-running
+a sweep only runs what is missing. A failure is written to error.txt.
+
+Also the paper's Figure 3 values (PROTOCOL 6) and a plot of ours against them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .io import _jsonable, read_json, run_info, write_json
+
+
+def with_overrides(config: Any, changes: dict[str, Any]) -> Any:
+    """A copy of dataclass `config` with `changes` applied; "a.b" sets field b of the dataclass in field a."""
+    for key, value in changes.items():
+        config = _set(config, key.split("."), value, key)
+    return config
+
+
+def _set(config: Any, path: list[str], value: Any, key: str) -> Any:
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"sweep key {key!r}: {type(config).__name__} is not a dataclass instance")
+    names = {f.name for f in dataclasses.fields(config)}
+    if path[0] not in names:
+        raise KeyError(f"sweep key {key!r}: {type(config).__name__} has no field {path[0]!r}; fields: {sorted(names)}")
+    if len(path) > 1:
+        value = _set(getattr(config, path[0]), path[1:], value, key)
+    return dataclasses.replace(config, **{path[0]: value})
+
+
+def format_value(value: Any) -> str:
+    """Short, file-safe text for a swept value: 3e-4, 0.05, 128, True, None."""
+    if isinstance(value, float) and value != 0 and not 1e-2 <= abs(value) < 1e4:
+        mantissa, exponent = f"{value:.6e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text)
+
+
+def setting_name(changes: dict[str, Any]) -> str:
+    """The folder of one setting, e.g. "lr=3e-4" or "lr=3e-4,llm.lora_r=8"; "base" when nothing is swept."""
+    return ",".join(f"{k}={format_value(v)}" for k, v in changes.items()) or "base"
+
+
+def _plain(obj: Any) -> Any:
+    """The JSON round trip (tuples become lists), to compare a config with a saved one."""
+    return json.loads(json.dumps(obj, default=_jsonable))
+
+
+def _flatten(result: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    row = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            row |= _flatten(value, f"{prefix}{key}.")
+        else:
+            row[f"{prefix}{key}"] = value
+    return row
+
+
+def run_sweep(name: str, base_config: Any, grid: dict[str, list], run_fn: Callable[[Any, Path], dict],
+              root: str | Path, errors: str = "collect", progress: bool = True) -> pd.DataFrame:
+    """Run `run_fn(config, out_dir)` for every setting of `grid` over `base_config`; skip finished ones.
+
+    errors="collect": a failing setting is recorded (error.txt, status "failed") and the others still run;
+    errors="raise": the first failure is re-raised after error.txt is written.
+    Returns one row per setting: the swept values, status ("ran", "cached", "failed"), folder, seconds,
+    error, and the (flattened, dotted) entries of the dict that run_fn returned.
+    """
+    if errors not in ("collect", "raise"):
+        raise ValueError(f"errors must be 'collect' or 'raise', got {errors!r}")
+    if not dataclasses.is_dataclass(base_config) or isinstance(base_config, type):
+        raise TypeError(f"base_config must be a dataclass instance, got {type(base_config).__name__}")
+    empty = [k for k, v in grid.items() if len(v) == 0]
+    if empty:
+        raise ValueError(f"grid entries {empty} have no values; give each swept key at least one value")
+    keys = list(grid)
+    settings_list = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    base = Path(root) / name
+    rows = []
+    for changes in tqdm(settings_list, desc=f"sweep {name}", disable=not progress):
+        config = with_overrides(base_config, changes)
+        out = base / setting_name(changes)
+        rows.append(changes | _run_one(config, changes, run_fn, out, errors))
+    return pd.DataFrame(rows)
+
+
+def _run_one(config: Any, changes: dict[str, Any], run_fn: Callable[[Any, Path], dict], out: Path,
+             errors: str) -> dict[str, Any]:
+    plain = _plain(config)
+    done, error_file = out / "result.json", out / "error.txt"
+    row: dict[str, Any] = {"folder": str(out)}
+    if done.is_file() and read_json(done).get("config") == plain:
+        saved = read_json(done)
+        return row | {"status": "cached", "seconds": saved.get("seconds"), "error": None} | _flatten(saved["result"])
+    done.unlink(missing_ok=True)  # a stale result of another config must not survive a failed rerun
+    error_file.unlink(missing_ok=True)
+    write_json(out / "config.json", {"changes": changes, "config": config})
+    start = time.perf_counter()
+    try:
+        result = run_fn(config, out)
+        if not isinstance(result, dict):
+            raise TypeError(f"run_fn must return a dict of results, got {type(result).__name__}")
+    except Exception as exc:
+        error_file.write_text(traceback.format_exc())
+        if errors == "raise":
+            raise
+        return row | {"status": "failed", "seconds": round(time.perf_counter() - start, 2),
+                      "error": f"{type(exc).__name__}: {exc}"}
+    seconds = round(time.perf_counter() - start, 2)
+    write_json(done, {"changes": changes, "config": config, "result": result, "seconds": seconds,
+                      "run": run_info(getattr(config, "seed", None))})
+    return row | {"status": "ran", "seconds": seconds, "error": None} | _flatten(_plain(result))
+
+
+# ---------------------------------------------------------------- the paper's Figure 3 and our plot
+
+_FIGURE3 = {  # PROTOCOL 6, read off the paper's plots (Vicuna-7B)
+    ("a", "ml-1m", "LoRA lr"): ((0.7192, 0.7479, 0.7313, 0.7297, 0.7295), (0.6775, 0.6999, 0.6760, 0.6782, 0.6874)),
+    ("b", "amazon-book", "FECE lr"): ((0.7994, 0.8002, 0.8316, 0.8380, 0.8112),
+                                      (0.6215, 0.6210, 0.6390, 0.6451, 0.6226)),
+}
+_FIGURE3_LRS = (1e-4, 3e-4, 5e-4, 7e-4, 1e-3)
+
+
+def paper_figure3() -> pd.DataFrame:
+    """Figure 3's learning-rate sweeps: one row per (panel, lr) with columns panel, dataset, swept, lr, auc, uauc."""
+    rows = [{"panel": panel, "dataset": dataset, "swept": swept, "lr": lr, "auc": auc, "uauc": uauc}
+            for (panel, dataset, swept), (aucs, uaucs) in _FIGURE3.items()
+            for lr, auc, uauc in zip(_FIGURE3_LRS, aucs, uaucs)]
+    return pd.DataFrame(rows)
+
+
+def plot_sweep(frame: pd.DataFrame, x: str, metrics: Sequence[str], paper: pd.DataFrame | None = None,
+               paper_metrics: Sequence[str] | None = None, title: str | None = None) -> plt.Figure:
+    """One panel per metric: ours against `x` (log axis) and, when given, the paper's values as a dashed line.
+
+    `paper` needs column `x` and one column per metric: `paper_metrics` (default: the same names as `metrics`),
+    e.g. plot_sweep(ours, "lr", ["test_auc", "test_uauc"], paper_figure3().query("panel == 'a'"), ["auc", "uauc"]).
+    """
+    paper_metrics = list(paper_metrics or metrics)
+    if len(paper_metrics) != len(metrics):
+        raise ValueError("paper_metrics must name one paper column per metric")
+    missing = [c for c in [x, *metrics] if c not in frame]
+    if paper is not None:
+        missing += [f"paper.{c}" for c in [x, *paper_metrics] if c not in paper]
+    if missing:
+        raise ValueError(f"plot_sweep: missing column(s) {missing}")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    ours = frame.dropna(subset=list(metrics)).sort_values(x)
+    for ax, metric, paper_metric in zip(axes[0], metrics, paper_metrics):
+        ax.plot(ours[x], ours[metric], "o-", label="ours")
+        if paper is not None:
+            ref = paper.sort_values(x)
+            ax.plot(ref[x], ref[paper_metric], "s--", color="grey", label="paper")
+        ax.set_xscale("log")
+        ax.set_xlabel(x)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
