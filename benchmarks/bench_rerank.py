@@ -1,0 +1,115 @@
+"""LLM prompts and seconds per user: Faiss retrieve-then-rank vs the LLM scoring the whole catalogue (ML-1M).
+
+Loads the stage-2 checkpoint (default: work_dir/runs/ml-1m/stage2_cpu), samples a few warm test users and
+measures, per user, the Faiss top-K search plus the LLM scoring of the K candidates. Scoring a whole
+catalogue (~3,200 prompts per user) takes ~18 min per user on 2 cores, so it is measured on a seeded
+sample of one user's unseen catalogue and extrapolated from the measured prompts/s; the JSON says so.
+
+    python benchmarks/bench_rerank.py                          # -> results/rerank_cpu_ml1m.json
+    python benchmarks/bench_rerank.py --users 5 --catalogue-sample 400
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from collm_lib import io, rerank, retrieval, settings, stages
+from collm_lib.data import load_dataset
+from collm_lib.prompts import default_template
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="cpu", help="which stage-2 checkpoint: stage2_<profile>")
+    p.add_argument("--stage-dir", type=Path, help="stage-2 folder (default: work_dir/runs/ml-1m/stage2_<profile>)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--users", type=int, default=3, help="warm test users measured")
+    p.add_argument("--k", type=int, default=50, help="candidates the LLM scores per user")
+    p.add_argument("--index", choices=retrieval.KINDS, default="hnsw")
+    p.add_argument("--catalogue-sample", type=int, default=200,
+                   help="prompts of one user's whole catalogue actually scored to measure prompts/s")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=2023)
+    p.add_argument("--out", type=Path, help="result JSON (default: results/rerank_<device>_ml1m.json)")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    seed = settings.set_seed(args.seed)
+    stage_dir = args.stage_dir or settings.work_dir() / "runs" / "ml-1m" / f"stage2_{args.profile}"
+    if not (stage_dir / "best.pt").exists():
+        raise SystemExit(f"no stage-2 checkpoint in {stage_dir}: run notebooks 02-04 (or scripts/run_stages.py) first")
+    dev = settings.device()
+    out = args.out or RESULTS / f"rerank_{'cpu' if dev.type == 'cpu' else 'gpu'}_ml1m.json"
+    load_start, t_start = os.getloadavg(), time.perf_counter()
+    splits = load_dataset("ml-1m", args.data_dir)
+    model, bundle, stage_config = stages.load_trained(stage_dir, device=dev)
+    template = stage_config.template or default_template(splits.name, with_ids=True)
+    titles = rerank.item_titles(splits)
+    warm_users, warm_items = rerank.train_ids(splits)
+    user_tab, item_tab = rerank.mf_tables(model.hybrid.collab, splits.n_users, splits.n_items)
+    catalogue = np.array(sorted(i for i in titles if 0 < i < len(item_tab)), dtype=np.int64)
+    users = rerank.sample_test_users(splits, args.users, args.seed, warm_users)
+    index_config = retrieval.IndexConfig(kind=args.index, use_gpu=False)
+    t0 = time.perf_counter()
+    index = retrieval.VectorIndex(index_config).build(item_tab[catalogue], catalogue)
+    build_s = time.perf_counter() - t0
+
+    rows = []
+    for user in users.itertuples(index=False):
+        one = users[users["uid"] == user.uid]
+        t0 = time.perf_counter()
+        _, ids = index.search(user_tab[[user.uid]], args.k, [np.asarray(user.seen, dtype=np.int64)])
+        search_s = time.perf_counter() - t0
+        cands = rerank.candidate_frame(one, list(ids), titles, warm_users, warm_items)
+        _, llm_s = rerank.llm_scores(model, bundle, cands, template, stage_config.max_history, args.batch_size,
+                                     progress=False)
+        unseen = len(np.setdiff1d(catalogue, np.asarray(user.seen, dtype=np.int64)))
+        rows.append({"uid": user.uid, "rerank_prompts": len(cands), "search_s": search_s, "llm_s": llm_s,
+                     "rerank_s": search_s + llm_s, "rerank_prompts_per_s": len(cands) / llm_s,
+                     "full_catalogue_prompts": unseen})
+        print(f"user {user.uid}: {len(cands)} prompts in {search_s + llm_s:.1f} s; whole catalogue = {unseen} prompts",
+              flush=True)
+
+    first = users.head(1)
+    unseen_items = np.setdiff1d(catalogue, np.asarray(first["seen"].iloc[0], dtype=np.int64))
+    sample = np.random.default_rng(args.seed).choice(unseen_items, min(args.catalogue_sample, len(unseen_items)),
+                                                     replace=False)
+    frame = rerank.candidate_frame(first, [sample], titles, warm_users, warm_items)
+    _, full_s = rerank.llm_scores(model, bundle, frame, template, stage_config.max_history, args.batch_size,
+                                  progress=False)
+    full_rate = len(frame) / full_s
+    for r in rows:
+        r["full_catalogue_s_extrapolated"] = r["full_catalogue_prompts"] / full_rate
+    mean = lambda key: float(np.mean([r[key] for r in rows]))  # noqa: E731
+    summary = {
+        "rerank_prompts_per_user": mean("rerank_prompts"), "rerank_seconds_per_user": mean("rerank_s"),
+        "full_catalogue_prompts_per_user": mean("full_catalogue_prompts"),
+        "full_catalogue_seconds_per_user_extrapolated": mean("full_catalogue_s_extrapolated"),
+        "full_catalogue_prompts_per_s_measured": full_rate,
+        "llm_calls_saved_factor": mean("full_catalogue_prompts") / mean("rerank_prompts"),
+        "time_saved_factor": mean("full_catalogue_s_extrapolated") / mean("rerank_s"),
+    }
+    result = {
+        "run_info": io.run_info(seed), "stage_dir": str(stage_dir), "template": template,
+        "catalogue_items": len(catalogue), "k": args.k, "index": index.describe(), "index_build_s": build_s,
+        "extrapolation": (f"whole-catalogue time = unseen catalogue size / prompts/s measured by scoring "
+                          f"{len(frame)} seeded prompts of user {int(first['uid'].iloc[0])}'s unseen catalogue"),
+        "summary": summary, "users": rows, "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "total_wall_s": round(time.perf_counter() - t_start, 1),
+    }
+    io.write_json(out, result)
+    print({k: round(v, 2) for k, v in summary.items()})
+    print(f"wrote {out} ({result['total_wall_s']} s)")
+
+
+if __name__ == "__main__":
+    main()

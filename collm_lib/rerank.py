@@ -1,0 +1,400 @@
+"""PROTOCOL 7 made concrete on a trained stage-2 model: retrieve-then-rank, and similarity matching for cold ids.
+
+Retrieve-then-rank: for each sampled test user a Faiss index over the MF item vectors returns the top-K of
+the whole catalogue (inner product with the user's MF vector; items the user rated before their first test
+row excluded); the stage-2 LLM scores only those K prompts and the final list is ordered by its score.
+Compared with MF alone (exact top-K) and, on a few users, the LLM scoring the whole catalogue.
+
+Cold matching: a user without train rows borrows the mean MF vector of the warm users nearest to it (cosine
+over pooled MF vectors of the warm items in its history); an item without train rows borrows from the warm
+items nearest by a text representation of its title. `MatchedEncoder` wraps the MF with those overrides and
+is swapped into `model.hybrid.collab`, so the FECE slot carries g(borrowed vector) with no model change.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import metrics, retrieval, settings
+from .data import Splits
+from .prompts import default_template, encode_frame
+from .train import score
+
+
+@dataclass
+class RerankConfig:
+    ks: tuple[int, ...] = (10, 20, 50)  # cut-offs; the largest is how many candidates the LLM scores per user
+    n_users: int | None = 20  # seeded sample of warm test users with a test positive (None: all)
+    n_full_users: int = 0  # users (first of that sample) whose whole catalogue the LLM scores
+    n_neighbors: int = 10  # warm neighbours a cold id borrows from
+    neighbor_curve: tuple[int, ...] = (1, 5, 10, 20, 50)  # cold AUC vs number of neighbours
+    weighting: Literal["uniform", "similarity"] = "uniform"  # how borrowed neighbour vectors are averaged
+    item_text: Literal["llm", "hashed"] = "llm"  # cold-item title representation: frozen LLM or char n-grams
+    index: retrieval.IndexConfig = field(default_factory=retrieval.IndexConfig)  # top-K retrieval index
+    score_batch_size: int = 16
+    seed: int = 2023
+
+
+def config_for_profile(profile: str | None = None, **overrides: Any) -> RerankConfig:
+    """smoke: ~1 min; cpu: ~900 prompts (~5 min at ~3 prompts/s on 2 cores); gpu: every warm test user.
+
+    cpu uses HNSW: on ML-1M's 3,255 MF item vectors IVF (83 lists, nprobe 16) reaches recall@50 0.77 only,
+    HNSW efSearch 128 reaches 0.97 (benchmarks/results/faiss_cpu_ml1m.json)."""
+    profile = settings.profile_name(profile)
+    base = {
+        "smoke": dict(ks=(5, 10), n_users=2, neighbor_curve=(1, 10), item_text="hashed",
+                      index=retrieval.IndexConfig(kind="flat", use_gpu=False)),
+        "cpu": dict(n_users=8, neighbor_curve=(1, 10), item_text="hashed",  # LLM titles: > 9 min on 2 busy cores
+                    index=retrieval.IndexConfig(kind="hnsw", use_gpu=False)),
+        "gpu": dict(n_users=None, n_full_users=20, score_batch_size=256, index=retrieval.config_for_profile("gpu")),
+    }[profile]
+    return dataclasses.replace(RerankConfig(**base), **overrides)
+
+
+def item_titles(splits: Splits) -> dict[int, str]:
+    """iid -> title from every split, targets and histories alike (valid_small is a subset of valid)."""
+    titles: dict[int, str] = {}
+    for frame in (splits.train, splits.valid, splits.test):
+        for his, his_title in zip(frame["his"], frame["his_title"]):
+            titles.update(zip(map(int, his), his_title))
+        titles.update(zip(frame["iid"].astype(int), frame["title"]))
+    if not titles:
+        raise ValueError(f"{splits.name}: no item titles in any split; rebuild the dataset")
+    return titles
+
+
+def train_ids(splits: Splits) -> tuple[set[int], set[int]]:
+    """Warm users and items: those with rows in the frame the MF was trained on."""
+    train = splits.collab_train if splits.collab_train is not None else splits.train
+    return set(train["uid"].astype(int)), set(train["iid"].astype(int))
+
+
+@torch.no_grad()
+def mf_tables(collab: nn.Module, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """All user and item vectors (row = id) of any collaborative encoder, as float32 numpy."""
+    dev = next(collab.parameters()).device
+    users = collab.user_vectors(torch.arange(n_users, device=dev)).float().cpu().numpy()
+    return users, collab.item_vectors(torch.arange(n_items, device=dev)).float().cpu().numpy()
+
+
+def sample_test_users(splits: Splits, n_users: int | None, seed: int, warm_users: set[int]) -> pd.DataFrame:
+    """One row per sampled warm test user with a test positive: the first test row's history; relevant = test
+    positives; seen = every item rated before the first test row (train, valid, either label; prompt history)."""
+    test = splits.test.sort_values(["uid", "timestamp"], kind="stable")
+    positives = test[test["label"] == 1].groupby("uid")["iid"].agg(lambda s: sorted(set(map(int, s))))
+    users = np.array(sorted(set(positives.index.astype(int)) & warm_users), dtype=np.int64)
+    if len(users) == 0:
+        raise ValueError(f"{splits.name}: no warm test user has a positive; nothing to rank")
+    np.random.default_rng(seed).shuffle(users)
+    users = users[:n_users] if n_users is not None else users
+    first = test.groupby("uid").head(1).set_index("uid")
+    earlier = pd.concat([splits.train[["uid", "iid"]], splits.valid[["uid", "iid"]]])
+    earlier = earlier[earlier["uid"].isin(users)].groupby("uid")["iid"].agg(lambda s: set(map(int, s)))
+    rows = [{"uid": int(u), "his": list(first.at[u, "his"]), "his_title": list(first.at[u, "his_title"]),
+             "relevant": positives[u],
+             "seen": sorted(earlier.get(u, set()) | set(map(int, first.at[u, "his"])))} for u in users]
+    return pd.DataFrame(rows)
+
+
+def candidate_frame(users: pd.DataFrame, candidates: list[np.ndarray], titles: dict[int, str],
+                    warm_users: set[int], warm_items: set[int]) -> pd.DataFrame:
+    """Prompt rows (user, candidate): the user's history, the candidate's title, label = relevant."""
+    rows = []
+    for user, cands in zip(users.itertuples(index=False), candidates):
+        rel = set(user.relevant)
+        for rank, iid in enumerate(int(i) for i in cands if i >= 0):
+            rows.append({"uid": user.uid, "iid": iid, "rank": rank, "label": int(iid in rel), "his": user.his,
+                         "his_title": user.his_title, "title": titles[iid],
+                         "not_cold": int(user.uid in warm_users and iid in warm_items)})
+    return pd.DataFrame(rows)
+
+
+def llm_scores(model: nn.Module, bundle, frame: pd.DataFrame, template: str, max_history: int = 10,
+               batch_size: int = 16, progress: bool = True) -> tuple[np.ndarray, float]:
+    """Stage-2 logits for every row of `frame` and the seconds spent (tokenising + scoring)."""
+    enc, seconds = _timed(encode_frame, frame, template, bundle.tokenizer, max_history, 1024, False)
+    scores, more = _timed(score, model, enc, bundle.tokenizer.pad_token_id, batch_size, progress)
+    return scores, seconds + more
+
+
+def ranking_metrics(ranked: list, relevant: list, ks: tuple[int, ...]) -> dict[str, float]:
+    """Recall, NDCG and hit rate at each cut-off (metrics module definitions)."""
+    return {f"{name}@{k}": fn(ranked, relevant, k) for k in ks for name, fn in (
+        ("recall", metrics.recall_at_k), ("ndcg", metrics.ndcg_at_k), ("hit", metrics.hit_rate_at_k))}
+
+
+def _rerank(frame: pd.DataFrame, scores: np.ndarray, users: np.ndarray, top: int | None = None) -> list[list[int]]:
+    """Per user (in `users` order): candidates (the first `top` by retrieval rank) sorted by LLM score."""
+    f = frame.assign(llm=scores)
+    if top is not None:
+        f = f[f["rank"] < top]
+    f = f.sort_values(["uid", "llm", "rank"], ascending=[True, False, True], kind="stable")
+    lists = f.groupby("uid")["iid"].agg(list)
+    return [lists.get(u, []) for u in users]
+
+
+# ---- retrieve-then-rank -----------------------------------------------------------------------------------
+
+def retrieve_then_rank(model: nn.Module, bundle, splits: Splits, stage_config, config: RerankConfig,
+                       progress: bool = True) -> dict[str, Any]:
+    """MF alone vs Faiss top-K + LLM re-rank (vs the LLM over the whole catalogue); see the module docstring.
+    Returns {"table": DataFrame (one row per method and K), "rows": per-row scores, "info": every setting}."""
+    settings.set_seed(config.seed)
+    k_max, titles = max(config.ks), item_titles(splits)
+    warm_users, warm_items = train_ids(splits)
+    user_tab, item_tab = mf_tables(model.hybrid.collab, splits.n_users, splits.n_items)
+    catalogue = np.array(sorted(i for i in titles if 0 < i < len(item_tab)), dtype=np.int64)
+    users = sample_test_users(splits, config.n_users, config.seed, warm_users)
+    uids, seen = users["uid"].to_numpy(), [np.asarray(s, dtype=np.int64) for s in users["seen"]]
+    template = stage_config.template or default_template(splits.name, with_ids=True)
+
+    # exact search runs over catalogue positions, so exclusions are mapped to positions too
+    pos_of = {int(i): p for p, i in enumerate(catalogue)}
+    seen_pos = [np.array([pos_of[i] for i in s if i in pos_of], dtype=np.int64) for s in seen]
+    (_, exact_pos), exact_seconds = _timed(retrieval.exact_topk_torch, user_tab[uids], item_tab[catalogue], k_max,
+                                           seen_pos, "cpu")
+    exact_ids = np.where(exact_pos >= 0, catalogue[np.clip(exact_pos, 0, None)], -1)
+    index, build_seconds = _timed(retrieval.VectorIndex(config.index).build, item_tab[catalogue], catalogue)
+    (faiss_s, faiss_ids), search_seconds = _timed(index.search, user_tab[uids], k_max, seen)
+    cands = candidate_frame(users, list(faiss_ids), titles, warm_users, warm_items)
+    cand_scores, llm_seconds = llm_scores(model, bundle, cands, template, stage_config.max_history,
+                                          config.score_batch_size, progress)
+    relevant, per_prompt = list(users["relevant"]), llm_seconds / max(1, len(cands))
+    rows = [cands.assign(method="faiss+llm", llm_score=cand_scores,
+                         mf_score=faiss_s[pd.Index(uids).get_indexer(cands["uid"]), cands["rank"]])]
+    table = []
+    for k in config.ks:
+        calls = int((cands["rank"] < k).sum())
+        table += [_row("MF exact top-K", k, list(exact_ids), relevant, 0, exact_seconds),
+                  _row("Faiss top-K (MF order)", k, list(faiss_ids), relevant, 0, build_seconds + search_seconds),
+                  _row("Faiss top-K + LLM re-rank", k, _rerank(cands, cand_scores, uids, top=k), relevant, calls,
+                       build_seconds + search_seconds + calls * per_prompt)]
+        if k < k_max:
+            table.append(_row(f"Faiss top-{k_max} + LLM re-rank, cut at K", k, _rerank(cands, cand_scores, uids),
+                              relevant, len(cands), build_seconds + search_seconds + llm_seconds))
+    info = {"config": config, "template": template, "n_users": len(uids), "catalogue_items": len(catalogue),
+            "index": index.describe(), "index_build_seconds": build_seconds, "index_search_seconds": search_seconds,
+            "exact_seconds": exact_seconds, "llm_seconds_kmax": llm_seconds, "llm_prompts_kmax": len(cands),
+            "llm_prompts_per_second": len(cands) / llm_seconds if llm_seconds > 0 else None,
+            "index_recall_vs_exact": {k: retrieval.recall_vs_exact(faiss_ids[:, :k], exact_ids[:, :k])
+                                      for k in config.ks},
+            "seconds_note": f"LLM seconds for K < {k_max} are prorated from the measured time of the {k_max} "
+                            "candidates per user (prompts are scored once, the K-lists are prefixes)",
+            "users": uids.tolist()}
+    if config.n_full_users > 0:
+        full = _full_catalogue(model, bundle, users.head(config.n_full_users), catalogue, titles, warm_users,
+                               warm_items, exact_ids, cands, cand_scores, template, stage_config, config, progress)
+        table, info["full_catalogue"] = table + full[0], full[2]
+        rows.append(full[1])
+    rows = pd.concat(rows, ignore_index=True).drop(columns=["his", "his_title"])
+    return {"table": pd.DataFrame(table), "rows": rows, "info": info}
+
+
+def _timed(fn, *args):
+    t0 = time.perf_counter()
+    return fn(*args), time.perf_counter() - t0
+
+
+def _row(method: str, k: int, ranked: list, relevant: list, calls: int, seconds: float | None) -> dict[str, Any]:
+    m = ranking_metrics(ranked, relevant, (k,))
+    return {"method": method, "K": k, "users": len(relevant), "Recall@K": m[f"recall@{k}"], "NDCG@K": m[f"ndcg@{k}"],
+            "HitRate@K": m[f"hit@{k}"], "llm_calls": calls, "seconds": seconds}
+
+
+def _full_catalogue(model, bundle, users, catalogue, titles, warm_users, warm_items, exact_ids, cands, cand_scores,
+                    template, stage_config, config, progress):
+    """The LLM scores every unseen catalogue item of a few users; MF and re-rank on the same users beside."""
+    uids = users["uid"].to_numpy()
+    lists = [np.setdiff1d(catalogue, np.asarray(s, dtype=np.int64)) for s in users["seen"]]
+    frame = candidate_frame(users, lists, titles, warm_users, warm_items)
+    scores, seconds = llm_scores(model, bundle, frame, template, stage_config.max_history, config.score_batch_size,
+                                 progress)
+    ranked, relevant, same = _rerank(frame, scores, uids), list(users["relevant"]), cands["uid"].isin(uids).to_numpy()
+    sub, sub_scores = cands[same], cand_scores[same]
+    sub_ranked = {k: _rerank(sub, sub_scores, uids, top=k) for k in config.ks}
+    table = [r for k in config.ks for r in (
+        _row("LLM whole catalogue", k, ranked, relevant, len(frame), seconds),
+        _row("MF exact top-K (same users)", k, list(exact_ids[: len(uids)]), relevant, 0, None),
+        _row("Faiss top-K + LLM re-rank (same users)", k, sub_ranked[k], relevant, int((sub["rank"] < k).sum()), None))]
+    info = {"users": uids.tolist(), "prompts": len(frame), "seconds": seconds,
+            "prompts_per_second": len(frame) / seconds if seconds > 0 else None}
+    return table, frame.assign(method="llm_full", llm_score=scores, mf_score=np.nan), info
+
+
+def index_sweep(item_vectors: np.ndarray, queries: np.ndarray, k: int, base: retrieval.IndexConfig,
+                nprobes: tuple[int, ...] = (1, 2, 4, 8, 16, 32), ef_searches: tuple[int, ...] = (16, 32, 64, 128)
+                ) -> pd.DataFrame:
+    """Recall@k against exact search and queries/s for Flat, IVF (nprobe) and HNSW (efSearch) on real vectors."""
+    _, exact = retrieval.exact_topk_torch(queries, item_vectors, k, device="cpu")
+    rows = []
+    for kind, knob, values in (("flat", None, (None,)), ("ivf", "nprobe", nprobes), ("hnsw", "ef_search", ef_searches)):
+        index = retrieval.VectorIndex(dataclasses.replace(base, kind=kind, use_gpu=False)).build(item_vectors)
+        for value in values:
+            if knob is not None:
+                index.set_search_params(**{knob: value})
+            runs = [_timed(index.search, queries, k) for _ in range(3)]  # best of three: the machine is shared
+            ids, best = runs[0][0][1], min(r[1] for r in runs)
+            rows.append({"kind": kind, "knob": knob or "", "value": value, "recall": retrieval.recall_vs_exact(ids, exact),
+                         "queries_per_s": len(queries) / best, "nlist": index.nlist_effective})
+    return pd.DataFrame(rows)
+
+
+# ---- similarity matching for cold ids ---------------------------------------------------------------------
+
+class MatchedEncoder(nn.Module):
+    """A collaborative encoder: the wrapped model's vectors, except for overridden ids (borrowed vectors)."""
+
+    def __init__(self, base: nn.Module, n_users: int, n_items: int, user_ids: np.ndarray, user_vectors: np.ndarray,
+                 item_ids: np.ndarray, item_vectors: np.ndarray) -> None:
+        super().__init__()
+        self.base, self.dim = base, base.dim
+        for side, n, ids, vecs in (("user", n_users, user_ids, user_vectors), ("item", n_items, item_ids, item_vectors)):
+            ids = torch.tensor(np.asarray(ids, dtype=np.int64))
+            table, mask = torch.zeros(n, self.dim), torch.zeros(n, dtype=torch.bool)
+            if len(ids):
+                table[ids] = torch.as_tensor(np.asarray(vecs, dtype=np.float32)).reshape(len(ids), self.dim)
+                mask[ids] = True
+            self.register_buffer(f"{side}_table", table, persistent=False)
+            self.register_buffer(f"{side}_mask", mask, persistent=False)
+
+    def user_vectors(self, uids: torch.LongTensor) -> torch.Tensor:
+        base = self.base.user_vectors(uids)
+        return torch.where(self.user_mask[uids].unsqueeze(-1), self.user_table[uids].to(base.dtype), base)
+
+    def item_vectors(self, iids: torch.LongTensor) -> torch.Tensor:
+        base = self.base.item_vectors(iids)
+        return torch.where(self.item_mask[iids].unsqueeze(-1), self.item_table[iids].to(base.dtype), base)
+
+
+@dataclass
+class MatchingInputs:
+    """What matching needs, computed once for every neighbour count: representations of cold and warm ids."""
+
+    cold_users: np.ndarray  # ids; *_repr: one row per id
+    cold_user_repr: np.ndarray  # pooled MF vectors of the warm items in the history (zeros: empty history)
+    warm_users: np.ndarray
+    warm_user_repr: np.ndarray  # pooled MF vectors of the warm items the user liked in train
+    cold_items: np.ndarray
+    cold_item_repr: np.ndarray  # title representation, centred on the warm items' mean
+    warm_items: np.ndarray
+    warm_item_repr: np.ndarray
+    item_text: str
+    text_seconds: float
+    n_users: int  # table sizes of the wrapped encoder
+    n_items: int
+
+
+def title_vectors(texts: list[str], method: str, bundle=None, batch_size: int = 64) -> np.ndarray:
+    """Title representation: "llm" = mean-pooled hidden states of the frozen LLM; "hashed" = char 2-4-gram counts."""
+    if method == "llm":
+        from .llm import encode_texts
+        return encode_texts(bundle, texts, batch_size=batch_size).numpy()
+    if method == "hashed":
+        from sklearn.feature_extraction.text import HashingVectorizer
+        vec = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), n_features=1024, alternate_sign=False)
+        return vec.transform([t.lower() for t in texts]).toarray().astype(np.float32)
+    raise ValueError(f"item_text={method!r}; choose 'llm' or 'hashed'")
+
+
+def matching_inputs(collab: nn.Module, splits: Splits, frame: pd.DataFrame, item_text: str = "llm",
+                    bundle=None) -> MatchingInputs:
+    """Cold users / items of `frame` and their representations; a cold user's history is that of its first row."""
+    warm_u, warm_i = train_ids(splits)
+    user_tab, item_tab = mf_tables(collab, splits.n_users, splits.n_items)
+    warm_items, warm_users = (np.array(sorted(ids), dtype=np.int64) for ids in (warm_i, warm_u))
+    train = splits.collab_train if splits.collab_train is not None else splits.train
+    liked = train[train["label"] == 1].groupby("uid")["iid"].agg(list)
+    hist = lambda items: [i for i in map(int, items) if i in warm_i]  # noqa: E731 - cold items have no MF signal
+    warm_user_repr, _ = retrieval.pool_history(item_tab, [hist(liked.get(u, [])) for u in warm_users])
+    first = frame[~frame["uid"].isin(warm_u)].sort_values(["uid", "timestamp"], kind="stable").groupby("uid").head(1)
+    cold_users = first["uid"].to_numpy(np.int64)
+    cold_user_repr, _ = retrieval.pool_history(item_tab, [hist(h) for h in first["his"]])
+    cold_items = np.array(sorted(set(frame["iid"].astype(int)) - warm_i), dtype=np.int64)
+    titles = item_titles(splits)
+    text, text_seconds = _timed(title_vectors, [titles[i] for i in np.concatenate([warm_items, cold_items])],
+                                item_text, bundle)
+    text = text - text[: len(warm_items)].mean(0, keepdims=True)  # mean-pooled LLM states share one big direction
+    return MatchingInputs(cold_users, cold_user_repr, warm_users, warm_user_repr, cold_items, text[len(warm_items):],
+                          warm_items, text[: len(warm_items)], item_text, text_seconds,
+                          splits.n_users, splits.n_items)
+
+
+def matched_encoder(collab: nn.Module, inputs: MatchingInputs, n_neighbors: int,
+                    weighting: str = "uniform", index: retrieval.IndexConfig | None = None
+                    ) -> tuple[MatchedEncoder, dict[str, int]]:
+    """The MF with every cold id of `inputs` overridden by its neighbours' mean vector; counts of fallbacks."""
+    user_tab, item_tab = mf_tables(collab, inputs.n_users, inputs.n_items)
+    index = index or retrieval.IndexConfig(kind="flat", metric="ip", use_gpu=False)
+    parts, counts = {}, {}
+    for side, cold, cold_r, warm, warm_r, tab in (
+            ("user", inputs.cold_users, inputs.cold_user_repr, inputs.warm_users, inputs.warm_user_repr, user_tab),
+            ("item", inputs.cold_items, inputs.cold_item_repr, inputs.warm_items, inputs.warm_item_repr, item_tab)):
+        vecs, fallback = (retrieval.borrow_vectors(cold_r, warm_r, tab[warm], n_neighbors, weighting, index)
+                          if len(cold) else (np.zeros((0, collab.dim)), np.zeros(0, bool)))
+        parts[side], counts[f"cold_{side}s"], counts[f"{side}_fallbacks"] = vecs, len(cold), int(fallback.sum())
+    enc = MatchedEncoder(collab, len(user_tab), len(item_tab), inputs.cold_users, parts["user"],
+                         inputs.cold_items, parts["item"])
+    return enc.to(next(collab.parameters()).device), counts
+
+
+def cold_matching(model: nn.Module, bundle, splits: Splits, stage_config, stage_dir: str | Path,
+                  config: RerankConfig, progress: bool = True) -> dict[str, Any]:
+    """AUC / UAUC on warm and cold rows of notebook 04's test rows, with and without matching.
+    Rows with no overridden id keep their scores; only rows with a cold user or item are rescored per neighbour
+    count. The no-matching scores are the stage's scores_test.csv when a rescored check reproduces them."""
+    from .stages import sample_users
+
+    settings.set_seed(config.seed)
+    frame = sample_users(splits.test, stage_config.test_rows, stage_config.seed).reset_index(drop=True)
+    template = stage_config.template or default_template(splits.name, with_ids=True)
+    enc = encode_frame(frame, template, bundle.tokenizer, stage_config.max_history, progress=False)
+    pad, base_collab = bundle.tokenizer.pad_token_id, model.hybrid.collab
+    baseline, source = _baseline(model, enc, frame, Path(stage_dir), pad, config.score_batch_size, progress)
+    inputs = matching_inputs(base_collab, splits, frame, config.item_text, bundle)
+    touched = np.flatnonzero(frame["uid"].isin(inputs.cold_users).to_numpy() | frame["iid"].isin(inputs.cold_items).to_numpy())
+    results, rows = {"without": metrics.evaluate(frame.assign(score=baseline))}, {"without": baseline}
+    counts, seconds = {}, {}
+    for n in tqdm(sorted(set(config.neighbor_curve) | {config.n_neighbors}), desc="neighbours", disable=not progress):
+        matched, counts[n] = matched_encoder(base_collab, inputs, n, config.weighting)
+        model.hybrid.collab = matched
+        try:
+            t0, new = time.perf_counter(), baseline.copy()
+            if len(touched):
+                new[touched] = score(model, enc.subset(touched), pad, config.score_batch_size, progress=False)
+            seconds[n] = time.perf_counter() - t0
+        finally:
+            model.hybrid.collab = base_collab
+        results[n], rows[f"matched_{n}"] = metrics.evaluate(frame.assign(score=new)), new
+    table = [{"setting": "without matching" if key == "without" else f"matching, {key} neighbours",
+              "neighbours": None if key == "without" else key, "subset": subset, "rows": m["rows"], "AUC": m["auc"],
+              "UAUC": m["uauc"], "UAUC users": m["uauc_users"]}
+             for key, res in results.items() for subset, m in res.items()]
+    per_row = frame[["uid", "iid", "label", "not_cold"]].assign(**{f"score_{k}": v for k, v in rows.items()})
+    info = {"config": config, "template": template, "rows": len(frame), "rescored_rows": len(touched),
+            "baseline_scores": source, "item_text": inputs.item_text, "text_seconds": inputs.text_seconds,
+            "counts": counts, "rescore_seconds": seconds, "test_rows": stage_config.test_rows,
+            "stage_seed": stage_config.seed, "results": {str(k): v for k, v in results.items()}}
+    return {"table": pd.DataFrame(table), "rows": per_row, "info": info}
+
+
+def _baseline(model, enc, frame, stage_dir: Path, pad: int, batch_size: int, progress: bool,
+              n_check: int = 8) -> tuple[np.ndarray, str]:
+    """The stage's saved test scores when they are for these rows and reproduce on a check sample."""
+    path = stage_dir / "scores_test.csv"
+    if path.exists():
+        saved = pd.read_csv(path)
+        if saved[["uid", "iid"]].equals(frame[["uid", "iid"]].astype(saved["uid"].dtype)):
+            check = np.random.default_rng(0).choice(len(frame), min(n_check, len(frame)), replace=False)
+            fresh = score(model, enc.subset(check), pad, batch_size, progress=False)
+            if np.allclose(fresh, saved["score"].to_numpy()[check], atol=1e-3, rtol=1e-3):
+                return saved["score"].to_numpy(np.float32), f"{path} (reproduced on {len(check)} rescored rows)"
+    return score(model, enc, pad, batch_size, progress), "rescored (no matching saved scores)"

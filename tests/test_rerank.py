@@ -1,0 +1,123 @@
+"""Retrieve-then-rank and cold-id matching on a tiny random Llama + MF (collm_lib.rerank)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("faiss", reason="pip install faiss-cpu to run the re-rank tests")
+
+from collm_lib import collab, rerank, retrieval  # noqa: E402
+from collm_lib.llm import LLMConfig  # noqa: E402
+from collm_lib.stages import build_model  # noqa: E402
+from collm_lib.train import StageConfig  # noqa: E402
+from tiny_llm import movie_splits, save_tiny  # noqa: E402
+
+COLD_USERS = (12, 13)  # users given no train rows below; user 13 also has an empty history
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Splits with two planted cold users, an MF on them and an untrained stage-2 model around a tiny Llama."""
+    tmp = tmp_path_factory.mktemp("rerank")
+    splits = movie_splits(n_train=48, n_eval=24, n_users=14, n_items=60)
+    splits.train.loc[splits.train["uid"].isin(COLD_USERS), "uid"] = 1
+    test = splits.test
+    test.loc[test["uid"].isin(COLD_USERS), "uid"] = 1
+    test.loc[test.index[:4], "uid"] = COLD_USERS[0]
+    test.loc[test.index[4:7], "uid"] = COLD_USERS[1]
+    warm_items = splits.train["iid"].head(3).tolist()
+    for row in test.index[:7]:
+        his = warm_items if row in test.index[:4] else []
+        test.at[row, "his"], test.at[row, "his_title"] = his, [f"Movie {i}" for i in his]
+    mf = collab.train_mf(splits, collab.MFConfig(dim=8, max_epochs=2, patience=2), progress=False)
+    mf_dir = collab.save_mf(mf, tmp / "mf")
+    config = StageConfig(stage=2, score_batch_size=8, llm=LLMConfig(model=str(save_tiny(tmp / "llm"))))
+    torch.manual_seed(0)
+    model, bundle = build_model(config, mf_dir=mf_dir, device=torch.device("cpu"))
+    return splits, model.eval(), bundle, config, tmp
+
+
+def test_rerank_keeps_k_per_user_and_excludes_history(tiny):
+    splits, model, bundle, config, _ = tiny
+    cfg = rerank.RerankConfig(ks=(3, 5), n_users=None, n_full_users=2,
+                              index=retrieval.IndexConfig(kind="flat", use_gpu=False))
+    out = rerank.retrieve_then_rank(model, bundle, splits, config, cfg, progress=False)
+    users = rerank.sample_test_users(splits, None, cfg.seed, rerank.train_ids(splits)[0])
+    assert not set(users["uid"]) & set(COLD_USERS), "retrieval samples warm users only"
+    rows = out["rows"]
+    reranked = rows[rows["method"] == "faiss+llm"]
+    for user in users.itertuples():
+        cands = reranked[reranked["uid"] == user.uid]
+        assert len(cands) == 5 and cands["iid"].is_unique
+        assert not set(cands["iid"]) & set(user.seen), "history items must never be candidates"
+        full = rows[(rows["method"] == "llm_full") & (rows["uid"] == user.uid)]
+        if len(full):  # the whole catalogue minus what the user has seen
+            assert len(full) == 59 - len(set(user.seen) & set(range(1, 60)))
+    table = out["table"].set_index(["method", "K"])
+    assert table.loc[("Faiss top-K + LLM re-rank", 5), "llm_calls"] == 5 * len(users)
+    # re-ranking the same K candidates cannot change which items are in the top K
+    assert table.loc[("Faiss top-K + LLM re-rank", 5), "Recall@K"] == table.loc[("Faiss top-K (MF order)", 5), "Recall@K"]
+    assert out["info"]["index_recall_vs_exact"][5] == 1.0  # flat index = exact search
+    assert ("LLM whole catalogue", 3) in table.index
+
+
+def test_ranking_metrics_on_a_planted_case():
+    ranked, relevant = [[1, 2, 3], [4, 5, 6]], [[2], [7, 4]]
+    m = rerank.ranking_metrics(ranked, relevant, (1, 3))
+    assert m["recall@1"] == pytest.approx((0 + 0.5) / 2) and m["hit@1"] == pytest.approx(0.5)
+    assert m["recall@3"] == pytest.approx(0.75) and m["hit@3"] == 1.0
+    ndcg_u1 = 1 / np.log2(3)  # one hit at rank 2 of one relevant item
+    ndcg_u2 = 1 / (1 + 1 / np.log2(3))  # one hit at rank 1 of two relevant items
+    assert m["ndcg@3"] == pytest.approx((ndcg_u1 + ndcg_u2) / 2)
+
+
+def test_llm_scores_decide_the_final_order():
+    frame = pd.DataFrame({"uid": [1, 1, 1, 2, 2], "iid": [10, 11, 12, 20, 21], "rank": [0, 1, 2, 0, 1]})
+    lists = rerank._rerank(frame, np.array([0.1, 0.9, 0.5, -1.0, 2.0]), np.array([2, 1]))
+    assert lists == [[21, 20], [11, 12, 10]]
+    assert rerank._rerank(frame, np.array([0.1, 0.9, 0.5, -1.0, 2.0]), np.array([1]), top=2) == [[11, 10]]
+
+
+def test_matched_encoder_overrides_only_given_ids():
+    mf = collab.MatrixFactorization(6, 7, dim=4)
+    borrowed_u, borrowed_i = np.full((1, 4), 3.0, np.float32), np.full((2, 4), -2.0, np.float32)
+    enc = rerank.MatchedEncoder(mf, 6, 7, np.array([2]), borrowed_u, np.array([1, 5]), borrowed_i)
+    assert isinstance(enc, collab.CollaborativeEncoder) and enc.dim == 4
+    uids, iids = torch.tensor([0, 2, 3]), torch.tensor([1, 2, 5])
+    with torch.no_grad():
+        u, i = enc.user_vectors(uids), enc.item_vectors(iids)
+        torch.testing.assert_close(u[1], torch.full((4,), 3.0))
+        torch.testing.assert_close(u[[0, 2]], mf.user_vectors(torch.tensor([0, 3])))
+        torch.testing.assert_close(i[[0, 2]], torch.full((2, 4), -2.0))
+        torch.testing.assert_close(i[1], mf.item_vectors(torch.tensor(2)))
+
+
+def test_cold_user_with_empty_history_gets_the_fallback(tiny):
+    splits, model, bundle, _, _ = tiny
+    base = model.hybrid.collab
+    inputs = rerank.matching_inputs(base, splits, splits.test, "hashed")
+    assert set(inputs.cold_users) == set(COLD_USERS)
+    enc, counts = rerank.matched_encoder(base, inputs, n_neighbors=3)
+    assert counts["cold_users"] == 2 and counts["user_fallbacks"] == 1
+    user_tab, _ = rerank.mf_tables(base, splits.n_users, splits.n_items)
+    with torch.no_grad():
+        empty = enc.user_vectors(torch.tensor([COLD_USERS[1]]))[0].numpy()
+        warm = enc.user_vectors(torch.tensor([1]))[0].numpy()
+    np.testing.assert_allclose(empty, user_tab[inputs.warm_users].mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(warm, user_tab[1], rtol=1e-6)
+
+
+def test_cold_matching_rescores_only_rows_with_cold_ids(tiny):
+    splits, model, bundle, config, tmp = tiny
+    cfg = rerank.RerankConfig(n_neighbors=2, neighbor_curve=(1, 2), item_text="llm")
+    out = rerank.cold_matching(model, bundle, splits, config, tmp / "no_stage", cfg, progress=False)
+    assert model.hybrid.collab.__class__ is collab.MatrixFactorization, "the MF is put back afterwards"
+    rows = out["rows"]
+    cold = rows["uid"].isin(COLD_USERS).to_numpy()
+    unchanged = np.isclose(rows["score_without"], rows["score_matched_2"])
+    assert unchanged.sum() == len(rows) - out["info"]["rescored_rows"]
+    assert not unchanged[cold].all(), "borrowed vectors must change cold rows' scores"
+    assert set(out["table"]["setting"]) == {"without matching", "matching, 1 neighbours", "matching, 2 neighbours"}
+    assert out["info"]["baseline_scores"].startswith("rescored")
