@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import settings
+from .io import atomic_path
 
 NOTEBOOK_DIR = settings.REPO_ROOT / "notebooks"
 
@@ -29,6 +30,15 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     if not found:
         raise FileNotFoundError(f"no notebooks matching {only or 'NN_*.ipynb'} in {NOTEBOOK_DIR}")
     return found
+
+
+def strip_injected_parameters(path: Path) -> None:
+    """Drop papermill's injected-parameters cell: a committed notebook must take its profile from the
+    environment (CI runs it with COLLM_PROFILE=smoke), not from a value frozen into it by the last run."""
+    nb = json.loads(path.read_text())
+    nb["cells"] = [c for c in nb["cells"] if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def _finished(path: Path, parameters: dict) -> bool:
@@ -58,6 +68,8 @@ def run_main(profile: str | None = None, data_dir: str | None = None, only: list
             start = time.perf_counter()
             papermill.execute_notebook(str(nb), str(target), parameters=parameters, cwd=str(NOTEBOOK_DIR),
                                        progress_bar=False)
+            if in_place:
+                strip_injected_parameters(target)
             tqdm.write(f"ran {nb.name} in {time.perf_counter() - start:.0f} s -> {target}")
         done.append(target)
     return done

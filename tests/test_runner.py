@@ -29,3 +29,22 @@ def test_resume_only_skips_finished_runs_with_the_same_parameters(tmp_path):
     assert not runner._finished(_executed(tmp_path / "c.ipynb", False, {"profile": "gpu"}), params)
     assert not runner._finished(_executed(tmp_path / "d.ipynb", False, params, end=None), params)  # interrupted
     assert not runner._finished(tmp_path / "missing.ipynb", params)
+
+
+def test_committed_notebooks_take_their_profile_from_the_environment():
+    """An injected `profile = "cpu"` cell would make CI's nbval run the cpu profile instead of smoke."""
+    for path in runner.notebooks():
+        cells = json.loads(path.read_text())["cells"]
+        tags = [c.get("metadata", {}).get("tags", []) for c in cells]
+        assert not any("injected-parameters" in t for t in tags), f"{path.name}: strip papermill's injected cell"
+        params = [c for c, t in zip(cells, tags) if "parameters" in t]
+        assert len(params) == 1 and "profile = None" in "".join(params[0]["source"]), path.name
+
+
+def test_strip_injected_parameters(tmp_path):
+    nb = tmp_path / "n.ipynb"
+    nb.write_text(json.dumps({"cells": [{"metadata": {"tags": ["parameters"]}, "source": "profile = None"},
+                                        {"metadata": {"tags": ["injected-parameters"]}, "source": "profile = 'cpu'"},
+                                        {"metadata": {}, "source": "x = 1"}]}))
+    runner.strip_injected_parameters(nb)
+    assert [c["source"] for c in json.loads(nb.read_text())["cells"]] == ["profile = None", "x = 1"]
