@@ -33,7 +33,7 @@ def _books(titles: Sequence[str], authors: Sequence[str]) -> str:
 
 
 def movie_fields(row: pd.Series, max_history: int) -> dict[str, str]:
-    """The 10 most recent liked titles, oldest first, and the target title."""
+    """The 10 most recent history titles, oldest first, and the target title (movies and Amazon books)."""
     return {"history": _quoted(list(row["his_title"])[-max_history:]), "title": f'"{row["title"]}"'}
 
 
@@ -77,6 +77,11 @@ class Template:
 _MOVIE_Q = "#Question: A user has given high ratings to the following movies: {history}."
 _MOVIE_ASK = " Would the user enjoy the movie titled {title}"
 _BOOK_Q = "#Question: A user likes the following books: {liked}. The user dislikes: {disliked}."
+# Amazon: titles only, as CoLLM's Amazon-Book prompt. The substitute has no ratings: its history is what the
+# user reviewed, so its template does not claim high ratings.
+_AMAZON_Q = "#Question: A user has given high ratings to the following books: {history}."
+_MSL_Q = "#Question: A user has recently reviewed the following books: {history}."
+_TITLE_ASK = " Would the user enjoy the book titled {title}"
 _BOOK_ASK = " Would the user enjoy the book {title}"
 _FEATURE_USER = " Additionally, we have the user's preferences encoded in the feature "
 _TAIL = '? Answer with "Yes" or "No".' + ANSWER_PREFIX
@@ -90,6 +95,10 @@ TEMPLATES: dict[str, Template] = {
         Template("book_text", 1, (_BOOK_Q + _BOOK_ASK + _TAIL,), book_fields),
         Template("book_id", 1, (_BOOK_Q + _FEATURE_USER, USER_SLOT, "." + _BOOK_ASK + " with the feature ",
                                 ITEM_SLOT, _TAIL), book_fields),
+        *(t for name, question in (("amazon", _AMAZON_Q), ("amazon_msl", _MSL_Q)) for t in (
+            Template(f"{name}_text", 1, (question + _TITLE_ASK + _TAIL,), movie_fields),
+            Template(f"{name}_id", 1, (question + _FEATURE_USER, USER_SLOT, "." + _TITLE_ASK + " with the feature ",
+                                       ITEM_SLOT, _TAIL), movie_fields))),
     )
 }
 
@@ -101,8 +110,10 @@ def get_template(name: str) -> Template:
 
 
 def default_template(dataset: str, with_ids: bool) -> str:
-    """movie_* for MovieLens, book_* for the book datasets."""
-    kind = "movie" if dataset.startswith("ml-") else "book"
+    """movie_* for MovieLens, book_* (title and author, liked and disliked) for BookCrossing, amazon_* (titles)
+    for Amazon-Book and amazon_msl_* for its substitute."""
+    kinds = {"amazon-book": "amazon", "amazon-book-msl": "amazon_msl"}
+    kind = "movie" if dataset.startswith("ml-") else kinds.get(dataset, "book")
     return f"{kind}_{'id' if with_ids else 'text'}"
 
 

@@ -73,6 +73,48 @@ PAPER_TABLE1 = {
 }
 
 
+TABLE1_COLUMNS = {  # dataset -> (column title, the paper's dataset whose values apply, or None)
+    "ml-1m": ("ML-1M", "ml-1m"), "amazon-book": ("Amazon-Book", "amazon-book"),
+    "amazon-book-msl": ("Amazon-Book substitute", None), "bookcrossing": ("BookCrossing", "bookcrossing")}
+TABLE1_METHODS = ("MF", "CTRL (DIN)", "TALLRec", "CoLLM-FaissRet")
+
+
+def _pair(auc: float | None, uauc: float | None, uauc_note: str | None = None) -> str:
+    if auc is None or pd.isna(auc):
+        return "-"
+    return f"{auc:.4f} / " + (f"{uauc:.4f}" if uauc is not None and not pd.isna(uauc)
+                              else "undef." if isinstance(uauc_note, str) else "-")
+
+
+def table1(results: dict[tuple[str, str], dict], notes: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 1 from {(method, dataset): {"test": metrics.evaluate(...)}}: (long, wide).
+
+    long: one row per method and dataset of TABLE1_COLUMNS, ours (all test rows of the sample) next to the
+    paper's; a dataset with no results gets its `notes` entry (e.g. why it was not run).
+    wide: methods x datasets, "AUC / UAUC" strings, ours and paper side by side ("undef." = UAUC undefined).
+    """
+    notes = notes or {}
+    rows = []
+    for dataset, (title, paper_dataset) in TABLE1_COLUMNS.items():
+        for method in TABLE1_METHODS:
+            m = results.get((method, dataset), {}).get("test", {}).get("all")
+            paper = PAPER_TABLE1.get((method, paper_dataset), (None, None))
+            rows.append({"method": method, "dataset": dataset, "column": title,
+                         "AUC": m and m["auc"], "UAUC": m and m["uauc"], "rows": m and m["rows"],
+                         "UAUC users": m and m["uauc_users"], "UAUC note": m and m["uauc_note"],
+                         "paper AUC": paper[0], "paper UAUC": paper[1],
+                         "note": None if m else notes.get(dataset, "not run")})
+    long = pd.DataFrame(rows)
+    wide = pd.DataFrame({"method": list(TABLE1_METHODS)})
+    for dataset, (title, paper_dataset) in TABLE1_COLUMNS.items():
+        part = long[long["dataset"] == dataset].set_index("method").reindex(TABLE1_METHODS)
+        wide[f"{title} (ours)"] = [_pair(r["AUC"], r["UAUC"], r["UAUC note"]) if pd.isna(r["note"]) else "not run"
+                                   for _, r in part.iterrows()]
+        if paper_dataset:
+            wide[f"{title} (paper)"] = [_pair(r["paper AUC"], r["paper UAUC"]) for _, r in part.iterrows()]
+    return long, wide
+
+
 def metrics_table(named: dict[str, dict], dataset: str, split: str = "test") -> pd.DataFrame:
     """One row per (method, subset) from result dicts {"test": metrics.evaluate(...)}, paper values beside."""
     rows = []

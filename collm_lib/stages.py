@@ -6,15 +6,16 @@ folder holds config.json, best.pt (LoRA / mapping / MF only), results.json and p
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
 from . import settings
-from .collab import load_mf
+from .collab import MFConfig, checkpoint_dir, load_mf
 from .data import Splits
 from .fece import HybridEncoder
 from .io import _jsonable, read_json, write_json
@@ -98,7 +99,7 @@ def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path, stage1_d
                      "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 1),
                      "history": result.history.to_dict(orient="list")}}
     results = evaluate_and_save(model, {"valid": encs["valid"], "test": encs["test"]}, pad_id, config, out_dir,
-                                extra, progress)
+                                extra, progress, known={"valid": result.best_valid_scores})
     return _plain(results)  # as a later read of results.json returns it
 
 
@@ -131,11 +132,71 @@ def mf_on_same_rows(stage_dir: str | Path, mf_dir: str | Path, split: str = "tes
     return {split: metrics.evaluate(rows) | {"rows": len(rows)}}
 
 
+def test_rows_of(splits: Splits, result: dict) -> pd.DataFrame:
+    """The test rows (with histories) a finished stage was scored on: its seeded user sample, re-drawn."""
+    config = result["config"]
+    rows = sample_users(splits.test, config["test_rows"], config["seed"])
+    if len(rows) != result["sample_sizes"]["test"]:
+        raise ValueError(f"{splits.name}: re-drawn test sample has {len(rows)} rows, the stage scored "
+                         f"{result['sample_sizes']['test']}; was it run on other data?")
+    return rows
+
+
+def baselines_on_same_rows(splits: Splits, result: dict, mf_dir: str | Path,
+                           ctrl_dir: str | Path | None = None) -> dict[str, dict]:
+    """MF (and CTRL(DIN)) scored on exactly the test rows of an LLM stage's result, as {"test": evaluate(...)}."""
+    from . import ctrl, metrics
+    from .collab import score_mf
+
+    rows = test_rows_of(splits, result)
+    scored = {"MF": score_mf(load_mf(mf_dir), rows)}
+    if ctrl_dir is not None:
+        model, config = ctrl.load_ctrl(ctrl_dir)
+        scored["CTRL (DIN)"] = ctrl.score_ctrl(model, rows, config)
+    return {name: {"test": metrics.evaluate(rows.assign(score=s)) | {"rows": len(rows)}} for name, s in scored.items()}
+
+
 def ensure_mf(splits: Splits, config, out_dir: str | Path, progress: bool = True) -> Path:
-    """The trained MF checkpoint in `out_dir`, trained and saved first if it is not there yet."""
+    """The MF checkpoint in `out_dir` for `config` and this dataset; trained first when it is missing or was
+    made with other settings (a smoke-profile checkpoint must never stand in for a cpu-profile one)."""
     from .collab import save_mf, train_mf
 
     out_dir = Path(out_dir)
-    if not (out_dir / "config.json").exists():
+    saved = out_dir / "config.json"
+    if not saved.exists() or (read_json(saved).get("config"), read_json(saved).get("dataset")) != (
+            _plain(asdict(config)), splits.name):
         save_mf(train_mf(splits, config, progress=progress), out_dir)
     return out_dir
+
+
+@dataclass
+class StageRun:
+    """One stage run as the sweep runner sees it: the stage's settings and, for stage 2, the settings of the
+    MF under it (so "mf.dim" can be swept like "stage.lr")."""
+
+    stage: StageConfig
+    mf: MFConfig | None = None
+
+
+def stage_summary(result: dict) -> dict:
+    """The numbers a sweep or a table needs from a results.json: test / valid metrics, rows, best step."""
+    test = result["test"]
+    row = {"test_auc": test["all"]["auc"], "test_uauc": test["all"]["uauc"], "test_rows": test["rows"],
+           "uauc_users": test["all"]["uauc_users"], "valid_auc": result["valid"]["all"]["auc"],
+           "best_step": result["fit"]["best_step"], "train_seconds": result["fit"]["train_seconds"]}
+    return row | {f"{part}_auc": test[part]["auc"] for part in ("warm", "cold") if part in test}
+
+
+def sweep_fn(splits: Splits, stage1_dir: str | Path | None = None, mf_root: str | Path | None = None,
+             progress: bool = True) -> Callable[[StageRun, Path], dict]:
+    """run_fn for sweep.run_sweep over StageRun configs: stage 2 sits on `stage1_dir`'s LoRA and on the MF of
+    its `mf` settings, kept in mf_root/<dataset>_d<dim> (trained there first when missing or different)."""
+    def run(config: StageRun, out_dir: Path) -> dict:
+        mf_dir = None
+        if config.stage.stage == 2:
+            if config.mf is None:
+                raise ValueError("a stage-2 StageRun needs its MF settings (StageRun.mf)")
+            root = Path(mf_root) if mf_root else checkpoint_dir(splits.name, config.mf.dim).parent
+            mf_dir = ensure_mf(splits, config.mf, root / f"{splits.name}_d{config.mf.dim}", progress)
+        return stage_summary(run_stage(splits, config.stage, out_dir, stage1_dir, mf_dir, progress))
+    return run

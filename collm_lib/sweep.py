@@ -128,6 +128,8 @@ def _run_one(config: Any, changes: dict[str, Any], run_fn: Callable[[Any, Path],
     return row | {"status": "ran", "seconds": seconds, "error": None} | _flatten(_plain(result))
 
 
+FIGURE3_LRS = (1e-4, 3e-4, 5e-4, 7e-4, 1e-3)  # the paper's Figure 3 grid
+
 # ---------------------------------------------------------------- the paper's Figure 3 and our plot
 
 _FIGURE3 = {  # PROTOCOL 6, read off the paper's plots (Vicuna-7B)
@@ -135,14 +137,13 @@ _FIGURE3 = {  # PROTOCOL 6, read off the paper's plots (Vicuna-7B)
     ("b", "amazon-book", "FECE lr"): ((0.7994, 0.8002, 0.8316, 0.8380, 0.8112),
                                       (0.6215, 0.6210, 0.6390, 0.6451, 0.6226)),
 }
-_FIGURE3_LRS = (1e-4, 3e-4, 5e-4, 7e-4, 1e-3)
 
 
 def paper_figure3() -> pd.DataFrame:
     """Figure 3's learning-rate sweeps: one row per (panel, lr) with columns panel, dataset, swept, lr, auc, uauc."""
     rows = [{"panel": panel, "dataset": dataset, "swept": swept, "lr": lr, "auc": auc, "uauc": uauc}
             for (panel, dataset, swept), (aucs, uaucs) in _FIGURE3.items()
-            for lr, auc, uauc in zip(_FIGURE3_LRS, aucs, uaucs)]
+            for lr, auc, uauc in zip(FIGURE3_LRS, aucs, uaucs)]
     return pd.DataFrame(rows)
 
 

@@ -53,14 +53,14 @@ class StageConfig:
 
 
 def config_for_profile(profile: str, stage: int, **overrides) -> StageConfig:
-    """smoke: seconds, for CI; cpu: a seeded subsample, < 30 min on 2 cores; gpu: the full protocol."""
+    """smoke: seconds, for CI; cpu: a seeded subsample, ~8 min a stage on 2 cores; gpu: the full protocol."""
     profile = settings.profile_name(profile)
     base = {
         "smoke": dict(train_rows=24, eval_rows=24, test_rows=40, batch_size=4, max_steps=4, eval_every=2,
                       warmup_steps=1, patience=2, score_batch_size=16),
-        # ~1.1 train and ~3.4 scoring prompts/s on 2 idle cores: 400 train prompts, 2 evaluations of ~120
-        # rows, ~400 test rows (whole users): about 10 minutes a stage
-        "cpu": dict(train_rows=400, eval_rows=120, test_rows=400, batch_size=8, max_steps=50, eval_every=25,
+        # ~1.1 train and ~3.4 scoring prompts/s on 2 idle cores: 320 train prompts, 2 evaluations of ~100
+        # rows, ~400 test rows (whole users): about 8 minutes a stage
+        "cpu": dict(train_rows=320, eval_rows=96, test_rows=400, batch_size=8, max_steps=40, eval_every=20,
                     warmup_steps=5, patience=2, score_batch_size=16),
         # all rows; fewer steps than the authors' 10,000 at batch 16 (800 at 64 is ~1.5 epochs of ML-1M)
         "gpu": dict(batch_size=64, max_steps=800, eval_every=100, warmup_steps=80, patience=4,
@@ -196,6 +196,7 @@ class FitResult:
     history: pd.DataFrame
     stopped_early: bool
     train_seconds: float
+    best_valid_scores: np.ndarray | None = None  # the kept weights' valid scores: no need to score them again
 
 
 def _broadcast_flag(flag: bool, device: torch.device) -> bool:
@@ -222,7 +223,8 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
             model, device_ids=[device.index] if device.type == "cuda" else None)
     opt, sched = _optimizer(model, config)
     rng = np.random.default_rng(config.seed)
-    state = {"step": 0, "best_auc": -1.0, "best_step": 0, "bad": 0, "history": [], "order": None, "pos": 0}
+    state = {"step": 0, "best_auc": -1.0, "best_step": 0, "bad": 0, "history": [], "order": None, "pos": 0,
+             "best_scores": None}
     best = adapter_state(model)
     last_path = out_dir / "last.pt" if out_dir else None
     if last_path is not None and last_path.exists():
@@ -259,10 +261,11 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if state["step"] % config.eval_every == 0 or state["step"] == config.max_steps:
-            auc = metrics.auc(valid.label, score(model, valid, pad_id, config.score_batch_size, progress=False))
+            valid_scores = score(model, valid, pad_id, config.score_batch_size, progress=False)
+            auc = metrics.auc(valid.label, valid_scores)
             improved = auc > state["best_auc"]
             if improved:
-                state.update(best_auc=auc, best_step=state["step"], bad=0)
+                state.update(best_auc=auc, best_step=state["step"], bad=0, best_scores=valid_scores)
                 best = adapter_state(model)
             else:
                 state["bad"] += 1
@@ -280,7 +283,7 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
     bar.close()
     load_adapter_state(model, best)
     return FitResult(state["best_step"], state["best_auc"], state["step"], pd.DataFrame(state["history"]),
-                     stop, time.perf_counter() - started)
+                     stop, time.perf_counter() - started, state.get("best_scores"))
 
 
 def init_distributed() -> torch.device:
@@ -296,11 +299,17 @@ def init_distributed() -> torch.device:
 
 
 def evaluate_and_save(model: nn.Module, encs: dict[str, EncodedSplit], pad_id: int, config: StageConfig,
-                      out_dir: Path, extra: dict | None = None, progress: bool = True) -> dict:
-    """Score each split, save per-row scores (CSV) and one results.json with every setting."""
+                      out_dir: Path, extra: dict | None = None, progress: bool = True,
+                      known: dict[str, np.ndarray] | None = None) -> dict:
+    """Score each split (or take its `known` scores of these very weights), save per-row scores (CSV) and
+    one results.json with every setting."""
     results = {"config": asdict(config), "run": run_info(config.seed), **(extra or {})}
+    known = known or {}
     for split, enc in encs.items():
-        frame = scores_frame(enc, score(model, enc, pad_id, config.score_batch_size, progress))
+        scores = known.get(split)
+        if scores is None or len(scores) != len(enc):
+            scores = score(model, enc, pad_id, config.score_batch_size, progress)
+        frame = scores_frame(enc, scores)
         if not dist.is_initialized() or dist.get_rank() == 0:
             write_frame(out_dir / f"scores_{split}.csv", frame)
         results[split] = metrics.evaluate(frame) | {"rows": len(frame)}

@@ -25,7 +25,7 @@ def main() -> None:
     profile = settings.profile_name(args.profile)
     splits = load_dataset(args.dataset, args.data_dir)
     runs = settings.work_dir() / "runs" / args.dataset
-    mf_dir = stages.ensure_mf(splits, collab.config_for_profile(profile, seed=args.seed),
+    mf_dir = stages.ensure_mf(splits, collab.config_for_profile(profile, dataset=args.dataset, seed=args.seed),
                               collab.checkpoint_dir(args.dataset, collab.MFConfig().dim))
     summary = {}
     for stage in (1, 2):

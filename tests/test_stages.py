@@ -34,6 +34,11 @@ def test_two_stages_end_to_end_and_reload(tmp_path):
     enc = encode_frame(splits.test, "movie_id", bundle.tokenizer, progress=False)
     np.testing.assert_allclose(score(model, enc, bundle.tokenizer.pad_token_id, progress=False),
                                rows["score"].to_numpy(), rtol=1e-5, atol=1e-5)
+    valid = pd.read_csv(tmp_path / "s2" / "scores_valid.csv")  # kept from training's best evaluation, not rescored
+    enc = encode_frame(splits.valid_small, "movie_id", bundle.tokenizer, progress=False)
+    np.testing.assert_allclose(score(model, enc, bundle.tokenizer.pad_token_id, progress=False),
+                               valid["score"].to_numpy(), rtol=1e-5, atol=1e-5)
+    assert s2["valid"]["all"]["auc"] == s2["fit"]["best_valid_auc"]
     stamp = (tmp_path / "s1" / "results.json").stat().st_mtime_ns
     assert run_stage(splits, StageConfig(stage=1, **common), tmp_path / "s1", progress=False) == s1
     assert (tmp_path / "s1" / "results.json").stat().st_mtime_ns == stamp  # finished: not retrained

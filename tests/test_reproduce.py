@@ -1,0 +1,97 @@
+"""Table 1 / Figure 3 plumbing: per-profile plans, stage sweeps over StageRun, same-row baselines, Table 1."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from collm_lib import collab, metrics, report, reproduce, stages, sweep
+from collm_lib.llm import LLMConfig
+from collm_lib.train import StageConfig, load_results
+from tiny_llm import movie_splits, save_tiny
+
+
+def test_plans_use_the_papers_grid_and_share_the_default_lr():
+    default_lr = StageConfig().lr
+    for profile in ("smoke", "cpu", "gpu"):
+        plan = reproduce.plan_for_profile(profile)
+        assert set(plan.lrs) <= set(sweep.FIGURE3_LRS) and default_lr in plan.lrs  # Table 1's run is a sweep point
+    assert reproduce.plan_for_profile("gpu").lrs == sweep.FIGURE3_LRS
+    assert reproduce.plan_for_profile("gpu").stage == {}  # gpu: the profile's full-size runs
+    assert reproduce.plan_for_profile("cpu").dims == (64, 128, 256)
+    assert reproduce.plan_for_profile("cpu", lrs=(1e-3,)).lrs == (1e-3,)
+    with pytest.raises(ValueError):
+        reproduce.plan_for_profile("laptop")
+
+
+def test_stage_run_overrides_reach_nested_configs():
+    run = reproduce.stage_run(reproduce.plan_for_profile("cpu"), 2, "ml-1m", seed=7, patience=3)
+    assert run.stage.train_rows == 24 and run.stage.seed == 7 and run.mf.patience == 3 and run.mf.seed == 7
+    changed = sweep.with_overrides(run, {"stage.lr": 3e-4, "mf.dim": 64})
+    assert (changed.stage.lr, changed.mf.dim) == (3e-4, 64) and run.mf.dim == 256
+    assert reproduce.stage_run(reproduce.plan_for_profile("cpu"), 1, "ml-1m").mf is None
+
+
+def test_ensure_mf_retrains_only_when_settings_differ(tmp_path):
+    splits = movie_splits()
+    config = collab.MFConfig(dim=4, max_epochs=1, patience=1)
+    out = stages.ensure_mf(splits, config, tmp_path / "mf", progress=False)
+    stamp = (out / "mf.pt").stat().st_mtime_ns
+    stages.ensure_mf(splits, config, out, progress=False)
+    assert (out / "mf.pt").stat().st_mtime_ns == stamp
+    stages.ensure_mf(splits, dataclasses.replace(config, dim=6), out, progress=False)
+    assert collab.load_mf(out).dim == 6
+
+
+def test_stage_sweep_over_mf_dim_and_same_row_baselines(tmp_path):
+    splits = movie_splits()
+    common = dict(batch_size=4, max_steps=1, eval_every=1, warmup_steps=1, score_batch_size=8, test_rows=8,
+                  llm=LLMConfig(model=str(save_tiny(tmp_path / "tiny-llm"))))
+    stage1 = stages.run_stage(splits, StageConfig(stage=1, **common), tmp_path / "s1", progress=False)
+    base = stages.StageRun(StageConfig(stage=2, **common), collab.MFConfig(max_epochs=1, patience=1))
+    fn = stages.sweep_fn(splits, tmp_path / "s1", tmp_path / "mfs", progress=False)
+    frame = sweep.run_sweep("dim", base, {"mf.dim": [4, 8]}, fn, tmp_path / "sweeps", progress=False)
+    assert list(frame["status"]) == ["ran", "ran"] and frame["test_auc"].between(0, 1).all()
+    assert [collab.load_mf(tmp_path / "mfs" / f"ml-synthetic_d{d}").dim for d in (4, 8)] == [4, 8]
+    again = sweep.run_sweep("dim", base, {"mf.dim": [4, 8]}, fn, tmp_path / "sweeps", progress=False)
+    assert list(again["status"]) == ["cached", "cached"] and list(again["test_auc"]) == list(frame["test_auc"])
+
+    s2 = load_results(frame["folder"].iloc[0])
+    same = stages.baselines_on_same_rows(splits, s2, tmp_path / "mfs" / "ml-synthetic_d4")
+    rows = stages.test_rows_of(splits, s2)
+    assert same["MF"]["test"]["rows"] == len(rows) == s2["sample_sizes"]["test"] == stage1["sample_sizes"]["test"]
+    expected = metrics.auc(rows["label"], collab.score_mf(collab.load_mf(tmp_path / "mfs" / "ml-synthetic_d4"), rows))
+    assert same["MF"]["test"]["all"]["auc"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="re-drawn test sample"):
+        stages.test_rows_of(splits, s2 | {"sample_sizes": {"test": len(rows) + 1}})
+    with pytest.raises(ValueError, match="needs its MF settings"):
+        fn(dataclasses.replace(base, mf=None), tmp_path / "nomf")
+
+
+def _result(n_users: int, per_user: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"uid": np.repeat(np.arange(n_users), per_user), "label": rng.integers(0, 2, n_users * per_user),
+                          "score": rng.random(n_users * per_user)})
+    return {"test": metrics.evaluate(frame) | {"rows": len(frame)}}
+
+
+def test_table1_long_and_wide():
+    results = {(m, "ml-1m"): _result(20, 6, i) for i, m in enumerate(report.TABLE1_METHODS)}
+    results |= {(m, "bookcrossing"): _result(30, 1, i) for i, m in enumerate(report.TABLE1_METHODS)}
+    long, wide = report.table1(results, {"amazon-book": "not run: no raw files"})
+    assert len(long) == len(report.TABLE1_COLUMNS) * len(report.TABLE1_METHODS)
+    ml = long.query("dataset == 'ml-1m' and method == 'CoLLM-FaissRet'").iloc[0]
+    assert ml["AUC"] == results[("CoLLM-FaissRet", "ml-1m")]["test"]["all"]["auc"] and ml["rows"] == 120
+    assert (ml["paper AUC"], ml["paper UAUC"]) == report.PAPER_TABLE1[("CoLLM-FaissRet", "ml-1m")]
+    assert long.query("dataset == 'amazon-book'")["note"].eq("not run: no raw files").all()
+    assert long.query("dataset == 'amazon-book-msl'")["note"].eq("not run").all()
+    assert long.query("dataset == 'amazon-book-msl'")["paper AUC"].isna().all()  # different data: no paper value
+    wide = wide.set_index("method")
+    auc, uauc = ml["AUC"], ml["UAUC"]
+    assert wide.loc["CoLLM-FaissRet", "ML-1M (ours)"] == f"{auc:.4f} / {uauc:.4f}"
+    assert wide.loc["CoLLM-FaissRet", "ML-1M (paper)"] == "0.7295 / 0.6875"
+    assert wide.loc["MF", "BookCrossing (ours)"].endswith(" / undef.")  # one row per user
+    assert wide.loc["TALLRec", "Amazon-Book (ours)"] == "not run"
+    assert "Amazon-Book substitute (paper)" not in wide.columns
