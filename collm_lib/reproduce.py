@@ -39,19 +39,19 @@ class SweepPlan:
 
 
 def plan_for_profile(profile: str | None = None, **overrides: Any) -> SweepPlan:
-    """smoke: plumbing only; cpu: 3 learning rates and runs of 24 training prompts, so the whole cpu main job
-    stays under an hour on 2 cores (a pipeline run: at this size the curves are mostly noise); gpu: the
-    paper's grids at the gpu profile's full size."""
+    """smoke: plumbing only; cpu: the two ends of the paper's lr grid and runs of 16 training prompts (2 steps),
+    so the whole cpu main job stays under an hour on 2 cores: a pipeline run, its curves are noise at this size
+    (an ML-1M run costs ~50 s, mostly scoring its test users); gpu: the paper's grids at the gpu profile's size."""
     profile = settings.profile_name(profile)
     plans = {
         "smoke": SweepPlan("smoke", (1e-3,), (32,),
                            dict(train_rows=8, eval_rows=8, test_rows=16, batch_size=4, max_steps=2, eval_every=2,
                                 warmup_steps=1, patience=1, score_batch_size=16),
                            dict(max_epochs=2, patience=1), dict(align_rows=32)),
-        "cpu": SweepPlan("cpu", (1e-4, 5e-4, 1e-3), (64, 128, 256),
-                         dict(train_rows=24, eval_rows=8, test_rows=48, batch_size=8, max_steps=3, eval_every=3,
+        "cpu": SweepPlan("cpu", (1e-4, 1e-3), (64, 128, 256),
+                         dict(train_rows=16, eval_rows=8, test_rows=32, batch_size=8, max_steps=2, eval_every=2,
                               warmup_steps=1, patience=1, score_batch_size=16),
-                         dict(max_epochs=40, patience=10), dict(align_rows=96)),
+                         dict(max_epochs=40, patience=10), dict(align_rows=48)),
         "gpu": SweepPlan("gpu", FIGURE3_LRS, (64, 128, 256), {}, {}, {}),
     }
     return dataclasses.replace(plans[profile], **overrides)

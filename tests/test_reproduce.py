@@ -28,7 +28,7 @@ def test_plans_use_the_papers_grid_and_share_the_default_lr():
 
 def test_stage_run_overrides_reach_nested_configs():
     run = reproduce.stage_run(reproduce.plan_for_profile("cpu"), 2, "ml-1m", seed=7, patience=3)
-    assert run.stage.train_rows == 24 and run.stage.seed == 7 and run.mf.patience == 3 and run.mf.seed == 7
+    assert run.stage.train_rows == 16 and run.stage.seed == 7 and run.mf.patience == 3 and run.mf.seed == 7
     changed = sweep.with_overrides(run, {"stage.lr": 3e-4, "mf.dim": 64})
     assert (changed.stage.lr, changed.mf.dim) == (3e-4, 64) and run.mf.dim == 256
     assert reproduce.stage_run(reproduce.plan_for_profile("cpu"), 1, "ml-1m").mf is None
