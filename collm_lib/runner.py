@@ -45,7 +45,8 @@ def _finished(path: Path, parameters: dict) -> bool:
     if not path.exists():
         return False
     meta = json.loads(path.read_text()).get("metadata", {}).get("papermill", {})
-    return meta.get("exception") is False and meta.get("parameters") == parameters and meta.get("end_time") is not None
+    # papermill leaves exception None on success (True on failure) and end_time None while running or killed
+    return not meta.get("exception") and meta.get("parameters") == parameters and meta.get("end_time") is not None
 
 
 def run_main(profile: str | None = None, data_dir: str | None = None, only: list[str] | None = None,

@@ -102,9 +102,10 @@ def set_trainable(model: CoLLM, stage: int, unfreeze_mf: bool = False) -> list[s
 
 
 def adapter_state(model: CoLLM) -> dict[str, torch.Tensor]:
-    """What a checkpoint holds: LoRA, the mapping and the collaborative model (a few MB), never the base LLM."""
+    """What a checkpoint holds: LoRA and the mapping, plus the collaborative model only while it trains (a frozen
+    MF is reloaded from its own folder; BookCrossing's alone is ~130 MB); never the base LLM."""
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters()
-            if "lora_" in n or n.startswith("hybrid.")}
+            if "lora_" in n or n.startswith("hybrid.mapper.") or (n.startswith("hybrid.") and p.requires_grad)}
 
 
 def load_adapter_state(model: CoLLM, state: dict[str, torch.Tensor]) -> None:

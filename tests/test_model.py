@@ -81,17 +81,21 @@ def test_checkpoint_round_trip_scores_identically(tok, tmp_path):
     config = StageConfig(stage=2, batch_size=4, max_steps=2, eval_every=1, warmup_steps=1, score_batch_size=4)
     fit(model, enc, enc, config, tok.pad_token_id, out_dir=tmp_path, progress=False)
     expected = score(model, enc, tok.pad_token_id, batch_size=3, progress=False)
-    fresh = _model(tok, hybrid=True, seed=1)  # the same base LLM, as loading the pretrained model gives
+    fresh = _model(tok, hybrid=True, seed=1)  # the same base LLM and MF, as load_trained's loading gives
+    saved = torch.load(tmp_path / "best.pt")
+    assert not any(k.startswith("hybrid.collab.") for k in saved), "a frozen MF stays in its own folder"
     torch.manual_seed(99)
     with torch.no_grad():
         for name, p in fresh.named_parameters():
-            if name in adapter_state(fresh):
+            if name in saved:
                 p.normal_(0, 0.05)
     assert not np.allclose(score(fresh, enc, tok.pad_token_id, batch_size=3, progress=False), expected)
     load_adapter_state(fresh, torch.load(tmp_path / "best.pt"))
     np.testing.assert_array_equal(score(fresh, enc, tok.pad_token_id, batch_size=3, progress=False), expected)
-    assert set(torch.load(tmp_path / "best.pt")) == set(adapter_state(model))
+    assert set(saved) == set(adapter_state(model))
     assert not any(k.endswith("embed_tokens.weight") for k in adapter_state(model))
+    set_trainable(model, 2, unfreeze_mf=True)
+    assert any(k.startswith("hybrid.collab.") for k in adapter_state(model)), "a trained MF is checkpointed"
 
 
 def test_batching_and_padding_do_not_change_scores(tok):

@@ -24,11 +24,30 @@ def _executed(path, exception, parameters, end="2026-01-01"):
 
 def test_resume_only_skips_finished_runs_with_the_same_parameters(tmp_path):
     params = {"profile": "cpu"}
-    assert runner._finished(_executed(tmp_path / "a.ipynb", False, params), params)
+    assert runner._finished(_executed(tmp_path / "a.ipynb", None, params), params)  # papermill's "no exception"
     assert not runner._finished(_executed(tmp_path / "b.ipynb", True, params), params)  # it failed
-    assert not runner._finished(_executed(tmp_path / "c.ipynb", False, {"profile": "gpu"}), params)
-    assert not runner._finished(_executed(tmp_path / "d.ipynb", False, params, end=None), params)  # interrupted
+    assert not runner._finished(_executed(tmp_path / "c.ipynb", None, {"profile": "gpu"}), params)
+    assert not runner._finished(_executed(tmp_path / "d.ipynb", None, params, end=None), params)  # interrupted
     assert not runner._finished(tmp_path / "missing.ipynb", params)
+
+
+def test_resume_recognises_real_papermill_runs(tmp_path):
+    import nbformat
+    import papermill
+
+    for name, body in (("ok", "y = x + 1"), ("bad", "raise RuntimeError('boom')")):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                                             nbformat.v4.new_code_cell(body)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / f"{name}.ipynb")
+    papermill.execute_notebook(str(tmp_path / "ok.ipynb"), str(tmp_path / "ok_out.ipynb"), parameters={"x": 2},
+                               progress_bar=False)
+    with pytest.raises(papermill.PapermillExecutionError):
+        papermill.execute_notebook(str(tmp_path / "bad.ipynb"), str(tmp_path / "bad_out.ipynb"), parameters={"x": 2},
+                                   progress_bar=False)
+    assert runner._finished(tmp_path / "ok_out.ipynb", {"x": 2})
+    assert not runner._finished(tmp_path / "ok_out.ipynb", {"x": 3})
+    assert not runner._finished(tmp_path / "bad_out.ipynb", {"x": 2})
 
 
 def test_committed_notebooks_take_their_profile_from_the_environment():
