@@ -139,8 +139,16 @@ def answer_logits(model: nn.Module, inputs_embeds: torch.Tensor, attention_mask:
     """
     lm = base_causal_lm(model)
     hidden = lm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
-    last = attention_mask.sum(dim=1) - 1
-    h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    return answer_head(lm, last_positions(hidden, attention_mask.sum(dim=1) - 1), answer_id)
+
+
+def last_positions(hidden: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """hidden[b, last[b]] for each row b: the state that predicts the answer."""
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def answer_head(lm: nn.Module, h: torch.Tensor, answer_id: int) -> torch.Tensor:
+    """One row of the output head applied to final hidden states [B, H]: the answer token's logit (fp32)."""
     head = lm.get_output_embeddings()
     logit = h.float() @ head.weight[answer_id].float()
     if getattr(head, "bias", None) is not None:

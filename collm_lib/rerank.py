@@ -1,31 +1,26 @@
-"""PROTOCOL 7 made concrete on a trained stage-2 model: retrieve-then-rank, and similarity matching for cold ids.
+"""PROTOCOL 7 made concrete on a trained stage-2 model: retrieve-then-rank (cold-id matching: `matching`).
 
-Retrieve-then-rank: for each sampled test user a Faiss index over the MF item vectors returns the top-K of
-the whole catalogue (inner product with the user's MF vector; items the user rated before their first test
-row excluded); the stage-2 LLM scores only those K prompts and the final list is ordered by its score.
-Compared with MF alone (exact top-K) and, on a few users, the LLM scoring the whole catalogue.
-
-Cold matching: a user without train rows borrows the mean MF vector of the warm users nearest to it (cosine
-over pooled MF vectors of the warm items in its history); an item without train rows borrows from the warm
-items nearest by a text representation of its title. `MatchedEncoder` wraps the MF with those overrides and
-is swapped into `model.hybrid.collab`, so the FECE slot carries g(borrowed vector) with no model change.
+For each sampled test user a Faiss index over the MF item vectors returns the top-K of the whole catalogue
+(inner product with the user's MF vector; items the user rated before their first test row excluded); the
+stage-2 LLM scores only those K prompts and the final list is ordered by its score. Compared with MF alone
+(exact top-K) and, on a few users, the LLM scoring the whole catalogue. All prompts of one user share their
+history, so by default they are scored through one shared-prefix pass per user (`prefix`, same scores).
 """
 from __future__ import annotations
 
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import metrics, retrieval, settings
 from .data import Splits
+from .prefix import score_shared_prefix
 from .prompts import default_template, encode_frame
 from .train import score
 
@@ -41,11 +36,13 @@ class RerankConfig:
     item_text: Literal["llm", "hashed"] = "llm"  # cold-item title representation: frozen LLM or char n-grams
     index: retrieval.IndexConfig = field(default_factory=retrieval.IndexConfig)  # top-K retrieval index
     score_batch_size: int = 16
+    shared_prefix: bool = True  # one history pass per user (prefix.score_shared_prefix); False: full prompts
     seed: int = 2023
 
 
 def config_for_profile(profile: str | None = None, **overrides: Any) -> RerankConfig:
-    """smoke: ~1 min; cpu: ~900 prompts (~5 min at ~3 prompts/s on 2 cores); gpu: every warm test user.
+    """smoke: ~1 min; cpu: 20 users x 50 candidates and 2 users' whole catalogue (~7,300 prompts, ~11 min at
+    ~11 prompts/s with shared-prefix scoring on 2 cores); gpu: every warm test user, 20 whole catalogues.
 
     cpu uses HNSW: on ML-1M's 3,255 MF item vectors IVF (83 lists, nprobe 16) reaches recall@50 0.77 only,
     HNSW efSearch 128 reaches 0.97 (benchmarks/results/faiss_cpu_ml1m.json)."""
@@ -53,7 +50,8 @@ def config_for_profile(profile: str | None = None, **overrides: Any) -> RerankCo
     base = {
         "smoke": dict(ks=(5, 10), n_users=2, neighbor_curve=(1, 10), item_text="hashed",
                       index=retrieval.IndexConfig(kind="flat", use_gpu=False)),
-        "cpu": dict(n_users=8, neighbor_curve=(1, 10), item_text="hashed",  # LLM titles: > 9 min on 2 busy cores
+        # cold-item LLM title vectors: > 9 min on 2 busy cores, so hashed n-grams
+        "cpu": dict(n_users=20, n_full_users=2, neighbor_curve=(1, 10), item_text="hashed",
                     index=retrieval.IndexConfig(kind="hnsw", use_gpu=False)),
         "gpu": dict(n_users=None, n_full_users=20, score_batch_size=256, index=retrieval.config_for_profile("gpu")),
     }[profile]
@@ -119,10 +117,11 @@ def candidate_frame(users: pd.DataFrame, candidates: list[np.ndarray], titles: d
 
 
 def llm_scores(model: nn.Module, bundle, frame: pd.DataFrame, template: str, max_history: int = 10,
-               batch_size: int = 16, progress: bool = True) -> tuple[np.ndarray, float]:
+               batch_size: int = 16, progress: bool = True, shared_prefix: bool = True) -> tuple[np.ndarray, float]:
     """Stage-2 logits for every row of `frame` and the seconds spent (tokenising + scoring)."""
-    enc, seconds = _timed(encode_frame, frame, template, bundle.tokenizer, max_history, 1024, False)
-    scores, more = _timed(score, model, enc, bundle.tokenizer.pad_token_id, batch_size, progress)
+    enc, seconds = timed(encode_frame, frame, template, bundle.tokenizer, max_history, 1024, False)
+    scorer = score_shared_prefix if shared_prefix else score
+    scores, more = timed(scorer, model, enc, bundle.tokenizer.pad_token_id, batch_size, progress)
     return scores, seconds + more
 
 
@@ -160,14 +159,14 @@ def retrieve_then_rank(model: nn.Module, bundle, splits: Splits, stage_config, c
     # exact search runs over catalogue positions, so exclusions are mapped to positions too
     pos_of = {int(i): p for p, i in enumerate(catalogue)}
     seen_pos = [np.array([pos_of[i] for i in s if i in pos_of], dtype=np.int64) for s in seen]
-    (_, exact_pos), exact_seconds = _timed(retrieval.exact_topk_torch, user_tab[uids], item_tab[catalogue], k_max,
+    (_, exact_pos), exact_seconds = timed(retrieval.exact_topk_torch, user_tab[uids], item_tab[catalogue], k_max,
                                            seen_pos, "cpu")
     exact_ids = np.where(exact_pos >= 0, catalogue[np.clip(exact_pos, 0, None)], -1)
-    index, build_seconds = _timed(retrieval.VectorIndex(config.index).build, item_tab[catalogue], catalogue)
-    (faiss_s, faiss_ids), search_seconds = _timed(index.search, user_tab[uids], k_max, seen)
+    index, build_seconds = timed(retrieval.VectorIndex(config.index).build, item_tab[catalogue], catalogue)
+    (faiss_s, faiss_ids), search_seconds = timed(index.search, user_tab[uids], k_max, seen)
     cands = candidate_frame(users, list(faiss_ids), titles, warm_users, warm_items)
     cand_scores, llm_seconds = llm_scores(model, bundle, cands, template, stage_config.max_history,
-                                          config.score_batch_size, progress)
+                                          config.score_batch_size, progress, config.shared_prefix)
     relevant, per_prompt = list(users["relevant"]), llm_seconds / max(1, len(cands))
     rows = [cands.assign(method="faiss+llm", llm_score=cand_scores,
                          mf_score=faiss_s[pd.Index(uids).get_indexer(cands["uid"]), cands["rank"]])]
@@ -199,7 +198,7 @@ def retrieve_then_rank(model: nn.Module, bundle, splits: Splits, stage_config, c
     return {"table": pd.DataFrame(table), "rows": rows, "info": info}
 
 
-def _timed(fn, *args):
+def timed(fn, *args):
     t0 = time.perf_counter()
     return fn(*args), time.perf_counter() - t0
 
@@ -217,7 +216,7 @@ def _full_catalogue(model, bundle, users, catalogue, titles, warm_users, warm_it
     lists = [np.setdiff1d(catalogue, np.asarray(s, dtype=np.int64)) for s in users["seen"]]
     frame = candidate_frame(users, lists, titles, warm_users, warm_items)
     scores, seconds = llm_scores(model, bundle, frame, template, stage_config.max_history, config.score_batch_size,
-                                 progress)
+                                 progress, config.shared_prefix)
     ranked, relevant, same = _rerank(frame, scores, uids), list(users["relevant"]), cands["uid"].isin(uids).to_numpy()
     sub, sub_scores = cands[same], cand_scores[same]
     sub_ranked = {k: _rerank(sub, sub_scores, uids, top=k) for k in config.ks}
@@ -241,160 +240,8 @@ def index_sweep(item_vectors: np.ndarray, queries: np.ndarray, k: int, base: ret
         for value in values:
             if knob is not None:
                 index.set_search_params(**{knob: value})
-            runs = [_timed(index.search, queries, k) for _ in range(3)]  # best of three: the machine is shared
+            runs = [timed(index.search, queries, k) for _ in range(3)]  # best of three: the machine is shared
             ids, best = runs[0][0][1], min(r[1] for r in runs)
             rows.append({"kind": kind, "knob": knob or "", "value": value, "recall": retrieval.recall_vs_exact(ids, exact),
                          "queries_per_s": len(queries) / best, "nlist": index.nlist_effective})
     return pd.DataFrame(rows)
-
-
-# ---- similarity matching for cold ids ---------------------------------------------------------------------
-
-class MatchedEncoder(nn.Module):
-    """A collaborative encoder: the wrapped model's vectors, except for overridden ids (borrowed vectors)."""
-
-    def __init__(self, base: nn.Module, n_users: int, n_items: int, user_ids: np.ndarray, user_vectors: np.ndarray,
-                 item_ids: np.ndarray, item_vectors: np.ndarray) -> None:
-        super().__init__()
-        self.base, self.dim = base, base.dim
-        for side, n, ids, vecs in (("user", n_users, user_ids, user_vectors), ("item", n_items, item_ids, item_vectors)):
-            ids = torch.tensor(np.asarray(ids, dtype=np.int64))
-            table, mask = torch.zeros(n, self.dim), torch.zeros(n, dtype=torch.bool)
-            if len(ids):
-                table[ids] = torch.as_tensor(np.asarray(vecs, dtype=np.float32)).reshape(len(ids), self.dim)
-                mask[ids] = True
-            self.register_buffer(f"{side}_table", table, persistent=False)
-            self.register_buffer(f"{side}_mask", mask, persistent=False)
-
-    def user_vectors(self, uids: torch.LongTensor) -> torch.Tensor:
-        base = self.base.user_vectors(uids)
-        return torch.where(self.user_mask[uids].unsqueeze(-1), self.user_table[uids].to(base.dtype), base)
-
-    def item_vectors(self, iids: torch.LongTensor) -> torch.Tensor:
-        base = self.base.item_vectors(iids)
-        return torch.where(self.item_mask[iids].unsqueeze(-1), self.item_table[iids].to(base.dtype), base)
-
-
-@dataclass
-class MatchingInputs:
-    """What matching needs, computed once for every neighbour count: representations of cold and warm ids."""
-
-    cold_users: np.ndarray  # ids; *_repr: one row per id
-    cold_user_repr: np.ndarray  # pooled MF vectors of the warm items in the history (zeros: empty history)
-    warm_users: np.ndarray
-    warm_user_repr: np.ndarray  # pooled MF vectors of the warm items the user liked in train
-    cold_items: np.ndarray
-    cold_item_repr: np.ndarray  # title representation, centred on the warm items' mean
-    warm_items: np.ndarray
-    warm_item_repr: np.ndarray
-    item_text: str
-    text_seconds: float
-    n_users: int  # table sizes of the wrapped encoder
-    n_items: int
-
-
-def title_vectors(texts: list[str], method: str, bundle=None, batch_size: int = 64) -> np.ndarray:
-    """Title representation: "llm" = mean-pooled hidden states of the frozen LLM; "hashed" = char 2-4-gram counts."""
-    if method == "llm":
-        from .llm import encode_texts
-        return encode_texts(bundle, texts, batch_size=batch_size).numpy()
-    if method == "hashed":
-        from sklearn.feature_extraction.text import HashingVectorizer
-        vec = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), n_features=1024, alternate_sign=False)
-        return vec.transform([t.lower() for t in texts]).toarray().astype(np.float32)
-    raise ValueError(f"item_text={method!r}; choose 'llm' or 'hashed'")
-
-
-def matching_inputs(collab: nn.Module, splits: Splits, frame: pd.DataFrame, item_text: str = "llm",
-                    bundle=None) -> MatchingInputs:
-    """Cold users / items of `frame` and their representations; a cold user's history is that of its first row."""
-    warm_u, warm_i = train_ids(splits)
-    user_tab, item_tab = mf_tables(collab, splits.n_users, splits.n_items)
-    warm_items, warm_users = (np.array(sorted(ids), dtype=np.int64) for ids in (warm_i, warm_u))
-    train = splits.collab_train if splits.collab_train is not None else splits.train
-    liked = train[train["label"] == 1].groupby("uid")["iid"].agg(list)
-    hist = lambda items: [i for i in map(int, items) if i in warm_i]  # noqa: E731 - cold items have no MF signal
-    warm_user_repr, _ = retrieval.pool_history(item_tab, [hist(liked.get(u, [])) for u in warm_users])
-    first = frame[~frame["uid"].isin(warm_u)].sort_values(["uid", "timestamp"], kind="stable").groupby("uid").head(1)
-    cold_users = first["uid"].to_numpy(np.int64)
-    cold_user_repr, _ = retrieval.pool_history(item_tab, [hist(h) for h in first["his"]])
-    cold_items = np.array(sorted(set(frame["iid"].astype(int)) - warm_i), dtype=np.int64)
-    titles = item_titles(splits)
-    text, text_seconds = _timed(title_vectors, [titles[i] for i in np.concatenate([warm_items, cold_items])],
-                                item_text, bundle)
-    text = text - text[: len(warm_items)].mean(0, keepdims=True)  # mean-pooled LLM states share one big direction
-    return MatchingInputs(cold_users, cold_user_repr, warm_users, warm_user_repr, cold_items, text[len(warm_items):],
-                          warm_items, text[: len(warm_items)], item_text, text_seconds,
-                          splits.n_users, splits.n_items)
-
-
-def matched_encoder(collab: nn.Module, inputs: MatchingInputs, n_neighbors: int,
-                    weighting: str = "uniform", index: retrieval.IndexConfig | None = None
-                    ) -> tuple[MatchedEncoder, dict[str, int]]:
-    """The MF with every cold id of `inputs` overridden by its neighbours' mean vector; counts of fallbacks."""
-    user_tab, item_tab = mf_tables(collab, inputs.n_users, inputs.n_items)
-    index = index or retrieval.IndexConfig(kind="flat", metric="ip", use_gpu=False)
-    parts, counts = {}, {}
-    for side, cold, cold_r, warm, warm_r, tab in (
-            ("user", inputs.cold_users, inputs.cold_user_repr, inputs.warm_users, inputs.warm_user_repr, user_tab),
-            ("item", inputs.cold_items, inputs.cold_item_repr, inputs.warm_items, inputs.warm_item_repr, item_tab)):
-        vecs, fallback = (retrieval.borrow_vectors(cold_r, warm_r, tab[warm], n_neighbors, weighting, index)
-                          if len(cold) else (np.zeros((0, collab.dim)), np.zeros(0, bool)))
-        parts[side], counts[f"cold_{side}s"], counts[f"{side}_fallbacks"] = vecs, len(cold), int(fallback.sum())
-    enc = MatchedEncoder(collab, len(user_tab), len(item_tab), inputs.cold_users, parts["user"],
-                         inputs.cold_items, parts["item"])
-    return enc.to(next(collab.parameters()).device), counts
-
-
-def cold_matching(model: nn.Module, bundle, splits: Splits, stage_config, stage_dir: str | Path,
-                  config: RerankConfig, progress: bool = True) -> dict[str, Any]:
-    """AUC / UAUC on warm and cold rows of notebook 04's test rows, with and without matching.
-    Rows with no overridden id keep their scores; only rows with a cold user or item are rescored per neighbour
-    count. The no-matching scores are the stage's scores_test.csv when a rescored check reproduces them."""
-    from .stages import sample_users
-
-    settings.set_seed(config.seed)
-    frame = sample_users(splits.test, stage_config.test_rows, stage_config.seed).reset_index(drop=True)
-    template = stage_config.template or default_template(splits.name, with_ids=True)
-    enc = encode_frame(frame, template, bundle.tokenizer, stage_config.max_history, progress=False)
-    pad, base_collab = bundle.tokenizer.pad_token_id, model.hybrid.collab
-    baseline, source = _baseline(model, enc, frame, Path(stage_dir), pad, config.score_batch_size, progress)
-    inputs = matching_inputs(base_collab, splits, frame, config.item_text, bundle)
-    touched = np.flatnonzero(frame["uid"].isin(inputs.cold_users).to_numpy() | frame["iid"].isin(inputs.cold_items).to_numpy())
-    results, rows = {"without": metrics.evaluate(frame.assign(score=baseline))}, {"without": baseline}
-    counts, seconds = {}, {}
-    for n in tqdm(sorted(set(config.neighbor_curve) | {config.n_neighbors}), desc="neighbours", disable=not progress):
-        matched, counts[n] = matched_encoder(base_collab, inputs, n, config.weighting)
-        model.hybrid.collab = matched
-        try:
-            t0, new = time.perf_counter(), baseline.copy()
-            if len(touched):
-                new[touched] = score(model, enc.subset(touched), pad, config.score_batch_size, progress=False)
-            seconds[n] = time.perf_counter() - t0
-        finally:
-            model.hybrid.collab = base_collab
-        results[n], rows[f"matched_{n}"] = metrics.evaluate(frame.assign(score=new)), new
-    table = [{"setting": "without matching" if key == "without" else f"matching, {key} neighbours",
-              "neighbours": None if key == "without" else key, "subset": subset, "rows": m["rows"], "AUC": m["auc"],
-              "UAUC": m["uauc"], "UAUC users": m["uauc_users"]}
-             for key, res in results.items() for subset, m in res.items()]
-    per_row = frame[["uid", "iid", "label", "not_cold"]].assign(**{f"score_{k}": v for k, v in rows.items()})
-    info = {"config": config, "template": template, "rows": len(frame), "rescored_rows": len(touched),
-            "baseline_scores": source, "item_text": inputs.item_text, "text_seconds": inputs.text_seconds,
-            "counts": counts, "rescore_seconds": seconds, "test_rows": stage_config.test_rows,
-            "stage_seed": stage_config.seed, "results": {str(k): v for k, v in results.items()}}
-    return {"table": pd.DataFrame(table), "rows": per_row, "info": info}
-
-
-def _baseline(model, enc, frame, stage_dir: Path, pad: int, batch_size: int, progress: bool,
-              n_check: int = 8) -> tuple[np.ndarray, str]:
-    """The stage's saved test scores when they are for these rows and reproduce on a check sample."""
-    path = stage_dir / "scores_test.csv"
-    if path.exists():
-        saved = pd.read_csv(path)
-        if saved[["uid", "iid"]].equals(frame[["uid", "iid"]].astype(saved["uid"].dtype)):
-            check = np.random.default_rng(0).choice(len(frame), min(n_check, len(frame)), replace=False)
-            fresh = score(model, enc.subset(check), pad, batch_size, progress=False)
-            if np.allclose(fresh, saved["score"].to_numpy()[check], atol=1e-3, rtol=1e-3):
-                return saved["score"].to_numpy(np.float32), f"{path} (reproduced on {len(check)} rescored rows)"
-    return score(model, enc, pad, batch_size, progress), "rescored (no matching saved scores)"

@@ -78,13 +78,17 @@ class CoLLM(nn.Module):
         self.hybrid = hybrid
         self.answer_id = bundle.answer_id
 
-    def forward(self, input_ids, attention_mask, user_pos, item_pos, uids, iids) -> torch.Tensor:
+    def embed(self, input_ids, user_pos, item_pos, uids, iids) -> torch.Tensor:
+        """Token embeddings with the ID slots (position -1: none in that row) filled by the hybrid encoder."""
         embedding = base_causal_lm(self.llm).get_input_embeddings()
         slots = []
         if self.hybrid is not None and bool((user_pos >= 0).any() or (item_pos >= 0).any()):
             user_vec, item_vec = self.hybrid(uids, iids)
             slots = [(user_pos, user_vec), (item_pos, item_vec)]
-        embeds = build_inputs_embeds(embedding, input_ids, slots)
+        return build_inputs_embeds(embedding, input_ids, slots)
+
+    def forward(self, input_ids, attention_mask, user_pos, item_pos, uids, iids) -> torch.Tensor:
+        embeds = self.embed(input_ids, user_pos, item_pos, uids, iids)
         return answer_logits(self.llm, embeds, attention_mask, self.answer_id)
 
 
@@ -132,7 +136,7 @@ def collate(enc: EncodedSplit, idx: np.ndarray, pad_id: int, device: torch.devic
             "item_pos": as_t(enc.item_pos[idx]), "uids": as_t(enc.uid[idx]), "iids": as_t(enc.iid[idx])}
 
 
-def _autocast(device: torch.device):
+def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=settings.compute_dtype(device), enabled=device.type == "cuda")
 
 
@@ -151,7 +155,7 @@ def score(model: nn.Module, enc: EncodedSplit, pad_id: int, batch_size: int = 64
     out = np.empty(len(order), dtype=np.float32)
     for start in tqdm(range(0, len(order), batch_size), desc="score", disable=not progress or rank != 0, leave=False):
         idx = order[start:start + batch_size]
-        with _autocast(device):
+        with autocast(device):
             out[start:start + len(idx)] = module(**collate(enc, idx, pad_id, device)).float().cpu().numpy()
     module.train(was_training)
     if world == 1:
@@ -251,7 +255,7 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
             batch = collate(train, idx, pad_id, device)
             sync = micro == config.grad_accum - 1 or world == 1
             ctx = wrapped.no_sync() if not sync else contextlib.nullcontext()
-            with ctx, _autocast(device):
+            with ctx, autocast(device):
                 logits = wrapped(**batch)
                 loss = nn.functional.binary_cross_entropy_with_logits(
                     logits.float(), torch.as_tensor(train.label[idx], device=device))

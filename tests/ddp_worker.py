@@ -5,8 +5,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
 import torch.distributed as dist
 
 from collm_lib import prompts

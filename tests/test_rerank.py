@@ -1,5 +1,7 @@
-"""Retrieve-then-rank and cold-id matching on a tiny random Llama + MF (collm_lib.rerank)."""
+"""Retrieve-then-rank and cold-id matching on a tiny random Llama + MF (collm_lib.rerank, collm_lib.matching)."""
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -8,7 +10,7 @@ import torch
 
 pytest.importorskip("faiss", reason="pip install faiss-cpu to run the re-rank tests")
 
-from collm_lib import collab, rerank, retrieval  # noqa: E402
+from collm_lib import collab, matching, rerank, retrieval  # noqa: E402
 from collm_lib.llm import LLMConfig  # noqa: E402
 from collm_lib.stages import build_model  # noqa: E402
 from collm_lib.train import StageConfig  # noqa: E402
@@ -61,6 +63,10 @@ def test_rerank_keeps_k_per_user_and_excludes_history(tiny):
     assert table.loc[("Faiss top-K + LLM re-rank", 5), "Recall@K"] == table.loc[("Faiss top-K (MF order)", 5), "Recall@K"]
     assert out["info"]["index_recall_vs_exact"][5] == 1.0  # flat index = exact search
     assert ("LLM whole catalogue", 3) in table.index
+    plain = rerank.retrieve_then_rank(model, bundle, splits, config, dataclasses.replace(cfg, shared_prefix=False),
+                                      progress=False)["rows"]
+    np.testing.assert_allclose(rows["llm_score"], plain["llm_score"], rtol=1e-4, atol=1e-4,
+                               err_msg="shared-prefix scoring must give the full prompts' scores")
 
 
 def test_ranking_metrics_on_a_planted_case():
@@ -83,7 +89,7 @@ def test_llm_scores_decide_the_final_order():
 def test_matched_encoder_overrides_only_given_ids():
     mf = collab.MatrixFactorization(6, 7, dim=4)
     borrowed_u, borrowed_i = np.full((1, 4), 3.0, np.float32), np.full((2, 4), -2.0, np.float32)
-    enc = rerank.MatchedEncoder(mf, 6, 7, np.array([2]), borrowed_u, np.array([1, 5]), borrowed_i)
+    enc = matching.MatchedEncoder(mf, 6, 7, np.array([2]), borrowed_u, np.array([1, 5]), borrowed_i)
     assert isinstance(enc, collab.CollaborativeEncoder) and enc.dim == 4
     uids, iids = torch.tensor([0, 2, 3]), torch.tensor([1, 2, 5])
     with torch.no_grad():
@@ -97,9 +103,9 @@ def test_matched_encoder_overrides_only_given_ids():
 def test_cold_user_with_empty_history_gets_the_fallback(tiny):
     splits, model, bundle, _, _ = tiny
     base = model.hybrid.collab
-    inputs = rerank.matching_inputs(base, splits, splits.test, "hashed")
+    inputs = matching.matching_inputs(base, splits, splits.test, "hashed")
     assert set(inputs.cold_users) == set(COLD_USERS)
-    enc, counts = rerank.matched_encoder(base, inputs, n_neighbors=3)
+    enc, counts = matching.matched_encoder(base, inputs, n_neighbors=3)
     assert counts["cold_users"] == 2 and counts["user_fallbacks"] == 1
     user_tab, _ = rerank.mf_tables(base, splits.n_users, splits.n_items)
     with torch.no_grad():
@@ -112,7 +118,7 @@ def test_cold_user_with_empty_history_gets_the_fallback(tiny):
 def test_cold_matching_rescores_only_rows_with_cold_ids(tiny):
     splits, model, bundle, config, tmp = tiny
     cfg = rerank.RerankConfig(n_neighbors=2, neighbor_curve=(1, 2), item_text="llm")
-    out = rerank.cold_matching(model, bundle, splits, config, tmp / "no_stage", cfg, progress=False)
+    out = matching.cold_matching(model, bundle, splits, config, tmp / "no_stage", cfg, progress=False)
     assert model.hybrid.collab.__class__ is collab.MatrixFactorization, "the MF is put back afterwards"
     rows = out["rows"]
     cold = rows["uid"].isin(COLD_USERS).to_numpy()
