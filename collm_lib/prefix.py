@@ -96,7 +96,8 @@ def _group_scores(module: nn.Module, enc: EncodedSplit, idx: np.ndarray, pad_id:
 def score_shared_prefix(model: nn.Module, enc: EncodedSplit, pad_id: int, batch_size: int = 64,
                         progress: bool = True) -> np.ndarray:
     """Answer logits for every prompt of `enc` (a CoLLM model), the rows of each user sharing one prefix pass.
-    Same values as `train.score` up to float rounding; pays off when users have many rows each."""
+    Same values as `train.score` up to float rounding; pays off when users have many rows each. Single process
+    (unlike `train.score`, it does not shard rows under torch.distributed)."""
     module = model.module if hasattr(model, "module") else model
     device = next(module.parameters()).device
     was_training = module.training
