@@ -1,6 +1,6 @@
 """LLM prompts and seconds per user: Faiss retrieve-then-rank vs the LLM scoring the whole catalogue (ML-1M).
 
-Loads the stage-2 checkpoint (default: work_dir/runs/ml-1m/stage2_cpu), samples a few warm test users and
+Loads the stage-2 checkpoint (default: notebook 04's run of the profile), samples a few warm test users and
 measures, per user: the Faiss top-K search plus the LLM scoring of the K candidates, and the LLM scoring the
 user's whole unseen catalogue (~3,150 prompts), both through the shared-prefix scorer (one history pass per
 user, collm_lib.prefix). Full-prompt scoring (no shared prefix) is measured on the K candidates and on a seeded
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collm_lib import io, rerank, retrieval, settings, stages
+from collm_lib import io, reproduce, rerank, retrieval, runs, settings, stages
 from collm_lib.data import load_dataset
 from collm_lib.prompts import default_template
 
@@ -28,8 +28,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", default="cpu", help="which stage-2 checkpoint: stage2_<profile>")
-    p.add_argument("--stage-dir", type=Path, help="stage-2 folder (default: work_dir/runs/ml-1m/stage2_<profile>)")
+    p.add_argument("--profile", default="cpu", help="whose stage-2 run: notebook 04's at this profile's defaults")
+    p.add_argument("--stage-dir", type=Path, help="stage-2 folder (default: reproduce.main_runs(profile)['stage2'])")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--users", type=int, default=3, help="warm test users measured")
     p.add_argument("--k", type=int, default=50, help="candidates the LLM scores per user")
@@ -45,13 +45,13 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     seed = settings.set_seed(args.seed)
-    stage_dir = args.stage_dir or settings.work_dir() / "runs" / "ml-1m" / f"stage2_{args.profile}"
-    if not (stage_dir / "best.pt").exists():
-        raise SystemExit(f"no stage-2 checkpoint in {stage_dir}: run notebooks 02-04 (or scripts/run_stages.py) first")
+    splits = load_dataset("ml-1m", args.data_dir)
+    stage_dir = args.stage_dir or reproduce.main_runs(args.profile, splits, args.seed)["stage2"]
+    if runs.finished(stage_dir) is None:
+        raise SystemExit(f"no finished stage-2 run in {stage_dir}: run notebooks 02-04 (or scripts/run_stages.py) first")
     dev = settings.device()
     out = args.out or RESULTS / f"rerank_{'cpu' if dev.type == 'cpu' else 'gpu'}_ml1m.json"
     load_start, t_start = os.getloadavg(), time.perf_counter()
-    splits = load_dataset("ml-1m", args.data_dir)
     model, bundle, stage_config = stages.load_trained(stage_dir, device=dev)
     template = stage_config.template or default_template(splits.name, with_ids=True)
     titles = rerank.item_titles(splits)

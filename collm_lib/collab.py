@@ -105,7 +105,8 @@ def _check_frame(frame: pd.DataFrame, name: str, n_users: int, n_items: int,
     if missing:
         raise ValueError(f"{name}: missing column(s) {missing}; MF needs {', '.join(columns)}")
     if len(frame) == 0:
-        raise ValueError(f"{name}: empty split; rebuild the dataset with load_dataset(..., rebuild=True)")
+        raise ValueError(f"{name}: empty split (0 rows); load_dataset never returns one, so it was emptied "
+                         "after loading: check the filter or sample that made these splits")
     if (frame["uid"].max() >= n_users or frame["iid"].max() >= n_items
             or min(frame["uid"].min(), frame["iid"].min()) < 0):
         raise ValueError(f"{name}: ids out of range for n_users={n_users}, n_items={n_items}")
@@ -148,7 +149,7 @@ def train_mf(splits: Splits, config: MFConfig, out_dir: str | os.PathLike | None
              progress: bool = True) -> MFResult:
     """Train MF on splits.collab_train (else splits.train); early stopping on valid AUC; best weights kept.
 
-    With `out_dir`, the result is saved there (save_mf).
+    With `out_dir`, the result is saved there (save_mf); ensure_mf also reuses a finished run.
     """
     cpu = settings.device(config.device).type == "cpu"
     with torch_threads(config.cpu_threads if cpu else None):
@@ -209,9 +210,39 @@ def _train(splits: Splits, config: MFConfig, progress: bool) -> MFResult:
     )
 
 
+MF_FILES = ("mf.pt", "config.json", "history.csv", "test_scores.csv")
+
+
+def mf_identity(splits: Splits, config: MFConfig) -> str:
+    """An MF run's identity: its config and the data it was trained on."""
+    from . import runs
+
+    return runs.identity("mf", config, {"data": runs.data_fingerprint(splits)})
+
+
+def ensure_mf(splits: Splits, config: MFConfig, out_dir: str | os.PathLike | None = None,
+              progress: bool = True, work_dir: str | os.PathLike | None = None) -> Path:
+    """The folder of a finished MF run of `config` on `splits`, trained first unless one is there intact.
+
+    Default folder: runs.run_dir("mf", dataset, identity, "d<dim>"); a folder of other settings or data, or
+    with a damaged mf.pt, is never reused (it is cleared and retrained, saying why).
+    """
+    from . import runs
+
+    ident = mf_identity(splits, config)
+    out = Path(out_dir) if out_dir else runs.run_dir("mf", splits.name, ident, f"d{config.dim}", work_dir)
+    if runs.finished(out, ident) is None:
+        runs.begin(out, "mf", ident, config, {"data": runs.data_fingerprint(splits)}, owned=MF_FILES)
+        save_mf(train_mf(splits, config, progress=progress), out, ident=ident)
+    return out
+
+
 def save_mf(result_or_model: MFResult | MatrixFactorization, out_dir: str | os.PathLike,
-            config: MFConfig | None = None) -> Path:
-    """Write mf.pt + config.json (+ history.csv, test_scores.csv for a result) atomically into out_dir."""
+            config: MFConfig | None = None, ident: str | None = None) -> Path:
+    """Write mf.pt + config.json (+ history.csv, test_scores.csv for a result) atomically into out_dir, then
+    run.json with their sha256 (`ident`: the run's identity; default: the config's fingerprint)."""
+    from . import runs
+
     out = Path(out_dir)
     is_result = isinstance(result_or_model, MFResult)
     model = result_or_model.model if is_result else result_or_model
@@ -222,31 +253,43 @@ def save_mf(result_or_model: MFResult | MatrixFactorization, out_dir: str | os.P
     record = {"model": "MatrixFactorization", "n_users": model.n_users, "n_items": model.n_items,
               "dim": model.dim, "init_std": model.init_std, "config": config,
               "run": io.run_info(config.seed if config else None)}
+    outputs = ["mf.pt", "config.json"]
     if is_result:
         record |= {"dataset": result_or_model.dataset, "best_epoch": result_or_model.best_epoch,
                    "epochs_run": len(result_or_model.history), "metrics": result_or_model.metrics}
         io.write_frame(out / "history.csv", result_or_model.history)
+        outputs.append("history.csv")
         if result_or_model.test_scores is not None:
             io.write_frame(out / "test_scores.csv", result_or_model.test_scores)
-    io.write_json(out / "config.json", record)  # last: its presence marks a complete checkpoint
+            outputs.append("test_scores.csv")
+    io.write_json(out / "config.json", record)
+    runs.finish(out, ident or runs.identity("mf", config), outputs)  # last: marks a complete checkpoint
     return out
 
 
 def load_mf(out_dir: str | os.PathLike, device: str | torch.device | None = None) -> MatrixFactorization:
-    """Reload a checkpoint written by save_mf onto `device` (None: CPU), in eval mode."""
+    """Reload a checkpoint written by save_mf onto `device` (None: CPU), in eval mode; its files are checked
+    against run.json first, so a truncated or replaced mf.pt is named instead of failing deep in torch."""
+    from . import runs
+
     out = Path(out_dir)
-    if not (out / "config.json").is_file() or not (out / "mf.pt").is_file():
-        raise FileNotFoundError(f"no MF checkpoint in {out} (need mf.pt and config.json); "
-                                "train one with collab.train_mf(splits, config, out_dir=...)")
+    runs.require_finished(out, "MF checkpoint", "train it again with collab.ensure_mf(splits, config) "
+                                                "(notebook 02), which replaces a damaged one")
     record = io.read_json(out / "config.json")
     model = MatrixFactorization(record["n_users"], record["n_items"], record["dim"], record["init_std"])
     model.load_state_dict(torch.load(out / "mf.pt", map_location="cpu", weights_only=True))
     return model.to(device or "cpu").eval()
 
 
-def checkpoint_dir(dataset: str, dim: int, work_dir: str | os.PathLike | None = None) -> Path:
-    """Where the notebook keeps the MF checkpoint of `dataset`: work_dir/runs/mf/<dataset>_d<dim>/."""
-    return settings.work_dir(work_dir) / "runs" / "mf" / f"{dataset}_d{dim}"
+def load_result(out_dir: str | os.PathLike) -> MFResult:
+    """The MFResult of a finished run folder (weights, history, metrics, test scores), as train_mf returned it."""
+    out = Path(out_dir)
+    model = load_mf(out)
+    record = io.read_json(out / "config.json")
+    scores = out / "test_scores.csv"
+    return MFResult(model=model, history=pd.read_csv(out / "history.csv"), best_epoch=record["best_epoch"],
+                    metrics=record["metrics"], config=MFConfig(**record["config"]), dataset=record["dataset"],
+                    test_scores=pd.read_csv(scores) if scores.is_file() else None)
 
 
 def summary(result: MFResult) -> dict[str, Any]:

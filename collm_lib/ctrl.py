@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -303,7 +302,8 @@ def train_ctrl(splits: Splits, config: CTRLConfig, text_encoder: TextEncoder | N
     LLM encodings are cached under cache_dir (None: settings.work_dir() / "cache" / "ctrl_text")."""
     for name in ("train", "valid", "test"):
         if len(splits.split(name)) == 0:
-            raise ValueError(f"{splits.name}: the {name} split is empty; rebuild with load_dataset(..., rebuild=True)")
+            raise ValueError(f"{splits.name}: the {name} split is empty (0 rows); load_dataset never returns one, "
+                             "so it was emptied after loading: check the filter or sample that made these splits")
     dev = settings.device(config.device)
     cache = Path(cache_dir) if cache_dir else settings.work_dir() / "cache" / "ctrl_text"
     with torch_threads(config.cpu_threads if dev.type == "cpu" else None):
@@ -347,8 +347,14 @@ def _train(splits: Splits, config: CTRLConfig, text_encoder: TextEncoder | None,
 
 # ---------------------------------------------------------------- disk
 
-def save_ctrl(result: CTRLResult, out_dir: str | os.PathLike) -> Path:
-    """ctrl.pt, history.csv, test_scores.csv, then results.json (every setting; its presence marks a full run)."""
+CTRL_FILES = ("ctrl.pt", "history.csv", "test_scores.csv", "results.json")
+
+
+def save_ctrl(result: CTRLResult, out_dir: str | os.PathLike, ident: str | None = None) -> Path:
+    """ctrl.pt, history.csv, test_scores.csv, results.json (every setting), then run.json with their sha256
+    (`ident`: the run's identity; default: the config's fingerprint)."""
+    from . import runs
+
     out = Path(out_dir)
     with io.atomic_path(out / "ctrl.pt") as tmp:
         torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, tmp)
@@ -361,15 +367,18 @@ def save_ctrl(result: CTRLResult, out_dir: str | os.PathLike) -> Path:
         "n_users": m.n_users, "n_items": m.n_items, "text_dim": m.text_dim, "best_epoch": result.best_epoch,
         "alignment": result.alignment, "metrics": result.metrics, "info": result.info,
         "head_activation": "ReLU", "run": io.run_info(result.config.seed)})
+    runs.finish(out, ident or runs.identity("ctrl", result.config),
+                [f for f in CTRL_FILES if f != "test_scores.csv" or result.test_scores is not None])
     return out
 
 
 def load_ctrl(out_dir: str | os.PathLike, device: str | torch.device | None = None) -> tuple[CTRL, CTRLConfig]:
     """Rebuild a model saved by save_ctrl (eval mode, on `device`, default CPU) and its config."""
+    from . import runs
+
     out = Path(out_dir)
-    if not (out / "results.json").is_file() or not (out / "ctrl.pt").is_file():
-        raise FileNotFoundError(f"no CTRL run in {out} (need ctrl.pt and results.json); "
-                                "train one with ctrl.train_ctrl(splits, config, encoder, out_dir=...)")
+    runs.require_finished(out, "CTRL run", "train it with ctrl.run_ctrl(splits, config, encoder), which also "
+                                           "replaces a damaged one")
     record = io.read_json(out / "results.json")
     raw = record["config"]
     config = CTRLConfig(**raw | {k: tuple(raw[k]) for k in ("attention_hidden", "mlp_hidden")})
@@ -378,15 +387,20 @@ def load_ctrl(out_dir: str | os.PathLike, device: str | torch.device | None = No
     return model.to(device or "cpu").eval(), config
 
 
-def run_ctrl(splits: Splits, config: CTRLConfig, text_encoder: TextEncoder | None, out_dir: str | os.PathLike,
-             cache_dir: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
-    """results.json of out_dir, training first unless it holds a finished run with the same config."""
-    done = Path(out_dir) / "results.json"
-    plain = json.loads(json.dumps(dataclasses.asdict(config)))
-    if done.is_file() and io.read_json(done)["config"] == plain:
-        return io.read_json(done)
-    train_ctrl(splits, config, text_encoder, out_dir, cache_dir, progress)
-    return io.read_json(done)
+def run_ctrl(splits: Splits, config: CTRLConfig, text_encoder: TextEncoder | None,
+             out_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """results.json of a finished run of `config` on `splits` (with or without the text encoder), training first
+    unless its folder (default: runs.run_dir("ctrl", dataset, identity)) holds one intact; adds "run_dir"."""
+    from . import runs
+
+    upstream = {"data": runs.data_fingerprint(splits), "encoder": config.encoder if text_encoder else None}
+    ident = runs.identity("ctrl", config, upstream)
+    out = Path(out_dir) if out_dir else runs.run_dir("ctrl", splits.name, ident)
+    if runs.finished(out, ident) is None:
+        runs.begin(out, "ctrl", ident, config, upstream, owned=CTRL_FILES)
+        save_ctrl(train_ctrl(splits, config, text_encoder, cache_dir=cache_dir, progress=progress), out, ident)
+    return io.read_json(out / "results.json") | {"run_dir": str(out)}
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:

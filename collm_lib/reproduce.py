@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import collab, ctrl, settings, stages, train
+from . import collab, ctrl, runs, settings, stages, train
 from .data import Splits
 from .io import read_json
 from .llm import LLMConfig
@@ -66,25 +66,28 @@ def stage_run(plan: SweepPlan, stage: int, dataset: str, seed: int = 2023, llm: 
     return stages.StageRun(config, mf)
 
 
-def profile_run_dir(dataset: str, stage: int, profile: str) -> Path:
-    """Where notebooks 03 / 04 keep a dataset's stage run at the profile's size."""
-    return settings.work_dir() / "runs" / dataset / f"stage{stage}_{profile}"
+def main_runs(profile: str, splits: Splits, seed: int = 2023, llm: LLMConfig | None = None,
+              progress: bool = True) -> dict[str, Path]:
+    """The folders of notebooks 02-04's runs of `splits` at the profile's defaults: {"mf", "stage1", "stage2"}.
+    The MF is trained if missing; the stage folders are named whether or not they ran (stage 2's needs a
+    finished stage 1, whose fingerprint is part of its identity)."""
+    llm = llm or LLMConfig()
+    mf = collab.ensure_mf(splits, collab.config_for_profile(profile, dataset=splits.name, seed=seed), progress=progress)
+    first = stages.stage_dir(splits, train.config_for_profile(profile, 1, dataset=splits.name, seed=seed, llm=llm))
+    second = stages.stage_dir(splits, train.config_for_profile(profile, 2, dataset=splits.name, seed=seed, llm=llm),
+                              first, mf)
+    return {"mf": mf, "stage1": first, "stage2": second}
 
 
 def _finished(folder: Path, what: str) -> dict:
-    if not (folder / "results.json").exists():
-        raise FileNotFoundError(f"no finished {what} in {folder}: run notebooks 02-04 with this profile first")
+    runs.require_finished(folder, what, "run notebooks 02-04 with this profile first")
     return read_json(folder / "results.json")
 
 
-def _sweep(plan: SweepPlan, name: str, run: stages.StageRun, grid: dict, splits: Splits, root: Path,
-           stage1_dir: Path | None = None, mf_root: Path | None = None, progress: bool = True) -> pd.DataFrame:
-    fn = stages.sweep_fn(splits, stage1_dir, mf_root, progress=progress)
-    return run_sweep(name, run, grid, fn, root, errors="raise", progress=progress)
-
-
-def sweep_root(profile: str) -> Path:
-    return settings.work_dir() / "runs" / "sweeps" / profile
+def _sweep(name: str, run: stages.StageRun, grid: dict, splits: Splits, root: Path,
+           stage1_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
+    fn, upstream = stages.sweep_fns(splits, stage1_dir, progress=progress)
+    return run_sweep(name, run, grid, fn, root, errors="raise", progress=progress, upstream=upstream)
 
 
 def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: LLMConfig | None = None,
@@ -97,33 +100,32 @@ def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
     LLM stages' test rows, so the four methods share their rows.
     """
     llm = llm or LLMConfig()
-    root = sweep_root(plan.profile)
+    root = runs.sweep_root(plan.profile)
     encoder = ctrl.llm_text_encoder(llm, progress=progress)
     results, sources = {}, {}
     for name, data in splits.items():
-        mf_dir = stages.ensure_mf(data, collab.config_for_profile(plan.profile, dataset=name, seed=seed),
-                                  collab.checkpoint_dir(name, collab.MFConfig().dim), progress)
-        ctrl_dir = settings.work_dir() / "runs" / name / f"ctrl_{plan.profile}"
-        ctrl.run_ctrl(data, ctrl.config_for_profile(plan.profile, seed=seed, **plan.ctrl), encoder, ctrl_dir,
-                      progress=progress)
+        mf_dir = collab.ensure_mf(data, collab.config_for_profile(plan.profile, dataset=name, seed=seed),
+                                  progress=progress)
+        ctrl_record = ctrl.run_ctrl(data, ctrl.config_for_profile(plan.profile, seed=seed, **plan.ctrl), encoder,
+                                    progress=progress)
         if name == "ml-1m":
-            stage_dirs = [profile_run_dir(name, k, plan.profile) for k in (1, 2)]
+            made = main_runs(plan.profile, data, seed, llm, progress)
+            stage_dirs = [made["stage1"], made["stage2"]]
         else:
-            first = _sweep(plan, f"{name}/stage1", stage_run(plan, 1, name, seed, llm), {}, data, root,
-                           progress=progress)
+            first = _sweep(f"{name}/stage1", stage_run(plan, 1, name, seed, llm), {}, data, root, progress=progress)
             second_run = stage_run(plan, 2, name, seed, llm)
-            second = _sweep(plan, f"{name}/fece_lr", second_run, {"stage.lr": [second_run.stage.lr]}, data, root,
+            second = _sweep(f"{name}/fece_lr", second_run, {"stage.lr": [second_run.stage.lr]}, data, root,
                             Path(first["folder"].iloc[0]), progress=progress)
             stage_dirs = [Path(first["folder"].iloc[0]), Path(second["folder"].iloc[0])]
         s1, s2 = (_finished(d, f"stage {k}") for k, d in zip((1, 2), stage_dirs))
-        if s1["sample_sizes"]["test"] != s2["sample_sizes"]["test"]:
-            raise ValueError(f"{name}: the two stages were scored on different test rows")
+        rows = stages.check_same_rows(*stage_dirs)
+        baselines = stages.baselines_on_same_rows(data, stage_dirs[1], mf_dir, ctrl_record["run_dir"])
         results |= {("TALLRec", name): s1, ("CoLLM-FaissRet", name): s2}
-        results |= {(method, name): r for method, r in stages.baselines_on_same_rows(data, s2, mf_dir, ctrl_dir).items()}
+        results |= {(method, name): r for method, r in baselines.items()}
         sources[name] = {"stage1": str(stage_dirs[0]), "stage2": str(stage_dirs[1]), "mf": str(mf_dir),
-                         "ctrl": str(ctrl_dir), "test_rows": s2["sample_sizes"]["test"],
+                         "ctrl": ctrl_record["run_dir"], "test_rows": rows,
                          "train_rows": {"stage1": s1["sample_sizes"]["train"], "stage2": s2["sample_sizes"]["train"]},
-                         "ctrl_full_test": read_json(ctrl_dir / "results.json")["metrics"]["test"]["all"]}
+                         "ctrl_full_test": ctrl_record["metrics"]["test"]["all"]}
     return results, sources
 
 
@@ -132,23 +134,23 @@ def figure3_sweeps(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
     """Figure 3 (a) and (b) and the technical report's sweeps; one frame per sweep, one row per setting.
 
     Stage-2 sweeps on ML-1M stand on notebook 03's LoRA; the substitute's on the stage 1 table1_results made.
-    The embedding-size sweep trains its own MFs (the plan's MF settings) in the sweep folder.
+    The embedding-size sweep trains its own MFs (the plan's MF settings), each in its own run folder.
     """
     llm = llm or LLMConfig()
-    root = sweep_root(plan.profile)
+    root = runs.sweep_root(plan.profile)
     ml, sub = splits["ml-1m"], splits[SUBSTITUTE]
-    ml_stage1 = profile_run_dir("ml-1m", 1, plan.profile)
+    ml_stage1 = main_runs(plan.profile, ml, seed, llm, progress)["stage1"]
     _finished(ml_stage1, "ML-1M stage 1")
     sub_stage1 = root / SUBSTITUTE / "stage1" / "base"
     _finished(sub_stage1, f"{SUBSTITUTE} stage 1 (made by table1_results)")
     lrs = {"stage.lr": list(plan.lrs)}
     return {
-        "lora_lr_ml-1m": _sweep(plan, "ml-1m/lora_lr", stage_run(plan, 1, "ml-1m", seed, llm), lrs, ml, root,
+        "lora_lr_ml-1m": _sweep("ml-1m/lora_lr", stage_run(plan, 1, "ml-1m", seed, llm), lrs, ml, root,
                                 progress=progress),
-        f"fece_lr_{SUBSTITUTE}": _sweep(plan, f"{SUBSTITUTE}/fece_lr", stage_run(plan, 2, SUBSTITUTE, seed, llm), lrs,
+        f"fece_lr_{SUBSTITUTE}": _sweep(f"{SUBSTITUTE}/fece_lr", stage_run(plan, 2, SUBSTITUTE, seed, llm), lrs,
                                         sub, root, sub_stage1, progress=progress),
-        "fece_lr_ml-1m": _sweep(plan, "ml-1m/fece_lr", stage_run(plan, 2, "ml-1m", seed, llm), lrs, ml, root,
+        "fece_lr_ml-1m": _sweep("ml-1m/fece_lr", stage_run(plan, 2, "ml-1m", seed, llm), lrs, ml, root,
                                 ml_stage1, progress=progress),
-        "mf_dim_ml-1m": _sweep(plan, "ml-1m/mf_dim", stage_run(plan, 2, "ml-1m", seed, llm, **plan.mf),
-                               {"mf.dim": list(plan.dims)}, ml, root, ml_stage1, root / "ml-1m" / "mf", progress),
+        "mf_dim_ml-1m": _sweep("ml-1m/mf_dim", stage_run(plan, 2, "ml-1m", seed, llm, **plan.mf),
+                               {"mf.dim": list(plan.dims)}, ml, root, ml_stage1, progress),
     }

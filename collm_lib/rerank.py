@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -18,8 +19,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import metrics, retrieval, settings
+from . import metrics, retrieval, runs, settings
 from .data import Splits
+from .io import read_json
 from .prefix import score_shared_prefix
 from .prompts import default_template, encode_frame
 from .train import score
@@ -56,6 +58,13 @@ def config_for_profile(profile: str | None = None, **overrides: Any) -> RerankCo
         "gpu": dict(n_users=None, n_full_users=20, score_batch_size=256, index=retrieval.config_for_profile("gpu")),
     }[profile]
     return dataclasses.replace(RerankConfig(**base), **overrides)
+
+
+def run_folder(config: RerankConfig, stage_dir: str | Path) -> Path:
+    """Where notebook 05 writes its per-row results: named by its config and the stage-2 run it ranks with."""
+    upstream = {"stage2": runs.upstream_fingerprint(stage_dir, "stage-2 run", "run notebook 04 first")}
+    dataset = read_json(Path(stage_dir) / "results.json")["dataset"]
+    return runs.run_dir("faiss", dataset, runs.identity("faiss", config, upstream))
 
 
 def item_titles(splits: Splits) -> dict[int, str]:

@@ -68,13 +68,28 @@ def config_for_profile(profile: str | None = None, **overrides: Any) -> IndexCon
     return IndexConfig(**{**base, **overrides})
 
 
-def _as_matrix(x: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
+def _as_matrix(x: np.ndarray, name: str, dim: int | None = None, finite: bool = True) -> np.ndarray:
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     if x.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (rows x dim), got shape {x.shape}")
     if dim is not None and x.shape[1] != dim:
         raise ValueError(f"{name} has dimension {x.shape[1]} but the index holds dimension {dim}")
+    # faiss skips NaN vectors and pads NaN queries, torch ranks NaN first: refuse them
+    with np.errstate(over="ignore", invalid="ignore"):  # the sum is 10x cheaper than isfinite().all()
+        bad = np.flatnonzero(~np.isfinite(x).all(1)) if finite and not np.isfinite(x.sum()) else []
+    if len(bad):
+        raise ValueError(f"{name} has {len(bad)} row{'s' * (len(bad) > 1)} with NaN or inf (first: row {bad[0]}); "
+                         "fix or drop those rows (and their ids) first")
     return x
+
+
+def _check_unique(ids: np.ndarray, name: str) -> None:
+    """Duplicate ids would fill several top-k slots with one item and push other items out."""
+    s = np.sort(ids)
+    dup = np.unique(s[1:][s[1:] == s[:-1]])
+    if len(dup):
+        raise ValueError(f"{name} holds {len(dup)} duplicated id{'s' * (len(dup) > 1)}, e.g. id {dup[0]} at rows "
+                         f"{np.flatnonzero(ids == dup[0]).tolist()}; give each vector a distinct id")
 
 
 def _extra_for(exclude: list[np.ndarray] | None, n_rows: int) -> int:
@@ -131,6 +146,7 @@ class VectorIndex:
             raise ValueError(f"ids has {len(self.ids)} entries for {n} vectors")
         if (self.ids < 0).any():
             raise ValueError("ids must be non-negative: -1 marks padding in search results")
+        _check_unique(self.ids, "ids")
         metric = faiss.METRIC_INNER_PRODUCT if cfg.metric == "ip" else faiss.METRIC_L2
         if cfg.kind == "flat":
             index = faiss.index_factory(self.dim, "Flat", metric)
@@ -248,6 +264,7 @@ class VectorIndex:
         self = cls(config)
         self.index = _faiss().read_index(str(path))
         self.ids, self.dim = np.asarray(meta["ids"], dtype=np.int64), meta["dim"]
+        _check_unique(self.ids, f"ids in {sidecar_path.name}")
         self.nlist_effective = meta["nlist_effective"]
         self._apply_search_params()
         self._place()
@@ -341,14 +358,14 @@ def borrow_vectors(query_repr: np.ndarray, warm_repr: np.ndarray, warm_vectors: 
     query_repr: (n_cold, r) representation available for cold ids; warm_repr: (n_warm, r) the same space
     for warm ids; warm_vectors: (n_warm, d) the collaborative vectors to borrow. "similarity" weights
     neighbours by their cosine clipped at 0 (uniform when all are <= 0). A query row that is all zeros or
-    has a NaN (e.g. a cold user with no history) falls back to the mean warm vector.
+    has a NaN (e.g. a cold user with no history) falls back to the mean warm vector; the warm side must be finite.
     Returns (vectors (n_cold, d), fallback_mask (n_cold,) bool).
     """
     if weighting not in ("uniform", "similarity"):
         raise ValueError(f"weighting={weighting!r}; choose 'uniform' or 'similarity'")
     warm_repr = _as_matrix(warm_repr, "warm_repr")
     warm_vectors = _as_matrix(warm_vectors, "warm_vectors")
-    query_repr = _as_matrix(query_repr, "query_repr", warm_repr.shape[1])
+    query_repr = _as_matrix(query_repr, "query_repr", warm_repr.shape[1], finite=False)  # NaN rows fall back
     if len(warm_repr) != len(warm_vectors):
         raise ValueError(f"warm_repr has {len(warm_repr)} rows but warm_vectors has {len(warm_vectors)}")
     if len(warm_repr) == 0:

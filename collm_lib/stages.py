@@ -1,12 +1,12 @@
 """The two training stages end to end: load, tokenise once, train, score valid and test, save.
 
-These are what notebooks 03 / 04, the sweep runner and the GPU script call. A finished stage
-folder holds config.json, best.pt (LoRA / mapping / MF only), results.json and per-row scores.
+These are what notebooks 03 / 04, the sweep runner and the GPU script call. A stage run's folder and identity
+come from `runs` (config + data + LLM + its stage-1 run and MF); a finished folder holds identity.json,
+config.json, best.pt (LoRA / mapping / MF only), results.json, per-row scores and run.json (written last).
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import settings
-from .collab import MFConfig, checkpoint_dir, load_mf
+from . import runs, settings
+from .collab import MFConfig, ensure_mf, load_mf
 from .data import Splits
 from .fece import HybridEncoder
-from .io import _jsonable, read_json, write_json
+from .io import read_json, write_json
 from .llm import LLMBundle, LLMConfig, add_lora, load_llm
-from .prompts import EncodedSplit, default_template, encode_frame
+from .prompts import default_template, encode_frame
 from .train import CoLLM, StageConfig, evaluate_and_save, fit, init_distributed, load_adapter_state, set_trainable
 
 
@@ -42,16 +42,22 @@ def sample_users(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     return frame[frame["uid"].isin(keep)]
 
 
-def encode_splits(splits: Splits, config: StageConfig, tokenizer) -> dict[str, EncodedSplit]:
-    """Tokenise the (sub)sampled train / valid_small / test frames once for this stage's template."""
-    template = config.template or default_template(splits.name, with_ids=config.stage == 2)
+def sample_frames(splits: Splits, config: StageConfig) -> dict[str, pd.DataFrame]:
+    """The seeded train / valid / test samples of a stage, checked before any model loads."""
     frames = {"train": sample_rows(splits.train, config.train_rows, config.seed),
               "valid": sample_users(splits.valid_small, config.eval_rows, config.seed),
               "test": sample_users(splits.test, config.test_rows, config.seed)}
     for name, frame in frames.items():
         if len(frame) == 0:
-            raise ValueError(f"{splits.name}: the {name} split is empty")
-    return {name: encode_frame(f, template, tokenizer, config.max_history) for name, f in frames.items()}
+            raise ValueError(f"{splits.name}: the {name} sample is empty; the dataset's split has "
+                             f"{len(splits.split('valid_small' if name == 'valid' else name))} rows")
+    for name in ("valid", "test"):
+        if frames[name]["label"].nunique() < 2:
+            raise ValueError(f"{splits.name}: the {name} sample ({len(frames[name])} rows) holds only label "
+                             f"{frames[name]['label'].iloc[0]}; AUC needs both classes. Raise "
+                             f"{'eval_rows' if name == 'valid' else 'test_rows'} (more users), or check the "
+                             f"dataset's {'valid_small' if name == 'valid' else 'test'} split")
+    return frames
 
 
 def build_model(config: StageConfig, bundle: LLMBundle | None = None, mf_dir: Path | None = None,
@@ -65,34 +71,67 @@ def build_model(config: StageConfig, bundle: LLMBundle | None = None, mf_dir: Pa
     return model.to(device or settings.device(config.llm.device)), bundle
 
 
-def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path, stage1_dir: str | Path | None = None,
-              mf_dir: str | Path | None = None, progress: bool = True) -> dict:
-    """Train one stage and score valid_small and test on its best checkpoint.
+STAGE_FILES = ("best.pt", "last.pt", "results.json", "scores_*.csv")  # config.json is rewritten anyway
 
-    Stage 2 needs `stage1_dir` (its LoRA is loaded and frozen) and `mf_dir` (the trained MF).
-    A finished folder with the same config is not retrained: its results are returned.
+
+def stage_identity(splits: Splits, config: StageConfig, stage1_dir: str | Path | None = None,
+                   mf_dir: str | Path | None = None) -> tuple[str, dict[str, str]]:
+    """(identity, upstream fingerprints) of a stage run: its config, the data, the LLM and, for stage 2, the
+    finished stage-1 run and MF it stands on."""
+    upstream = {"data": runs.data_fingerprint(splits), "llm": runs.model_fingerprint(config.llm.model)}
+    if config.stage == 2:
+        if stage1_dir is None or mf_dir is None:
+            raise ValueError("stage 2 needs stage1_dir (the trained LoRA) and mf_dir (the trained MF)")
+        upstream["stage1"] = runs.upstream_fingerprint(stage1_dir, "stage-1 run",
+                                                       "run stage 1 first (notebook 03, stages.run_stage)")
+        upstream["mf"] = runs.upstream_fingerprint(mf_dir, "MF checkpoint", "train it first (notebook 02, "
+                                                   "collab.ensure_mf)")
+    return runs.identity(f"stage{config.stage}", config, upstream), upstream
+
+
+def stage_dir(splits: Splits, config: StageConfig, stage1_dir: str | Path | None = None,
+              mf_dir: str | Path | None = None) -> Path:
+    """The default folder of a stage run: runs/<dataset>/stage<k>-<identity>, whether it ran or not."""
+    ident, _ = stage_identity(splits, config, stage1_dir, mf_dir)
+    return runs.run_dir(f"stage{config.stage}", splits.name, ident)
+
+
+def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path | None = None,
+              stage1_dir: str | Path | None = None, mf_dir: str | Path | None = None, progress: bool = True) -> dict:
+    """Train one stage and score valid_small and test on its best checkpoint; returns results.json's content
+    with "run_dir", the folder (default: stage_dir(...)).
+
+    Stage 2 needs `stage1_dir` (its LoRA is loaded and frozen) and `mf_dir` (the trained MF). A finished run of
+    the same identity (config and inputs) is not retrained; a folder of another identity is cleared first, and an
+    interrupted run of this identity resumes from its last.pt.
     """
-    out_dir = Path(out_dir)
-    done = out_dir / "results.json"
-    if done.exists() and read_json(done)["config"] == _plain(asdict(config)):
-        return read_json(done)
-    if config.stage == 2 and (stage1_dir is None or mf_dir is None):
-        raise ValueError("stage 2 needs stage1_dir (the trained LoRA) and mf_dir (the trained MF)")
+    ident, upstream = stage_identity(splits, config, stage1_dir, mf_dir)
+    out_dir = Path(out_dir) if out_dir else runs.run_dir(f"stage{config.stage}", splits.name, ident)
+    if runs.finished(out_dir, ident) is not None:
+        return read_json(out_dir / "results.json") | {"run_dir": str(out_dir)}
+    frames = sample_frames(splits, config)  # bad samples fail here, before the LLM loads
     device = init_distributed() if settings.distributed()[1] > 1 else settings.device(config.llm.device)
+    rank0 = settings.distributed()[0] == 0
+    if rank0:
+        runs.begin(out_dir, f"stage{config.stage}", ident, config, upstream, owned=STAGE_FILES)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank reads last.pt before rank 0 has cleared a foreign one
     settings.set_seed(config.seed)
     model, bundle = build_model(config, mf_dir=Path(mf_dir) if mf_dir else None, device=device)
     if config.stage == 2:
-        stage1 = torch.load(Path(stage1_dir) / "best.pt", map_location="cpu")
+        stage1 = torch.load(Path(stage1_dir) / "best.pt", map_location="cpu", weights_only=True)
         load_adapter_state(model, {k: v for k, v in stage1.items() if "lora_" in k})
     trainable = set_trainable(model, config.stage, config.unfreeze_mf)
-    encs = encode_splits(splits, config, bundle.tokenizer)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "config.json", {"config": config, "stage1_dir": stage1_dir, "mf_dir": mf_dir,
-                                         "llm": bundle.info})
+    template = config.template or default_template(splits.name, with_ids=config.stage == 2)
+    encs = {name: encode_frame(f, template, bundle.tokenizer, config.max_history) for name, f in frames.items()}
+    if rank0:
+        write_json(out_dir / "config.json", {"config": config, "stage1_dir": stage1_dir, "mf_dir": mf_dir,
+                                             "llm": bundle.info, "identity": ident, "upstream": upstream})
     pad_id = bundle.tokenizer.pad_token_id
-    result = fit(model, encs["train"], encs["valid"], config, pad_id, out_dir, progress)
+    result = fit(model, encs["train"], encs["valid"], config, pad_id, out_dir, progress, identity=ident)
     extra = {"llm": bundle.info, "template": encs["train"].template, "dataset": splits.name,
              "stage1_dir": str(stage1_dir) if stage1_dir else None, "mf_dir": str(mf_dir) if mf_dir else None,
+             "identity": ident, "upstream": upstream,
              "trainable_parameters": sum(p.numel() for n, p in model.named_parameters() if n in set(trainable)),
              "sample_sizes": {k: len(v) for k, v in encs.items()},
              "fit": {"best_step": result.best_step, "best_valid_auc": result.best_valid_auc, "steps": result.steps,
@@ -100,26 +139,57 @@ def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path, stage1_d
                      "history": result.history.to_dict(orient="list")}}
     results = evaluate_and_save(model, {"valid": encs["valid"], "test": encs["test"]}, pad_id, config, out_dir,
                                 extra, progress, known={"valid": result.best_valid_scores})
-    return _plain(results)  # as a later read of results.json returns it
+    if rank0:
+        runs.finish(out_dir, ident, ["config.json", "best.pt", "results.json", "scores_valid.csv", "scores_test.csv"])
+    return runs.plain(results) | {"run_dir": str(out_dir)}  # as a later read of results.json returns it
 
 
 def load_trained(out_dir: str | Path, device: torch.device | None = None) -> tuple[CoLLM, LLMBundle, StageConfig]:
-    """Rebuild a trained model from its folder (config.json + best.pt) for scoring."""
+    """Rebuild a trained model from its finished folder (config.json + best.pt, checked) for scoring."""
     out_dir = Path(out_dir)
+    runs.require_finished(out_dir, "stage run", "run it (notebooks 03 / 04, stages.run_stage); a damaged run "
+                                                "is retrained there")
     saved = read_json(out_dir / "config.json")
     raw = dict(saved["config"])
     raw["llm"] = LLMConfig(**{**raw["llm"], "lora_targets": tuple(raw["llm"]["lora_targets"])})
     config = StageConfig(**raw)
     mf_dir = saved.get("mf_dir") if config.stage == 2 else None
     model, bundle = build_model(config, mf_dir=Path(mf_dir) if mf_dir else None, device=device)
-    load_adapter_state(model, torch.load(out_dir / "best.pt", map_location="cpu"))
+    load_adapter_state(model, torch.load(out_dir / "best.pt", map_location="cpu", weights_only=True))
     model.eval()
     return model, bundle, config
 
 
-def _plain(obj):
-    """The JSON round trip of a config (tuples become lists), to compare with a saved one."""
-    return json.loads(json.dumps(obj, default=_jsonable))
+def scored_keys(stage_dir: str | Path, split: str = "test") -> pd.DataFrame:
+    """The (uid, iid, label) rows a finished stage scored, in its order, read from its per-row scores: the source
+    of truth for which rows other methods must be scored on."""
+    return pd.read_csv(Path(stage_dir) / f"scores_{split}.csv", usecols=["uid", "iid", "label"])
+
+
+def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
+    """(uid, iid, n): n numbers the repeats of a pair in frame order, so repeated pairs match one to one."""
+    return frame.assign(n=frame.groupby(["uid", "iid"]).cumcount())
+
+
+def check_same_rows(*stage_dirs: str | Path, split: str = "test") -> int:
+    """Raise unless every stage scored the same (uid, iid) rows (as a multiset); returns their number."""
+    keys = [sorted(map(tuple, scored_keys(d, split)[["uid", "iid"]].to_numpy().tolist())) for d in stage_dirs]
+    for folder, other in zip(stage_dirs[1:], keys[1:]):
+        if other != keys[0]:
+            raise ValueError(f"{folder} scored other {split} rows than {stage_dirs[0]} ({len(other)} vs "
+                             f"{len(keys[0])} rows, (uid, iid) pairs differ): results are not comparable")
+    return len(keys[0])
+
+
+def rows_of(splits: Splits, stage_dir: str | Path, split: str = "test") -> pd.DataFrame:
+    """The full rows (with histories) of `split` that a finished stage scored, matched on (uid, iid) keys."""
+    keys = _keyed(scored_keys(stage_dir, split))
+    rows = keys[["uid", "iid", "n"]].merge(_keyed(splits.split(split)), on=["uid", "iid", "n"], how="left",
+                                           validate="one_to_one", indicator=True)
+    if (rows["_merge"] != "both").any() or (rows["label"].to_numpy() != keys["label"].to_numpy()).any():
+        raise ValueError(f"{stage_dir}: its scored {split} rows are not all in {splits.name}/{split} with the same "
+                         "labels; was it run on other data?")
+    return rows.drop(columns=["_merge", "n"])
 
 
 def mf_on_same_rows(stage_dir: str | Path, mf_dir: str | Path, split: str = "test") -> dict:
@@ -132,41 +202,18 @@ def mf_on_same_rows(stage_dir: str | Path, mf_dir: str | Path, split: str = "tes
     return {split: metrics.evaluate(rows) | {"rows": len(rows)}}
 
 
-def test_rows_of(splits: Splits, result: dict) -> pd.DataFrame:
-    """The test rows (with histories) a finished stage was scored on: its seeded user sample, re-drawn."""
-    config = result["config"]
-    rows = sample_users(splits.test, config["test_rows"], config["seed"])
-    if len(rows) != result["sample_sizes"]["test"]:
-        raise ValueError(f"{splits.name}: re-drawn test sample has {len(rows)} rows, the stage scored "
-                         f"{result['sample_sizes']['test']}; was it run on other data?")
-    return rows
-
-
-def baselines_on_same_rows(splits: Splits, result: dict, mf_dir: str | Path,
+def baselines_on_same_rows(splits: Splits, stage_dir: str | Path, mf_dir: str | Path,
                            ctrl_dir: str | Path | None = None) -> dict[str, dict]:
-    """MF (and CTRL(DIN)) scored on exactly the test rows of an LLM stage's result, as {"test": evaluate(...)}."""
+    """MF (and CTRL(DIN)) scored on exactly the test rows of an LLM stage run, as {"test": evaluate(...)}."""
     from . import ctrl, metrics
     from .collab import score_mf
 
-    rows = test_rows_of(splits, result)
+    rows = rows_of(splits, stage_dir)
     scored = {"MF": score_mf(load_mf(mf_dir), rows)}
     if ctrl_dir is not None:
         model, config = ctrl.load_ctrl(ctrl_dir)
         scored["CTRL (DIN)"] = ctrl.score_ctrl(model, rows, config)
     return {name: {"test": metrics.evaluate(rows.assign(score=s)) | {"rows": len(rows)}} for name, s in scored.items()}
-
-
-def ensure_mf(splits: Splits, config, out_dir: str | Path, progress: bool = True) -> Path:
-    """The MF checkpoint in `out_dir` for `config` and this dataset; trained first when it is missing or was
-    made with other settings (a smoke-profile checkpoint must never stand in for a cpu-profile one)."""
-    from .collab import save_mf, train_mf
-
-    out_dir = Path(out_dir)
-    saved = out_dir / "config.json"
-    if not saved.exists() or (read_json(saved).get("config"), read_json(saved).get("dataset")) != (
-            _plain(asdict(config)), splits.name):
-        save_mf(train_mf(splits, config, progress=progress), out_dir)
-    return out_dir
 
 
 @dataclass
@@ -187,16 +234,22 @@ def stage_summary(result: dict) -> dict:
     return row | {f"{part}_auc": test[part]["auc"] for part in ("warm", "cold") if part in test}
 
 
-def sweep_fn(splits: Splits, stage1_dir: str | Path | None = None, mf_root: str | Path | None = None,
-             progress: bool = True) -> Callable[[StageRun, Path], dict]:
-    """run_fn for sweep.run_sweep over StageRun configs: stage 2 sits on `stage1_dir`'s LoRA and on the MF of
-    its `mf` settings, kept in mf_root/<dataset>_d<dim> (trained there first when missing or different)."""
+def sweep_fns(splits: Splits, stage1_dir: str | Path | None = None, progress: bool = True
+              ) -> tuple[Callable[[StageRun, Path], dict], Callable[[StageRun], dict]]:
+    """(run_fn, upstream_fn) for sweep.run_sweep over StageRun configs: stage 2 sits on `stage1_dir`'s LoRA and on
+    the MF of its `mf` settings (collab.ensure_mf: trained first when missing); upstream_fn gives the inputs'
+    fingerprints, so a setting reruns when its stage 1 or MF changed."""
+    def mf_dir(config: StageRun) -> Path | None:
+        if config.stage.stage != 2:
+            return None
+        if config.mf is None:
+            raise ValueError("a stage-2 StageRun needs its MF settings (StageRun.mf)")
+        return ensure_mf(splits, config.mf, progress=progress)
+
     def run(config: StageRun, out_dir: Path) -> dict:
-        mf_dir = None
-        if config.stage.stage == 2:
-            if config.mf is None:
-                raise ValueError("a stage-2 StageRun needs its MF settings (StageRun.mf)")
-            root = Path(mf_root) if mf_root else checkpoint_dir(splits.name, config.mf.dim).parent
-            mf_dir = ensure_mf(splits, config.mf, root / f"{splits.name}_d{config.mf.dim}", progress)
-        return stage_summary(run_stage(splits, config.stage, out_dir, stage1_dir, mf_dir, progress))
-    return run
+        return stage_summary(run_stage(splits, config.stage, out_dir, stage1_dir, mf_dir(config), progress))
+
+    def upstream(config: StageRun) -> dict:
+        return stage_identity(splits, config.stage, stage1_dir, mf_dir(config))[1]
+
+    return run, upstream

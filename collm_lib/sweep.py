@@ -3,8 +3,10 @@
 `run_sweep` walks the product of a grid over a dataclass config (nested fields addressed with dots, e.g.
 "llm.lora_r"). Each setting gets root/<name>/<setting>/ holding config.json (the swept values and the
 full config) and, once the run succeeded, result.json (written atomically, so an interrupted or failed
-run never leaves one). A folder whose result.json holds the same full config is skipped, so re-running
-a sweep only runs what is missing. A failure is written to error.txt.
+run never leaves one). A setting's identity (runs.identity) is its full config plus the fingerprints of its
+inputs (`upstream`, e.g. the stage-1 run and MF it stands on); a folder whose result.json holds the same
+identity is skipped, so re-running a sweep only runs what is missing or what changed. A failure is written
+to error.txt.
 
 Also the paper's Figure 3 values (PROTOCOL 6) and a plot of ours against them.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import re
 import time
 import traceback
@@ -23,7 +24,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .io import _jsonable, read_json, run_info, write_json
+from . import runs
+from .io import atomic_path, run_info, write_json
 
 
 def with_overrides(config: Any, changes: dict[str, Any]) -> Any:
@@ -58,11 +60,6 @@ def setting_name(changes: dict[str, Any]) -> str:
     return ",".join(f"{k}={format_value(v)}" for k, v in changes.items()) or "base"
 
 
-def _plain(obj: Any) -> Any:
-    """The JSON round trip (tuples become lists), to compare a config with a saved one."""
-    return json.loads(json.dumps(obj, default=_jsonable))
-
-
 def _flatten(result: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     row = {}
     for key, value in result.items():
@@ -74,8 +71,11 @@ def _flatten(result: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def run_sweep(name: str, base_config: Any, grid: dict[str, list], run_fn: Callable[[Any, Path], dict],
-              root: str | Path, errors: str = "collect", progress: bool = True) -> pd.DataFrame:
+              root: str | Path, errors: str = "collect", progress: bool = True,
+              upstream: Callable[[Any], dict] | None = None) -> pd.DataFrame:
     """Run `run_fn(config, out_dir)` for every setting of `grid` over `base_config`; skip finished ones.
+
+    upstream(config): fingerprints of the inputs a setting's run depends on; part of its identity.
 
     errors="collect": a failing setting is recorded (error.txt, status "failed") and the others still run;
     errors="raise": the first failure is re-raised after error.txt is written.
@@ -96,17 +96,17 @@ def run_sweep(name: str, base_config: Any, grid: dict[str, list], run_fn: Callab
     for changes in tqdm(settings_list, desc=f"sweep {name}", disable=not progress):
         config = with_overrides(base_config, changes)
         out = base / setting_name(changes)
-        rows.append(changes | _run_one(config, changes, run_fn, out, errors))
+        ident = runs.identity(f"sweep:{name}", config, upstream(config) if upstream else None)
+        rows.append(changes | _run_one(config, changes, ident, run_fn, out, errors))
     return pd.DataFrame(rows)
 
 
-def _run_one(config: Any, changes: dict[str, Any], run_fn: Callable[[Any, Path], dict], out: Path,
+def _run_one(config: Any, changes: dict[str, Any], ident: str, run_fn: Callable[[Any, Path], dict], out: Path,
              errors: str) -> dict[str, Any]:
-    plain = _plain(config)
     done, error_file = out / "result.json", out / "error.txt"
     row: dict[str, Any] = {"folder": str(out)}
-    if done.is_file() and read_json(done).get("config") == plain:
-        saved = read_json(done)
+    saved = runs.read_record(done)
+    if saved is not None and saved.get("identity") == ident:
         return row | {"status": "cached", "seconds": saved.get("seconds"), "error": None} | _flatten(saved["result"])
     done.unlink(missing_ok=True)  # a stale result of another config must not survive a failed rerun
     error_file.unlink(missing_ok=True)
@@ -117,15 +117,16 @@ def _run_one(config: Any, changes: dict[str, Any], run_fn: Callable[[Any, Path],
         if not isinstance(result, dict):
             raise TypeError(f"run_fn must return a dict of results, got {type(result).__name__}")
     except Exception as exc:
-        error_file.write_text(traceback.format_exc())
+        with atomic_path(error_file) as tmp:
+            tmp.write_text(traceback.format_exc())
         if errors == "raise":
             raise
         return row | {"status": "failed", "seconds": round(time.perf_counter() - start, 2),
                       "error": f"{type(exc).__name__}: {exc}"}
     seconds = round(time.perf_counter() - start, 2)
-    write_json(done, {"changes": changes, "config": config, "result": result, "seconds": seconds,
+    write_json(done, {"changes": changes, "config": config, "identity": ident, "result": result, "seconds": seconds,
                       "run": run_info(getattr(config, "seed", None))})
-    return row | {"status": "ran", "seconds": seconds, "error": None} | _flatten(_plain(result))
+    return row | {"status": "ran", "seconds": seconds, "error": None} | _flatten(runs.plain(result))
 
 
 FIGURE3_LRS = (1e-4, 3e-4, 5e-4, 7e-4, 1e-3)  # the paper's Figure 3 grid

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -212,12 +213,59 @@ def _broadcast_flag(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def _rng_states() -> dict:
+    """Every random-number state a resumed run needs to continue as if never stopped (dropout draws included)."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": _np_state(np.random.get_state(legacy=False)), "python": _py_state(random.getstate())}
+
+
+def _set_rng_states(saved: dict) -> None:
+    torch.set_rng_state(saved["torch"])
+    if saved["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda"])
+    np.random.set_state({**saved["numpy"], "state": {**saved["numpy"]["state"],
+                                                     "key": np.asarray(saved["numpy"]["state"]["key"], np.uint32)}})
+    version, internal, gauss = saved["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _np_state(state: dict) -> dict:
+    return {**state, "state": {**state["state"], "key": torch.as_tensor(state["state"]["key"].astype(np.int64))}}
+
+
+def _py_state(state: tuple) -> list:
+    return [state[0], list(state[1]), state[2]]
+
+
+def _load_last(path: Path, identity: str | None) -> dict | None:
+    """The training state in last.pt if it is readable and of this run; else None, saying why.
+
+    Loaded as weights only: a checkpoint holds tensors and plain values, so a run folder from someone else
+    cannot execute code on load.
+    """
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign file: torch raises several types
+        print(f"note: {path} is unreadable ({type(exc).__name__}: {str(exc)[:120]}); training starts from step 0")
+        return None
+    if saved.get("identity") != identity:
+        print(f"note: {path} belongs to another run ({str(saved.get('identity'))[:10]}, not {str(identity)[:10]}); "
+              "training starts from step 0")
+        return None
+    return saved
+
+
 def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageConfig, pad_id: int,
-        out_dir: Path | None = None, progress: bool = True) -> FitResult:
+        out_dir: Path | None = None, progress: bool = True, identity: str | None = None) -> FitResult:
     """Train the parameters marked trainable; keep the best valid-AUC weights in `model` at the end.
 
-    With `out_dir`, the best adapter state goes to out_dir/best.pt and the full training state to
-    out_dir/last.pt after every evaluation, and an existing last.pt is resumed from.
+    With `out_dir`, the best adapter state goes to out_dir/best.pt and the full training state (optimizer,
+    scheduler, data order and every random-number state) to out_dir/last.pt after every evaluation. A last.pt
+    of the same `identity` is resumed from, and the run then ends bit-identical to an uninterrupted one on CPU;
+    one of another run, or a damaged one, is ignored with a message.
     """
     device = next(model.parameters()).device
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -232,13 +280,14 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
              "best_scores": None}
     best = adapter_state(model)
     last_path = out_dir / "last.pt" if out_dir else None
-    if last_path is not None and last_path.exists():
-        saved = torch.load(last_path, map_location="cpu", weights_only=False)
+    saved = _load_last(last_path, identity) if last_path is not None else None
+    if saved is not None:
         load_adapter_state(model, saved["adapter"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         state, best = saved["state"], saved["best"]
         rng.bit_generator.state = saved["rng"]
+        _set_rng_states(saved["rng_states"])
     global_batch = config.batch_size * world
     started = time.perf_counter()
     bar = tqdm(total=config.max_steps, initial=state["step"], desc=f"stage {config.stage}",
@@ -249,8 +298,8 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
         opt.zero_grad(set_to_none=True)
         for micro in range(config.grad_accum):
             if state["order"] is None or state["pos"] + global_batch > len(state["order"]):
-                state["order"], state["pos"] = rng.permutation(len(train)), 0
-            idx = state["order"][state["pos"]:state["pos"] + global_batch][rank::world]
+                state["order"], state["pos"] = torch.as_tensor(rng.permutation(len(train))), 0
+            idx = state["order"][state["pos"]:state["pos"] + global_batch][rank::world].numpy()
             state["pos"] += global_batch
             batch = collate(train, idx, pad_id, device)
             sync = micro == config.grad_accum - 1 or world == 1
@@ -270,7 +319,7 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
             auc = metrics.auc(valid.label, valid_scores)
             improved = auc > state["best_auc"]
             if improved:
-                state.update(best_auc=auc, best_step=state["step"], bad=0, best_scores=valid_scores)
+                state.update(best_auc=auc, best_step=state["step"], bad=0, best_scores=torch.as_tensor(valid_scores))
                 best = adapter_state(model)
             else:
                 state["bad"] += 1
@@ -282,13 +331,14 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
                     with atomic_path(out_dir / "best.pt") as tmp:
                         torch.save(best, tmp)
                 with atomic_path(last_path) as tmp:
-                    torch.save({"adapter": adapter_state(model), "optimizer": opt.state_dict(),
+                    torch.save({"identity": identity, "adapter": adapter_state(model), "optimizer": opt.state_dict(),
                                 "scheduler": sched.state_dict(), "state": state, "best": best,
-                                "rng": rng.bit_generator.state}, tmp)
+                                "rng": rng.bit_generator.state, "rng_states": _rng_states()}, tmp)
     bar.close()
     load_adapter_state(model, best)
+    best_scores = state.get("best_scores")
     return FitResult(state["best_step"], state["best_auc"], state["step"], pd.DataFrame(state["history"]),
-                     stop, time.perf_counter() - started, state.get("best_scores"))
+                     stop, time.perf_counter() - started, None if best_scores is None else best_scores.numpy())
 
 
 def init_distributed() -> torch.device:

@@ -24,20 +24,17 @@ def main() -> None:
     args = parser.parse_args()
     profile = settings.profile_name(args.profile)
     splits = load_dataset(args.dataset, args.data_dir)
-    runs = settings.work_dir() / "runs" / args.dataset
-    mf_dir = stages.ensure_mf(splits, collab.config_for_profile(profile, dataset=args.dataset, seed=args.seed),
-                              collab.checkpoint_dir(args.dataset, collab.MFConfig().dim))
-    summary = {}
+    mf_dir = collab.ensure_mf(splits, collab.config_for_profile(profile, dataset=args.dataset, seed=args.seed))
+    summary, stage1_dir = {}, None
     for stage in (1, 2):
         config = train.config_for_profile(profile, stage=stage, dataset=args.dataset, seed=args.seed,
                                           llm=LLMConfig(model=args.model))
-        result = stages.run_stage(splits, config, runs / f"stage{stage}_{profile}",
-                                  stage1_dir=runs / f"stage1_{profile}" if stage == 2 else None,
-                                  mf_dir=mf_dir if stage == 2 else None)
-        summary[f"stage{stage}"] = {"test": result["test"]["all"], "warm": result["test"].get("warm"),
-                                    "cold": result["test"].get("cold"), "fit": {k: v for k, v in result["fit"].items()
-                                                                              if k != "history"}}
-    summary["mf_same_rows"] = stages.mf_on_same_rows(runs / f"stage2_{profile}", mf_dir)["test"]
+        result = stages.run_stage(splits, config, stage1_dir=stage1_dir, mf_dir=mf_dir if stage == 2 else None)
+        stage1_dir = result["run_dir"]
+        summary[f"stage{stage}"] = {"run_dir": result["run_dir"], "test": result["test"]["all"],
+                                    "warm": result["test"].get("warm"), "cold": result["test"].get("cold"),
+                                    "fit": {k: v for k, v in result["fit"].items() if k != "history"}}
+    summary["mf_same_rows"] = stages.mf_on_same_rows(summary["stage2"]["run_dir"], mf_dir)["test"]
     if settings.distributed()[0] == 0:
         print(json.dumps(summary, indent=1, default=str))
 

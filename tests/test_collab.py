@@ -76,7 +76,7 @@ def test_save_load_round_trip(trained, splits, tmp_path):
 
 
 def test_load_missing_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train_mf"):
+    with pytest.raises(FileNotFoundError, match="ensure_mf"):
         collab.load_mf(tmp_path)
 
 

@@ -156,12 +156,17 @@ def test_encoding_cache_reused(aligned, splits, tmp_path):
     assert len(list(aligned["cache"].glob("*.npy"))) == 2
 
 
-def test_run_ctrl_skips_finished(aligned, splits):
+def test_run_ctrl_skips_finished(aligned, splits, tmp_path):
     calls = aligned["encoder"].calls
-    record = ctrl.run_ctrl(splits, aligned["result"].config, aligned["encoder"], aligned["out"],
-                           cache_dir=aligned["cache"], progress=False)
-    assert aligned["encoder"].calls == calls
+    config = aligned["result"].config
+    record = ctrl.run_ctrl(splits, config, aligned["encoder"], tmp_path / "run", cache_dir=aligned["cache"],
+                           progress=False)
+    assert aligned["encoder"].calls == calls  # the encodings came from the cache
     assert record["metrics"]["test"]["all"]["auc"] == pytest.approx(aligned["result"].metrics["test"]["all"]["auc"])
+    stamp = (tmp_path / "run" / "ctrl.pt").stat().st_mtime_ns
+    again = ctrl.run_ctrl(splits, config, aligned["encoder"], tmp_path / "run", cache_dir=aligned["cache"],
+                          progress=False)
+    assert again == record and (tmp_path / "run" / "ctrl.pt").stat().st_mtime_ns == stamp  # finished: not retrained
     row = ctrl.summary(record)
     assert row["model"] == "CTRL(DIN)" and row["test_auc"] > 0.8
 

@@ -34,38 +34,45 @@ def test_stage_run_overrides_reach_nested_configs():
     assert reproduce.stage_run(reproduce.plan_for_profile("cpu"), 1, "ml-1m").mf is None
 
 
-def test_ensure_mf_retrains_only_when_settings_differ(tmp_path):
+def test_ensure_mf_retrains_only_when_settings_differ(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
     splits = movie_splits()
     config = collab.MFConfig(dim=4, max_epochs=1, patience=1)
-    out = stages.ensure_mf(splits, config, tmp_path / "mf", progress=False)
+    out = collab.ensure_mf(splits, config, tmp_path / "mf", progress=False)
     stamp = (out / "mf.pt").stat().st_mtime_ns
-    stages.ensure_mf(splits, config, out, progress=False)
+    collab.ensure_mf(splits, config, out, progress=False)
     assert (out / "mf.pt").stat().st_mtime_ns == stamp
-    stages.ensure_mf(splits, dataclasses.replace(config, dim=6), out, progress=False)
+    collab.ensure_mf(splits, dataclasses.replace(config, dim=6), out, progress=False)
     assert collab.load_mf(out).dim == 6
+    # default folders are named by identity: other settings or other data never share one
+    a = collab.ensure_mf(splits, config, progress=False)
+    b = collab.ensure_mf(splits, dataclasses.replace(config, dim=6), progress=False)
+    c = collab.ensure_mf(movie_splits(n_train=40), config, progress=False)
+    assert len({a, b, c}) == 3 and all(p.parent == tmp_path / "work" / "runs" / "ml-synthetic" for p in (a, b, c))
 
 
-def test_stage_sweep_over_mf_dim_and_same_row_baselines(tmp_path):
+def test_stage_sweep_over_mf_dim_and_same_row_baselines(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
     splits = movie_splits()
     common = dict(batch_size=4, max_steps=1, eval_every=1, warmup_steps=1, score_batch_size=8, test_rows=8,
                   llm=LLMConfig(model=str(save_tiny(tmp_path / "tiny-llm"))))
     stage1 = stages.run_stage(splits, StageConfig(stage=1, **common), tmp_path / "s1", progress=False)
     base = stages.StageRun(StageConfig(stage=2, **common), collab.MFConfig(max_epochs=1, patience=1))
-    fn = stages.sweep_fn(splits, tmp_path / "s1", tmp_path / "mfs", progress=False)
-    frame = sweep.run_sweep("dim", base, {"mf.dim": [4, 8]}, fn, tmp_path / "sweeps", progress=False)
+    fn, upstream = stages.sweep_fns(splits, tmp_path / "s1", progress=False)
+    frame = sweep.run_sweep("dim", base, {"mf.dim": [4, 8]}, fn, tmp_path / "sweeps", progress=False, upstream=upstream)
     assert list(frame["status"]) == ["ran", "ran"] and frame["test_auc"].between(0, 1).all()
-    assert [collab.load_mf(tmp_path / "mfs" / f"ml-synthetic_d{d}").dim for d in (4, 8)] == [4, 8]
-    again = sweep.run_sweep("dim", base, {"mf.dim": [4, 8]}, fn, tmp_path / "sweeps", progress=False)
+    mf4 = collab.ensure_mf(splits, dataclasses.replace(base.mf, dim=4), progress=False)
+    assert collab.load_mf(mf4).dim == 4
+    again = sweep.run_sweep("dim", base, {"mf.dim": [4, 8]}, fn, tmp_path / "sweeps", progress=False, upstream=upstream)
     assert list(again["status"]) == ["cached", "cached"] and list(again["test_auc"]) == list(frame["test_auc"])
 
-    s2 = load_results(frame["folder"].iloc[0])
-    same = stages.baselines_on_same_rows(splits, s2, tmp_path / "mfs" / "ml-synthetic_d4")
-    rows = stages.test_rows_of(splits, s2)
-    assert same["MF"]["test"]["rows"] == len(rows) == s2["sample_sizes"]["test"] == stage1["sample_sizes"]["test"]
-    expected = metrics.auc(rows["label"], collab.score_mf(collab.load_mf(tmp_path / "mfs" / "ml-synthetic_d4"), rows))
+    s2_dir = frame["folder"].iloc[0]
+    same = stages.baselines_on_same_rows(splits, s2_dir, mf4)
+    rows = stages.rows_of(splits, s2_dir)
+    assert same["MF"]["test"]["rows"] == len(rows) == load_results(s2_dir)["sample_sizes"]["test"]
+    assert stages.check_same_rows(stage1["run_dir"], s2_dir) == len(rows)
+    expected = metrics.auc(rows["label"], collab.score_mf(collab.load_mf(mf4), rows))
     assert same["MF"]["test"]["all"]["auc"] == pytest.approx(expected)
-    with pytest.raises(ValueError, match="re-drawn test sample"):
-        stages.test_rows_of(splits, s2 | {"sample_sizes": {"test": len(rows) + 1}})
     with pytest.raises(ValueError, match="needs its MF settings"):
         fn(dataclasses.replace(base, mf=None), tmp_path / "nomf")
 

@@ -24,11 +24,13 @@ def _executed(path, exception, parameters, end="2026-01-01"):
 
 def test_resume_only_skips_finished_runs_with_the_same_parameters(tmp_path):
     params = {"profile": "cpu"}
-    assert runner._finished(_executed(tmp_path / "a.ipynb", None, params), params)  # papermill's "no exception"
-    assert not runner._finished(_executed(tmp_path / "b.ipynb", True, params), params)  # it failed
-    assert not runner._finished(_executed(tmp_path / "c.ipynb", None, {"profile": "gpu"}), params)
-    assert not runner._finished(_executed(tmp_path / "d.ipynb", None, params, end=None), params)  # interrupted
-    assert not runner._finished(tmp_path / "missing.ipynb", params)
+    src = tmp_path / "source.ipynb"  # no code cells, like the executed copies above
+    src.write_text(json.dumps({"cells": []}))
+    assert runner._finished(_executed(tmp_path / "a.ipynb", None, params), params, src)  # papermill's "no exception"
+    assert not runner._finished(_executed(tmp_path / "b.ipynb", True, params), params, src)  # it failed
+    assert not runner._finished(_executed(tmp_path / "c.ipynb", None, {"profile": "gpu"}), params, src)
+    assert not runner._finished(_executed(tmp_path / "d.ipynb", None, params, end=None), params, src)  # interrupted
+    assert not runner._finished(tmp_path / "missing.ipynb", params, src)
 
 
 def test_resume_recognises_real_papermill_runs(tmp_path):
@@ -45,9 +47,10 @@ def test_resume_recognises_real_papermill_runs(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError):
         papermill.execute_notebook(str(tmp_path / "bad.ipynb"), str(tmp_path / "bad_out.ipynb"), parameters={"x": 2},
                                    progress_bar=False)
-    assert runner._finished(tmp_path / "ok_out.ipynb", {"x": 2})
-    assert not runner._finished(tmp_path / "ok_out.ipynb", {"x": 3})
-    assert not runner._finished(tmp_path / "bad_out.ipynb", {"x": 2})
+    assert runner._finished(tmp_path / "ok_out.ipynb", {"x": 2}, tmp_path / "ok.ipynb")
+    assert not runner._finished(tmp_path / "ok_out.ipynb", {"x": 3}, tmp_path / "ok.ipynb")
+    assert not runner._finished(tmp_path / "ok_out.ipynb", {"x": 2}, tmp_path / "bad.ipynb")  # other code
+    assert not runner._finished(tmp_path / "bad_out.ipynb", {"x": 2}, tmp_path / "bad.ipynb")
 
 
 def test_committed_notebooks_take_their_profile_from_the_environment():

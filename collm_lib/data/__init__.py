@@ -65,7 +65,8 @@ def processed_dir(name: str, work_dir: str | os.PathLike | None = None) -> Path:
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
                  work_dir: str | os.PathLike | None = None, rebuild: bool = False) -> Splits:
-    """The processed splits of `name`: from the cache when present and valid, else prepared now."""
+    """The processed splits of `name`: from the cache when present and valid, else prepared now (a damaged
+    cache is rebuilt, with a warning saying what was wrong)."""
     _info(name)
     if not rebuild:
         cached = load_processed(name, processed_dir(name, work_dir))

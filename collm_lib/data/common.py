@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -79,7 +80,7 @@ def validate_frame(df: pd.DataFrame, name: str = "frame") -> None:
         raise ValueError(f"{name}: expected a pandas DataFrame, got {type(df).__name__}")
     check_columns(df, BASE_COLUMNS, name)
     if len(df) == 0:
-        raise ValueError(f"{name}: the split is empty; rebuild it with load_dataset(..., rebuild=True)")
+        raise ValueError(f"{name}: the split is empty (0 rows)")
     wrong = [c for c in INT_COLUMNS if not pd.api.types.is_integer_dtype(df[c])]
     wrong += [c for c in ("title",) + BOOK_COLUMNS[:1] if c in df and not _all_str(df[c])]
     wrong += [c for c in LIST_COLUMNS if c in df and not df[c].map(lambda v: isinstance(v, list)).all()]
@@ -214,24 +215,53 @@ def save_processed(splits: Splits, out_dir: Path) -> None:
     splits.meta = meta
 
 
+class _DamagedCache(Exception):
+    """Why a processed cache cannot be used; load_processed turns it into a warning and a rebuild."""
+
+
 def load_processed(name: str, out_dir: Path) -> Splits | None:
-    """The cached splits if complete, unchanged and valid; None when they must be rebuilt."""
-    meta_path = out_dir / "meta.json"
-    if not meta_path.is_file():
+    """The cached splits if complete, unchanged and valid; None when they must be rebuilt.
+
+    No cache yet gives None quietly; a damaged or stale one (meta.json unreadable, a pickle truncated or
+    changed, an empty or invalid split) gives None with a warning saying what was wrong, so the caller
+    rebuilds it from the raw files instead of failing on every later load."""
+    if not (out_dir / "meta.json").is_file():
+        return None  # nothing cached, or a build stopped before its commit marker
+    try:
+        return _read_processed(name, out_dir)
+    except _DamagedCache as err:
+        warnings.warn(f"processed cache {out_dir}: {err}; rebuilding it from the raw files", stacklevel=3)
         return None
-    meta = read_json(meta_path)
-    if meta.get("format_version") != FORMAT_VERSION or meta.get("name") != name:
-        return None
+
+
+def _read_processed(name: str, out_dir: Path) -> Splits:
+    try:
+        meta = read_json(out_dir / "meta.json")
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError: a truncated or overwritten file
+        raise _DamagedCache(f"meta.json is not valid JSON ({err}): truncated or damaged") from err
+    if not isinstance(meta, dict) or not {"files", "n_users", "n_items"} <= meta.keys():
+        raise _DamagedCache("meta.json lacks files / n_users / n_items: not written by save_processed")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise _DamagedCache(f"meta.json has format version {meta.get('format_version')}, this code writes "
+                           f"{FORMAT_VERSION}")
+    if meta.get("name") != name:
+        raise _DamagedCache(f"meta.json belongs to dataset {meta.get('name')!r}, not {name!r}")
     frames = {}
-    for fname, digest in meta.get("files", {}).items():
+    for fname, digest in meta["files"].items():
         path = out_dir / f"{fname}.pkl"
-        if not path.is_file() or sha256_file(path) != digest:
-            return None
+        if not path.is_file():
+            raise _DamagedCache(f"{path.name} is missing")
+        if sha256_file(path) != digest:
+            raise _DamagedCache(f"{path.name} does not match its sha256 in meta.json (truncated or changed)")
         frames[fname] = pd.read_pickle(path)
-    if any(n not in frames for n in SPLIT_NAMES):
-        return None
+    missing = [n for n in SPLIT_NAMES if n not in frames]
+    if missing:
+        raise _DamagedCache(f"meta.json lists no file for split(s) {missing}")
     for fname in SPLIT_NAMES:
-        validate_frame(frames[fname], f"{name}/{fname}")
+        try:
+            validate_frame(frames[fname], f"{name}/{fname}")
+        except ValueError as err:  # e.g. an empty split cached by an older version
+            raise _DamagedCache(f"{fname}.pkl is invalid: {err}") from err
     return Splits(name=name, **{n: frames[n] for n in SPLIT_NAMES}, n_users=int(meta["n_users"]),
                   n_items=int(meta["n_items"]), collab_train=frames.get("collab_train"), meta=meta)
 
@@ -241,6 +271,8 @@ def make_splits(name: str, frames: dict[str, pd.DataFrame], meta: dict[str, Any]
     """Clean, validate and wrap the four frames; n_users / n_items count every id seen plus padding."""
     frames = {n: clean_lists(frames[n]) for n in SPLIT_NAMES}
     for split_name, frame in frames.items():
+        if len(frame) == 0:
+            raise _empty_build_error(f"{name}/{split_name}", meta)
         validate_frame(frame, f"{name}/{split_name}")
     parts = list(frames.values()) + ([collab_train] if collab_train is not None else [])
     n_users = int(max(int(f["uid"].max()) for f in parts)) + 1
@@ -250,6 +282,17 @@ def make_splits(name: str, frames: dict[str, pd.DataFrame], meta: dict[str, Any]
         collab_train = collab_train[["uid", "iid", "label"]].astype("int64").reset_index(drop=True)
     return Splits(name=name, **frames, n_users=n_users, n_items=n_items, collab_train=collab_train,
                   meta=meta)
+
+
+def _empty_build_error(split: str, meta: dict[str, Any]) -> ValueError:
+    """A builder that yields no rows for a split: the raw files or the filters are at fault, not a cache."""
+    source = meta.get("source", {})
+    files = [key for key, value in source.items() if isinstance(value, dict) and "sha256" in value]
+    where = f"{', '.join(files) or 'the raw files'} in {source.get('folder', 'the raw data folder')}"
+    return ValueError(f"{split}: the builder produced 0 rows for this split from {where}. The raw data or "
+                      "the builder's filters (time windows, minimum counts, user split) leave nothing for it, "
+                      "so rebuilding does not help: check that those files are complete and are the release "
+                      "named in the dataset's SOURCE.md.")
 
 
 def source_record(paths: list[Path], hasher: Callable[[Path], str] = sha256_file) -> dict[str, dict]:

