@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import logging
 import os
 import re
 import shutil
@@ -28,8 +27,6 @@ from typing import Any
 from . import settings
 from .data.common import sha256_file
 from .io import _jsonable, read_json, write_json
-
-log = logging.getLogger(__name__)
 
 IDENTITY, DONE = "identity.json", "run.json"
 
@@ -91,8 +88,6 @@ def begin(folder: str | os.PathLike, kind: str, ident: str, config: Any, upstrea
     stale = [p for pattern in (DONE, *owned) for p in folder.glob(pattern)]
     if (held is None or held.get("identity") != ident) and stale:
         why = "it holds no readable identity" if held is None else f"it holds run {held.get('identity', '?')[:10]}"
-        log.warning("%s: %s, not %s; clearing %d file(s) of that run before starting", folder, why, ident[:10],
-                    len(stale))
         print(f"note: {folder} {why}, not {ident[:10]}: its files are cleared and the run starts fresh")
         for path in stale:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -124,7 +119,6 @@ def finished(folder: str | os.PathLike, ident: str | None = None) -> dict | None
     for name, want in record.get("outputs", {}).items():
         path = folder / name
         if not path.is_file() or path.stat().st_size != want["bytes"] or sha256_file(path) != want["sha256"]:
-            log.warning("%s is missing or damaged (size / sha256 differ from run.json)", path)
             print(f"note: {path} is missing or damaged; the run in {folder} counts as unfinished")
             return None
     return record
