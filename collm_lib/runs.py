@@ -96,13 +96,12 @@ def begin(folder: str | os.PathLike, kind: str, ident: str, config: Any, upstrea
     return folder
 
 
-def finish(folder: str | os.PathLike, ident: str, outputs: list[str], extra: dict | None = None) -> dict:
+def finish(folder: str | os.PathLike, ident: str, outputs: list[str]) -> dict:
     """Write run.json last: the identity, each output's bytes and sha256, and the run's fingerprint."""
     folder = Path(folder)
     files = {name: {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
              for name in sorted(outputs)}
-    record = {"identity": ident, "outputs": files, "fingerprint": fingerprint({"identity": ident, "outputs": files}),
-              **(extra or {})}
+    record = {"identity": ident, "outputs": files, "fingerprint": fingerprint({"identity": ident, "outputs": files})}
     write_json(folder / DONE, record)
     return record
 
@@ -110,7 +109,7 @@ def finish(folder: str | os.PathLike, ident: str, outputs: list[str], extra: dic
 def finished(folder: str | os.PathLike, ident: str | None = None) -> dict | None:
     """run.json of a run that finished (with identity `ident`, when given) and whose outputs are intact; else None.
 
-    A damaged output (size or sha256 differs) is reported once as a warning and the run counts as unfinished.
+    A damaged output (size or sha256 differs) is named in a note, and the run counts as unfinished.
     """
     folder = Path(folder)
     record = read_record(folder / DONE)
