@@ -90,7 +90,7 @@ def config_for_profile(profile: str, dataset: str | None = None, **overrides: An
 
 @dataclass
 class MFResult:
-    model: MatrixFactorization  # best-epoch weights, on CPU
+    model: MatrixFactorization | None  # best-epoch weights, on CPU (None: a replayed run, weights elsewhere)
     history: pd.DataFrame  # epoch, loss, valid_auc, valid_uauc
     best_epoch: int
     metrics: dict  # {"valid": evaluate(...), "test": evaluate(...)}
@@ -277,19 +277,45 @@ def load_mf(out_dir: str | os.PathLike, device: str | torch.device | None = None
                                                 "(notebook 02), which replaces a damaged one")
     record = io.read_json(out / "config.json")
     model = MatrixFactorization(record["n_users"], record["n_items"], record["dim"], record["init_std"])
-    model.load_state_dict(torch.load(out / "mf.pt", map_location="cpu", weights_only=True))
+    model.load_state_dict(torch.load(runs.output(out, "mf.pt", "MF"), map_location="cpu", weights_only=True))
     return model.to(device or "cpu").eval()
 
 
 def load_result(out_dir: str | os.PathLike) -> MFResult:
-    """The MFResult of a finished run folder (weights, history, metrics, test scores), as train_mf returned it."""
+    """The MFResult of a finished run folder (weights, history, metrics, test scores), as train_mf returned it;
+    model is None for a run replayed from a bundle (its weights stayed where it was trained)."""
+    from . import runs
+
     out = Path(out_dir)
-    model = load_mf(out)
+    model = None if "mf.pt" in runs.left_behind(out) and not (out / "mf.pt").exists() else load_mf(out)
     record = io.read_json(out / "config.json")
     scores = out / "test_scores.csv"
     return MFResult(model=model, history=pd.read_csv(out / "history.csv"), best_epoch=record["best_epoch"],
                     metrics=record["metrics"], config=MFConfig(**record["config"]), dataset=record["dataset"],
                     test_scores=pd.read_csv(scores) if scores.is_file() else None)
+
+
+def check_saved_scores(out_dir: str | os.PathLike, splits: Splits) -> dict[str, Any]:
+    """Check a finished MF run's saved per-row test scores against the data and its reported metrics; raises on
+    any difference. The rows must be the split's test rows (uid, iid, label, in order), their AUC the reported
+    one, and, where the weights are at hand (not a replayed run), rescoring the rows must give the saved scores
+    exactly. Returns what was checked."""
+    out = Path(out_dir)
+    result = load_result(out)
+    rows, test = result.test_scores, splits.test
+    if rows is None:
+        raise FileNotFoundError(f"{out}/test_scores.csv is missing: this run saved no per-row scores")
+    for column in ("uid", "iid", "label"):
+        if len(rows) != len(test) or (rows[column].to_numpy() != test[column].to_numpy()).any():
+            raise ValueError(f"{out}/test_scores.csv: column {column} differs from {splits.name}'s test split "
+                             f"({len(rows)} vs {len(test)} rows): these scores are of other data")
+    reported = result.metrics["test"]["all"]["auc"]
+    if metrics.auc(rows["label"], rows["score"]) != reported:
+        raise ValueError(f"{out}: the saved scores give AUC {metrics.auc(rows['label'], rows['score'])}, "
+                         f"config.json reports {reported}")
+    if result.model is not None and (score_mf(result.model, test) != rows["score"].to_numpy()).any():
+        raise ValueError(f"{out}: rescoring the test rows with mf.pt does not give the saved scores")
+    return {"rows": len(rows), "auc": reported, "rescored": result.model is not None}
 
 
 def summary(result: MFResult) -> dict[str, Any]:

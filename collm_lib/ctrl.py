@@ -178,9 +178,11 @@ def score_ctrl(model: CTRL, frame: pd.DataFrame, config: CTRLConfig) -> np.ndarr
 
 # ---------------------------------------------------------------- LLM encodings, cached
 
-def llm_text_encoder(llm_config=None, batch_size: int = 16, progress: bool = True) -> TextEncoder:
+def llm_text_encoder(llm_config=None, batch_size: int | None = None, progress: bool = True) -> TextEncoder:
     """A text encoder over the frozen LLM (llm.encode_texts); the LLM loads on the first call only, so
-    a run whose encodings are cached never loads it. Texts are batched by length to limit padding."""
+    a run whose encodings are cached never loads it. Texts are batched by length to limit padding; batch_size
+    None: 16 on a CPU (larger batches only add padding there), 256 on a GPU (the same encodings up to float
+    rounding, tests/test_levers.py)."""
     from .llm import encode_texts, load_llm
 
     state: dict = {}
@@ -188,11 +190,13 @@ def llm_text_encoder(llm_config=None, batch_size: int = 16, progress: bool = Tru
     def encode(texts: list[str]) -> np.ndarray:
         if "bundle" not in state:
             state["bundle"] = load_llm(llm_config)
+        on_gpu = next(state["bundle"].model.parameters()).device.type == "cuda"
+        batch = batch_size or (256 if on_gpu else 16)
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), state["bundle"].model.config.hidden_size), dtype=np.float32)
-        for start in tqdm(range(0, len(texts), batch_size), desc="LLM encode", disable=not progress):
-            idx = order[start:start + batch_size]
-            out[idx] = encode_texts(state["bundle"], [texts[i] for i in idx], batch_size=batch_size).numpy()
+        for start in tqdm(range(0, len(texts), batch), desc="LLM encode", disable=not progress):
+            idx = order[start:start + batch]
+            out[idx] = encode_texts(state["bundle"], [texts[i] for i in idx], batch_size=batch).numpy()
         return out
 
     return encode
@@ -383,7 +387,7 @@ def load_ctrl(out_dir: str | os.PathLike, device: str | torch.device | None = No
     raw = record["config"]
     config = CTRLConfig(**raw | {k: tuple(raw[k]) for k in ("attention_hidden", "mlp_hidden")})
     model = CTRL(record["n_users"], record["n_items"], config, record["text_dim"])
-    model.load_state_dict(torch.load(out / "ctrl.pt", map_location="cpu", weights_only=True))
+    model.load_state_dict(torch.load(runs.output(out, "ctrl.pt", "CTRL(DIN)"), map_location="cpu", weights_only=True))
     return model.to(device or "cpu").eval(), config
 
 

@@ -47,6 +47,9 @@ def build_inputs_embeds(embedding: nn.Module, input_ids: torch.Tensor,
     embeds = embeds.clone()
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)
     for positions, vectors in slots:
-        has = positions >= 0
-        embeds[rows[has], positions[has]] = vectors[has].to(embeds.dtype)
+        # no boolean-mask indexing: its result size is data-dependent, which costs a GPU->host sync per batch
+        # (this runs every training step); rows without the slot write their position 0 back unchanged
+        at = positions.clamp(min=0)
+        keep = embeds[rows, at]
+        embeds[rows, at] = torch.where((positions >= 0)[:, None], vectors.to(embeds.dtype), keep)
     return embeds

@@ -9,6 +9,7 @@ Device and dtype come from `settings` (bf16 weights on GPU, fp32 on CPU).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import shutil
 import warnings
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -230,15 +232,44 @@ def base_causal_lm(model: nn.Module) -> nn.Module:
 
 
 def answer_logits(model: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-                  answer_id: int) -> torch.Tensor:
+                  answer_id: int, split: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
     """Logit of the answer token at each row's last real position (right padding).
 
     Runs the decoder only and applies one row of the output head to one position per prompt,
     instead of projecting every position onto the whole vocabulary.
+
+    split = (prefix, lengths), per row on the host: each row's first `prefix` tokens run under no_grad, packed to
+    the batch's longest prefix, and their keys/values feed a second pass over the rows' remaining tokens, whose
+    attention mask skips the packing gaps and whose positions continue each row's own. The same logits as one
+    pass (up to float rounding), without a backward pass through the prefixes.
     """
     lm = base_causal_lm(model)
-    hidden = lm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
-    return answer_head(lm, last_positions(hidden, attention_mask.sum(dim=1) - 1), answer_id)
+    decoder = lm.get_decoder()
+    if split is None:
+        hidden = decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+        return answer_head(lm, last_positions(hidden, attention_mask.sum(dim=1) - 1), answer_id)
+    from transformers import DynamicCache
+
+    prefix, lengths = split
+    rest = lengths - prefix
+    pre, post = np.arange(int(prefix.max()))[None], np.arange(int(rest.max()))[None]
+    as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), device=inputs_embeds.device)  # noqa: E731
+    rows = as_t(np.arange(len(prefix))[:, None])
+    pre_mask, post_mask = pre < prefix[:, None], post < rest[:, None]
+    cache, arg = DynamicCache(), cache_arg_name(decoder)
+    with torch.no_grad():  # gaps repeat a row's last prefix token: masked for every query, never NaN
+        decoder(inputs_embeds=inputs_embeds[rows, as_t(np.minimum(pre, prefix[:, None] - 1))],
+                attention_mask=as_t(pre_mask.astype(np.int64)), position_ids=as_t(np.repeat(pre, len(prefix), 0)),
+                use_cache=True, **{arg: cache})
+    hidden = decoder(inputs_embeds=inputs_embeds[rows, as_t(np.minimum(prefix[:, None] + post, lengths[:, None] - 1))],
+                     attention_mask=as_t(np.concatenate([pre_mask, post_mask], axis=1).astype(np.int64)),
+                     position_ids=as_t(prefix[:, None] + post), use_cache=True, **{arg: cache}).last_hidden_state
+    return answer_head(lm, last_positions(hidden, as_t(rest - 1)), answer_id)
+
+
+def cache_arg_name(decoder: nn.Module) -> str:
+    """transformers 5.x names the decoder's cache argument `cache` (from ~5.20), earlier ones `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
 def last_positions(hidden: torch.Tensor, last: torch.Tensor) -> torch.Tensor:

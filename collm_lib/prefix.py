@@ -8,15 +8,13 @@ those of scoring the full prompts (tests compare both paths), for ~5x fewer toke
 """
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .llm import answer_head, base_causal_lm, last_positions
+from .llm import answer_head, base_causal_lm, cache_arg_name, last_positions
 from .prompts import EncodedSplit
 from .train import autocast
 
@@ -34,11 +32,6 @@ def shared_length(seqs: list[np.ndarray], cut_before: np.ndarray) -> int:
     return min(n, int(cuts.min())) if len(cuts) else n
 
 
-def _cache_arg(decoder: nn.Module) -> str:
-    """transformers 5.x names the cache argument `cache`, earlier versions `past_key_values`."""
-    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-
-
 def _layer_tensors(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if hasattr(cache, "layers"):
         return [(layer.keys, layer.values) for layer in cache.layers]
@@ -51,7 +44,7 @@ def _group_scores(module: nn.Module, enc: EncodedSplit, idx: np.ndarray, pad_id:
     from transformers import DynamicCache
 
     lm = base_causal_lm(module.llm)
-    decoder, cache_arg = lm.get_decoder(), _cache_arg(lm.get_decoder())
+    decoder, cache_arg = lm.get_decoder(), cache_arg_name(lm.get_decoder())
     seqs = [enc.input_ids[i] for i in idx]
     user_pos, item_pos = enc.user_pos[idx], enc.item_pos[idx]
     # the user slot may sit in the prefix only where it is at one position in every row

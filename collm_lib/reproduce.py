@@ -1,28 +1,67 @@
-"""Table 1 and Figure 3: the runs notebook 06 executes, sized per profile.
+"""Table 1 and Figure 3: the runs notebook 06 executes, sized per profile; and the whole reproduction without
+Jupyter, in parts that a GPU box runs and bundles (see scripts/device/README.md):
+
+    python -m collm_lib.reproduce --profile gpu --part all --out bundles/ [--deadline 540]
+
+Parts, in dependency order: "mf" (notebook 02's MFs), "ml-1m" (notebooks 03-04), "table1" (notebook 06's Table 1:
+the other datasets' stages, CTRL(DIN), same-row baselines), "figure3" (notebook 06's sweeps). Each part calls what
+its notebooks call, with their default parameters, and leaves <out>/<part>.tar.gz (collm_lib.bundle: results and
+per-row scores, no weights). A part stopped at its deadline keeps what finished (stage runs keep last.pt) and the
+same command resumes it. `python -m collm_lib.runner --replay <out>/*.tar.gz` executes the notebooks over them.
 
 Table 1 sets MF, CTRL(DIN), TALLRec (stage 1 alone) and CoLLM-FaissRet (stage 2) side by side on each dataset,
 all four scored on the same test rows (the LLM stages' seeded user sample). ML-1M's LLM entries are
 notebooks 03 / 04's runs at the profile's size; the other datasets' stage runs are made here at the plan's
 size. Figure 3: (a) the LoRA learning rate on ML-1M (stage 1), (b) the FECE learning rate on the Amazon-Book
 substitute (stage 2); and the technical report's FECE learning rate on ML-1M and MF embedding size d (both
-stage 2 over notebook 03's LoRA). Every run goes through sweep.run_sweep: its own folder with its config
-and result, skipped once finished, so an interrupted notebook resumes.
+stage 2 over notebook 03's LoRA). Every setting goes through sweep.run_sweep (a folder with its config
+and result) and its stage run lives in its identity folder, skipped once finished: an interrupted notebook
+resumes, and a setting equal to another run is that run.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
+import signal
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
+import torch
 
-from . import collab, ctrl, runs, settings, stages, train
-from .data import Splits
-from .io import read_json
+from . import bundle, collab, ctrl, runs, settings, stages, train
+from .data import Splits, load_dataset
+from .io import read_json, run_info
 from .llm import LLMConfig
-from .sweep import FIGURE3_LRS, run_sweep
+from .sweep import FIGURE3_LRS, run_sweep, with_overrides
 
 SUBSTITUTE = "amazon-book-msl"  # stands in for Amazon-Book (Figure 3b) where its raw files are absent
+PARTS = ("mf", "ml-1m", "table1", "figure3")
+MF_DATASETS = ("ml-1m", "bookcrossing", "bookcrossing-multi", SUBSTITUTE)  # notebook 02's default `datasets`
+TABLE1_DATASETS = ("ml-1m", "bookcrossing", SUBSTITUTE)  # notebook 06's default `datasets`
+
+
+class Phases:
+    """Seconds per phase of a reproduction, logged as each phase ends and kept for the bundle."""
+
+    def __init__(self, progress: bool = True):
+        self.rows: list[dict[str, Any]] = []
+        self.progress = progress
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        status = "stopped"
+        try:
+            yield
+            status = "done"
+        finally:
+            seconds = round(time.perf_counter() - start, 2)
+            self.rows.append({"phase": name, "seconds": seconds, "status": status})
+            print(f"[phase] {name}: {seconds:.1f} s ({status})", flush=True)
 
 
 @dataclasses.dataclass
@@ -91,7 +130,8 @@ def _sweep(name: str, run: stages.StageRun, grid: dict, splits: Splits, root: Pa
 
 
 def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: LLMConfig | None = None,
-                   progress: bool = True) -> tuple[dict[tuple[str, str], dict], dict[str, dict]]:
+                   progress: bool = True, phases: Phases | None = None
+                   ) -> tuple[dict[tuple[str, str], dict], dict[str, dict]]:
     """Every Table 1 entry, {(method, dataset): {"test": metrics}}, and per dataset where each came from.
 
     Per dataset: the profile's MF (notebook 02's checkpoint, trained here if missing), CTRL(DIN) trained here,
@@ -99,27 +139,33 @@ def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
     default FECE lr, which is also a point of that dataset's FECE lr sweep). MF and CTRL are scored on the
     LLM stages' test rows, so the four methods share their rows.
     """
-    llm = llm or LLMConfig()
+    llm, phases = llm or LLMConfig(), phases or Phases(progress)
     root = runs.sweep_root(plan.profile)
     encoder = ctrl.llm_text_encoder(llm, progress=progress)
     results, sources = {}, {}
     for name, data in splits.items():
-        mf_dir = collab.ensure_mf(data, collab.config_for_profile(plan.profile, dataset=name, seed=seed),
-                                  progress=progress)
-        ctrl_record = ctrl.run_ctrl(data, ctrl.config_for_profile(plan.profile, seed=seed, **plan.ctrl), encoder,
-                                    progress=progress)
+        with phases(f"{name}: MF"):
+            mf_dir = collab.ensure_mf(data, collab.config_for_profile(plan.profile, dataset=name, seed=seed),
+                                      progress=progress)
+        with phases(f"{name}: CTRL(DIN)"):
+            ctrl_record = ctrl.run_ctrl(data, ctrl.config_for_profile(plan.profile, seed=seed, **plan.ctrl), encoder,
+                                        progress=progress)
         if name == "ml-1m":
             made = main_runs(plan.profile, data, seed, llm, progress)
             stage_dirs = [made["stage1"], made["stage2"]]
         else:
-            first = _sweep(f"{name}/stage1", stage_run(plan, 1, name, seed, llm), {}, data, root, progress=progress)
+            with phases(f"{name}: stage 1"):
+                first = _sweep(f"{name}/stage1", stage_run(plan, 1, name, seed, llm), {}, data, root,
+                               progress=progress)
             second_run = stage_run(plan, 2, name, seed, llm)
-            second = _sweep(f"{name}/fece_lr", second_run, {"stage.lr": [second_run.stage.lr]}, data, root,
-                            Path(first["folder"].iloc[0]), progress=progress)
-            stage_dirs = [Path(first["folder"].iloc[0]), Path(second["folder"].iloc[0])]
+            with phases(f"{name}: stage 2"):
+                second = _sweep(f"{name}/fece_lr", second_run, {"stage.lr": [second_run.stage.lr]}, data, root,
+                                Path(first["run_dir"].iloc[0]), progress=progress)
+            stage_dirs = [Path(first["run_dir"].iloc[0]), Path(second["run_dir"].iloc[0])]
         s1, s2 = (_finished(d, f"stage {k}") for k, d in zip((1, 2), stage_dirs))
         rows = stages.check_same_rows(*stage_dirs)
-        baselines = stages.baselines_on_same_rows(data, stage_dirs[1], mf_dir, ctrl_record["run_dir"])
+        with phases(f"{name}: MF and CTRL(DIN) on the stages' rows"):
+            baselines = stages.baselines_on_same_rows(data, stage_dirs[1], mf_dir, ctrl_record["run_dir"])
         results |= {("TALLRec", name): s1, ("CoLLM-FaissRet", name): s2}
         results |= {(method, name): r for method, r in baselines.items()}
         sources[name] = {"stage1": str(stage_dirs[0]), "stage2": str(stage_dirs[1]), "mf": str(mf_dir),
@@ -130,27 +176,175 @@ def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
 
 
 def figure3_sweeps(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: LLMConfig | None = None,
-                   progress: bool = True) -> dict[str, pd.DataFrame]:
+                   progress: bool = True, phases: Phases | None = None, jobs: int = 1,
+                   data_dir: str | None = None, deadline: float | None = None) -> dict[str, pd.DataFrame]:
     """Figure 3 (a) and (b) and the technical report's sweeps; one frame per sweep, one row per setting.
 
     Stage-2 sweeps on ML-1M stand on notebook 03's LoRA; the substitute's on the stage 1 table1_results made.
     The embedding-size sweep trains its own MFs (the plan's MF settings), each in its own run folder.
     """
-    llm = llm or LLMConfig()
+    llm, phases = llm or LLMConfig(), phases or Phases(progress)
     root = runs.sweep_root(plan.profile)
     ml, sub = splits["ml-1m"], splits[SUBSTITUTE]
     ml_stage1 = main_runs(plan.profile, ml, seed, llm, progress)["stage1"]
     _finished(ml_stage1, "ML-1M stage 1")
-    sub_stage1 = root / SUBSTITUTE / "stage1" / "base"
-    _finished(sub_stage1, f"{SUBSTITUTE} stage 1 (made by table1_results)")
+    sub_stage1 = stages.stage_dir(sub, stage_run(plan, 1, SUBSTITUTE, seed, llm).stage)
+    _finished(sub_stage1, f"{SUBSTITUTE} stage 1 (made by table1_results: notebook 06's Table 1, part table1)")
     lrs = {"stage.lr": list(plan.lrs)}
-    return {
-        "lora_lr_ml-1m": _sweep("ml-1m/lora_lr", stage_run(plan, 1, "ml-1m", seed, llm), lrs, ml, root,
-                                progress=progress),
-        f"fece_lr_{SUBSTITUTE}": _sweep(f"{SUBSTITUTE}/fece_lr", stage_run(plan, 2, SUBSTITUTE, seed, llm), lrs,
-                                        sub, root, sub_stage1, progress=progress),
-        "fece_lr_ml-1m": _sweep("ml-1m/fece_lr", stage_run(plan, 2, "ml-1m", seed, llm), lrs, ml, root,
-                                ml_stage1, progress=progress),
-        "mf_dim_ml-1m": _sweep("ml-1m/mf_dim", stage_run(plan, 2, "ml-1m", seed, llm, **plan.mf),
-                               {"mf.dim": list(plan.dims)}, ml, root, ml_stage1, progress),
+    sweeps = {  # name: (sweep folder, base run, grid, data, stage 1 it stands on)
+        "lora_lr_ml-1m": ("ml-1m/lora_lr", stage_run(plan, 1, "ml-1m", seed, llm), lrs, ml, None),
+        f"fece_lr_{SUBSTITUTE}": (f"{SUBSTITUTE}/fece_lr", stage_run(plan, 2, SUBSTITUTE, seed, llm), lrs, sub,
+                                  sub_stage1),
+        "fece_lr_ml-1m": ("ml-1m/fece_lr", stage_run(plan, 2, "ml-1m", seed, llm), lrs, ml, ml_stage1),
+        "mf_dim_ml-1m": ("ml-1m/mf_dim", stage_run(plan, 2, "ml-1m", seed, llm, **plan.mf), {"mf.dim": list(plan.dims)},
+                         ml, ml_stage1),
     }
+    if jobs > 1:  # every setting in its own process, `jobs` at a time; the loop below then finds them finished
+        tasks, seen = [], set()
+        for folder, run, grid, data, stage1_dir in sweeps.values():
+            for name, values in grid.items():
+                for value in values:
+                    same = runs.fingerprint([with_overrides(run, {name: value}), str(stage1_dir), data.name])
+                    if same not in seen:  # one process per distinct run: equal settings share a folder
+                        seen.add(same)
+                        tasks.append((folder, run, {name: [value]}, data.name, stage1_dir, root, data_dir, deadline))
+        with phases(f"sweeps: {len(tasks)} settings, {jobs} at a time"):
+            _in_processes(tasks, jobs)
+    frames = {}
+    for key, (folder, run, grid, data, stage1_dir) in sweeps.items():
+        with phases(f"sweep {key}"):
+            frames[key] = _sweep(folder, run, grid, data, root, stage1_dir, progress)
+    return frames
+
+
+def _sweep_setting(task: tuple) -> None:
+    """One sweep setting in a worker process (--jobs), stopped at the part's deadline like the parent."""
+    folder, run, grid, dataset, stage1_dir, root, data_dir, deadline = task
+    if deadline is not None:
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(max(1, int(deadline - time.time())))
+    _sweep(folder, run, grid, load_dataset(dataset, data_dir), root, stage1_dir, progress=False)
+
+
+def _in_processes(tasks: list[tuple], jobs: int) -> None:
+    """Run _sweep_setting over `tasks` in `jobs` fresh processes (spawned: CUDA does not survive a fork); raise
+    the first failure once all have ended. Concurrent runs write distinct folders; the MFs they share exist."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_sweep_setting, task) for task in tasks]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+
+
+PART_DATASETS = {"mf": MF_DATASETS, "ml-1m": ("ml-1m",), "table1": TABLE1_DATASETS, "figure3": TABLE1_DATASETS}
+
+
+def _part_runs(part: str, profile: str, data: dict[str, Splits], seed: int, llm: LLMConfig, progress: bool,
+               phases: Phases, jobs: int = 1, data_dir: str | None = None, deadline: float | None = None) -> None:
+    """What notebooks 02-06 run at their default parameters, without Jupyter."""
+    if part == "mf":  # notebook 02
+        for name, splits in data.items():
+            with phases(f"{name}: MF"):
+                collab.ensure_mf(splits, collab.config_for_profile(profile, dataset=name, seed=seed), progress=progress)
+    elif part == "ml-1m":  # notebooks 03 and 04
+        splits = data["ml-1m"]
+        with phases("ml-1m: stage 1"):
+            stages.run_stage(splits, train.config_for_profile(profile, 1, dataset="ml-1m", seed=seed, llm=llm),
+                             progress=progress)
+        made = main_runs(profile, splits, seed, llm, progress)
+        with phases("ml-1m: stage 2"):
+            stages.run_stage(splits, train.config_for_profile(profile, 2, dataset="ml-1m", seed=seed, llm=llm),
+                             made["stage2"], made["stage1"], made["mf"], progress)
+        with phases("ml-1m: MF on the stages' rows"):
+            for stage in ("stage1", "stage2"):
+                stages.baselines_on_same_rows(splits, made[stage], made["mf"])
+    else:  # notebook 06
+        plan = plan_for_profile(profile)
+        if part == "table1":
+            table1_results(plan, data, seed, llm, progress, phases)
+        else:
+            figure3_sweeps(plan, data, seed, llm, progress, phases, jobs, data_dir, deadline)
+
+
+class DeadlineReached(BaseException):
+    """Raised by the alarm at --deadline: a BaseException, so no `except Exception` on the way swallows it."""
+
+
+def _alarm(signum, frame) -> None:
+    raise DeadlineReached("deadline reached")
+
+
+def run_part(part: str, out: str | Path, profile: str | None = None, data_dir: str | None = None, seed: int = 2023,
+             llm: LLMConfig | None = None, progress: bool = True, jobs: int = 1, deadline: float | None = None) -> Path:
+    """Run one part (what its runs need and have not finished) and write <out>/<part>.tar.gz of every run it used.
+    Returns the bundle; on DeadlineReached (or any error) the bundle of what finished is written first.
+    jobs > 1: the figure3 part's settings run that many at a time, each in its own process (one GPU holds several
+    135M-model runs); `deadline` (time.time() at which to stop) reaches those processes too."""
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r}; choose from {PARTS} (or 'all' on the command line)")
+    profile, llm = settings.profile_name(profile), llm or LLMConfig()
+    phases = Phases(progress)
+    device = settings.device(llm.device)
+    info = {"part": part, "profile": profile, "seed": seed, "model": llm.model, "phases": phases.rows, "jobs": jobs,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "run": run_info(seed), "llm": runs.model_fingerprint(llm.model)}
+    start = time.perf_counter()
+    with runs.track() as used:
+        try:
+            with phases("load the data"):
+                data = {name: load_dataset(name, data_dir) for name in PART_DATASETS[part]}
+            info["data"] = {name: runs.data_fingerprint(splits) for name, splits in data.items()}
+            _part_runs(part, profile, data, seed, llm, progress, phases, jobs, data_dir, deadline)
+            info["complete"] = True
+        except BaseException:
+            info["complete"] = False
+            raise
+        finally:
+            info["seconds"] = round(time.perf_counter() - start, 2)
+            target = bundle.pack(Path(out) / f"{part}.tar.gz", settings.work_dir(), sorted(used), info)
+            print(f"[bundle] {target}: {len(used)} runs, {target.stat().st_size / 2**20:.2f} MiB, part "
+                  f"{'complete' if info['complete'] else 'INCOMPLETE'} after {info['seconds']:.0f} s", flush=True)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Reproduce the paper without Jupyter, part by part, each part "
+                                                 "bundled for replay into the notebooks (collm_lib.runner --replay).")
+    parser.add_argument("--profile", default=None, help='"smoke" | "cpu" | "gpu" (default: $COLLM_PROFILE or cpu)')
+    parser.add_argument("--part", nargs="+", default=["all"], choices=[*PARTS, "all"],
+                        help="parts to run, in this order: mf, ml-1m, table1, figure3 (default: all)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the bundles <part>.tar.gz")
+    parser.add_argument("--data-dir", default=None, help="raw data folder (default: $COLLM_DATA_DIR or data/raw)")
+    parser.add_argument("--seed", type=int, default=2023)
+    parser.add_argument("--model", default=LLMConfig().model, help="the LLM (default: the embedded SmolLM2-135M)")
+    parser.add_argument("--deadline", type=int, default=None,
+                        help="stop after this many seconds, bundle what finished; the same command resumes")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="figure3: run this many settings at once, each in its own process (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    args = parser.parse_args(argv)
+    if args.deadline is not None and args.deadline <= 0 or args.jobs < 1:
+        parser.error("--deadline takes a positive number of seconds and --jobs a positive count")
+    parts = list(PARTS) if "all" in args.part else [p for p in PARTS if p in args.part]
+    deadline = time.time() + args.deadline if args.deadline else None
+    if deadline is not None:
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(args.deadline)
+    try:
+        for part in parts:
+            run_part(part, args.out, args.profile, args.data_dir, args.seed, LLMConfig(model=args.model),
+                     not args.no_progress, args.jobs, deadline)
+    except DeadlineReached:
+        print(f"deadline of {args.deadline} s reached: finished runs are bundled; run the same command again to "
+              "resume", file=sys.stderr)
+        return 75
+    finally:
+        signal.alarm(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,6 +10,12 @@ so a failed or killed run leaves the target as it was; a failed run's copy is ke
 
     python -m collm_lib.runner --profile cpu
     python -m collm_lib.runner --profile gpu --only 03 04
+    python -m collm_lib.runner --replay bundles/*.tar.gz     # notebooks 02-04, 06 over a GPU box's bundles
+
+--replay unpacks bundles made by `python -m collm_lib.reproduce` (collm_lib.bundle) into a work dir of their own
+and executes the notebooks over them with $COLLM_REPLAY=1: every run they show comes from the bundles, and a run
+the bundles lack is an error instead of a training on this machine. Executed copies go to
+results/<profile>-<device>/ and figures to figures/ (named with the profile).
 """
 from __future__ import annotations
 
@@ -24,8 +30,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import runs, settings
-from .io import atomic_path
+from . import bundle, runs, settings
+from .data import load_dataset
+from .io import atomic_path, write_json
 
 NOTEBOOK_DIR = settings.REPO_ROOT / "notebooks"
 INJECTED = "injected-parameters"  # papermill's tag on the cell it adds after the "parameters" cell
@@ -108,12 +115,15 @@ def _execute(source: Path, target: Path, failed: Path, parameters: dict, in_plac
 
 
 def run_main(profile: str | None = None, data_dir: str | None = None, only: list[str] | None = None,
-             in_place: bool = False, resume: bool = True, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
-    """Execute the notebooks in order; returns the executed copies. Stops at the first failure."""
+             in_place: bool = False, resume: bool = True, notebook_dir: Path = NOTEBOOK_DIR,
+             out_dir: Path | None = None, extra: dict | None = None) -> list[Path]:
+    """Execute the notebooks in order into `out_dir` (default: the profile's notebook_runs folder; notebooks/ with
+    `in_place`), with `extra` notebook parameters; returns the executed copies. Stops at the first failure."""
     profile = settings.profile_name(profile)
-    parameters = {"profile": profile, **({"data_dir": str(settings.data_dir(data_dir))} if data_dir else {})}
+    parameters = {"profile": profile, **({"data_dir": str(settings.data_dir(data_dir))} if data_dir else {}),
+                  **(extra or {})}
     runs_dir = runs.notebook_runs_dir(profile)
-    out_dir = Path(notebook_dir) if in_place else runs_dir
+    out_dir = Path(notebook_dir) if in_place else Path(out_dir or runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = []
     bar = tqdm(notebooks(only, notebook_dir), desc=f"main job ({profile})", unit="notebook")
@@ -131,6 +141,51 @@ def run_main(profile: str | None = None, data_dir: str | None = None, only: list
     return done
 
 
+REPLAYED_NOTEBOOKS = ["02", "03", "04", "06"]  # 01 makes no runs; 05 needs weights (Faiss over MF, LLM reranking)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def replay(bundles: list[Path], data_dir: str | None = None, out_dir: Path | None = None,
+           work_dir: Path | None = None, only: list[str] | None = None) -> list[Path]:
+    """Unpack `bundles` into a work dir of their own and execute the notebooks over them with $COLLM_REPLAY=1.
+
+    The bundles must agree on profile, seed and model (those become the notebooks' parameters) and their data
+    must be this machine's data (same content fingerprints); executed copies go to `out_dir` (default
+    results/<profile>-<device>/) beside replay.json, which lists the bundles and their phase timings."""
+    manifests = [bundle.read_manifest(b) for b in bundles]
+    keys = {(m["profile"], m["seed"], m["model"]) for m in manifests}
+    if len(keys) != 1:
+        raise ValueError(f"the bundles were made with different (profile, seed, model): {sorted(keys)}; replay "
+                         "the bundles of one reproduction together")
+    profile, seed, model = keys.pop()
+    devices = sorted({m["device"] for m in manifests})
+    for name in sorted({n for m in manifests for n in m.get("data", {})}):
+        here = runs.data_fingerprint(load_dataset(name, data_dir))
+        there = {m["data"][name] for m in manifests if name in m.get("data", {})}
+        if there != {here}:
+            raise ValueError(f"{name}: the bundles' data fingerprint {sorted(there)} differs from this machine's "
+                             f"{here}: other raw files or other processing code; their runs would not be found")
+    code = bundle.code_fingerprint()
+    if any(m["code"] != code for m in manifests):
+        tqdm.write("note: some bundles were made by other library code than this checkout's; runs are found by "
+                   "identity (config + inputs), so results of a changed code path may be shown")
+    slug = _slug("-".join(devices)).removeprefix("nvidia-")  # "NVIDIA H200" -> results/gpu-h200
+    work_dir = Path(work_dir or settings.work_dir() / "replay" / f"{profile}-{slug}")
+    out_dir = Path(out_dir or settings.REPO_ROOT / "results" / f"{profile}-{slug}")
+    os.environ.update(COLLM_WORK_DIR=str(work_dir), COLLM_REPLAY="1")  # the kernels inherit both
+    for path in bundles:
+        bundle.unpack(path, work_dir)
+    extra = {"seed": seed, **({"model": model} if model != "smollm2-135m" else {})}
+    done = run_main(profile, data_dir, only or REPLAYED_NOTEBOOKS, resume=False, out_dir=out_dir, extra=extra)
+    write_json(out_dir / "replay.json", {"bundles": [{"file": Path(b).name, **{k: m.get(k) for k in (
+        "part", "device", "seconds", "phases", "complete", "code", "data", "llm", "packed_at")}}
+        for b, m in zip(bundles, manifests)], "profile": profile, "seed": seed, "model": model})
+    return done
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the companion's notebooks in order for one profile.")
     parser.add_argument("--profile", default=None, help='"smoke" | "cpu" | "gpu" (default: $COLLM_PROFILE or cpu)')
@@ -140,10 +195,18 @@ def main() -> None:
     parser.add_argument("--no-resume", action="store_true", help="re-run notebooks that already finished")
     parser.add_argument("--notebook-dir", type=Path, default=NOTEBOOK_DIR,
                         help="folder of the NN_*.ipynb notebooks (default: notebooks/)")
+    parser.add_argument("--replay", nargs="+", type=Path, default=None, metavar="BUNDLE",
+                        help="execute notebooks 02-04 and 06 over these bundles (collm_lib.reproduce) instead of "
+                             "training; profile, seed and model come from the bundles")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="with --replay: where the executed notebooks go (default: results/<profile>-<device>/)")
     args = parser.parse_args()
     # SIGTERM (kill, CI cancellation) unwinds like Ctrl-C: the kernel is shut down and the partial copy moved aside
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    run_main(args.profile, args.data_dir, args.only, args.in_place, not args.no_resume, args.notebook_dir)
+    if args.replay:
+        replay(args.replay, args.data_dir, args.out_dir, only=args.only)
+    else:
+        run_main(args.profile, args.data_dir, args.only, args.in_place, not args.no_resume, args.notebook_dir)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ damaged file (truncated checkpoint, edited scores) makes the run unfinished inst
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -22,13 +23,39 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from . import settings
 from .data.common import sha256_file
 from .io import _jsonable, read_json, write_json
 
 IDENTITY, DONE = "identity.json", "run.json"
+REPLAYED = "replayed.json"  # written by bundle.unpack: the run came from a bundle, its weights stayed behind
+
+
+class NotInBundles(RuntimeError):
+    """A run was about to start while replaying bundles (settings.replaying()): the bundles lack it."""
+
+
+_TRACKERS: list[set[Path]] = []
+
+
+@contextlib.contextmanager
+def track() -> Iterator[set[Path]]:
+    """Collect the folder of every run found finished, or finished, while the block runs: the runs a reproduction
+    part used, which its bundle must hold (whether made now or earlier)."""
+    found: set[Path] = set()
+    _TRACKERS.append(found)
+    try:
+        yield found
+    finally:
+        _TRACKERS.remove(found)
+
+
+def mark_used(folder: str | os.PathLike) -> None:
+    """Add a finished run's folder to every open track() (finish and finished do this themselves)."""
+    for found in _TRACKERS:
+        found.add(Path(folder).resolve())
 
 
 def plain(obj: Any) -> Any:
@@ -84,6 +111,10 @@ def begin(folder: str | os.PathLike, kind: str, ident: str, config: Any, upstrea
     removed, so a user's folder is never wiped wholesale. Returns the folder.
     """
     folder = Path(folder)
+    if settings.replaying():
+        raise NotInBundles(f"replay: the {kind} run {ident[:10]} ({folder}) is in none of the bundles, and a replay "
+                           "trains nothing. Make it where the bundles were made (python -m collm_lib.reproduce with "
+                           "the same profile and code), or run without --replay to train it here")
     held = read_record(folder / IDENTITY)
     stale = [p for pattern in (DONE, *owned) for p in folder.glob(pattern)]
     if (held is None or held.get("identity") != ident) and stale:
@@ -103,6 +134,7 @@ def finish(folder: str | os.PathLike, ident: str, outputs: list[str]) -> dict:
              for name in sorted(outputs)}
     record = {"identity": ident, "outputs": files, "fingerprint": fingerprint({"identity": ident, "outputs": files})}
     write_json(folder / DONE, record)
+    mark_used(folder)
     return record
 
 
@@ -115,12 +147,34 @@ def finished(folder: str | os.PathLike, ident: str | None = None) -> dict | None
     record = read_record(folder / DONE)
     if record is None or (ident is not None and record.get("identity") != ident):
         return None
+    behind = left_behind(folder)
     for name, want in record.get("outputs", {}).items():
         path = folder / name
+        if name in behind and not path.exists():
+            continue  # a replayed run's weights: recorded in run.json, kept on the machine that trained it
         if not path.is_file() or path.stat().st_size != want["bytes"] or sha256_file(path) != want["sha256"]:
             print(f"note: {path} is missing or damaged; the run in {folder} counts as unfinished")
             return None
+    mark_used(folder)
     return record
+
+
+def left_behind(folder: str | os.PathLike) -> dict[str, Any]:
+    """The outputs of a replayed run that its bundle left out (weights), {name: {"bytes", "sha256"}}; {} otherwise."""
+    record = read_record(Path(folder) / REPLAYED)
+    return record.get("left_behind", {}) if record else {}
+
+
+def output(folder: str | os.PathLike, name: str, what: str) -> Path:
+    """The path of output `name` of the finished run in `folder`; a clear error when it is a replayed run's weights,
+    which bundles do not carry."""
+    path = Path(folder) / name
+    if not path.exists() and name in left_behind(folder):
+        bundle = read_record(Path(folder) / REPLAYED).get("bundle", "?")
+        raise FileNotFoundError(f"{path}: the {what} came from bundle {bundle} without its weights (bundles carry "
+                                "results and per-row scores only). This step needs the weights: run it where the "
+                                "bundle was made, or train the run here (outside --replay, another work dir)")
+    return path
 
 
 def require_finished(folder: str | os.PathLike, what: str, how: str) -> dict:
@@ -138,17 +192,15 @@ def upstream_fingerprint(folder: str | os.PathLike, what: str, how: str) -> str:
 
 
 def data_fingerprint(splits: Any) -> str:
-    """The processed splits' identity: the sha256 of their cached files when known, else of the frames."""
-    files = (getattr(splits, "meta", None) or {}).get("files")
-    if files:
-        return fingerprint({"name": splits.name, "files": files})
-    import pandas as pd
+    """The processed splits' identity: the content sha256 of their frames (data.common.content_sha256, recorded
+    in the cache's meta.json; computed here for splits that were never cached). Content, not file bytes: the
+    same data processed with another pandas version, on a GPU box say, keeps its identity."""
+    from .data.common import _frame_files, content_sha256
 
-    frames = [splits.train, splits.valid, splits.valid_small, splits.test]
-    digest = hashlib.sha256(splits.name.encode())
-    for frame in frames + ([splits.collab_train] if getattr(splits, "collab_train", None) is not None else []):
-        digest.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
-    return digest.hexdigest()
+    content = (getattr(splits, "meta", None) or {}).get("content_sha256")
+    if not content:
+        content = {name: content_sha256(frame) for name, frame in _frame_files(splits).items()}
+    return fingerprint({"name": splits.name, "content": content})
 
 
 def model_fingerprint(model: str) -> str:

@@ -58,6 +58,12 @@ def profile_name(explicit: str | None = None) -> str:
     return name
 
 
+def replaying() -> bool:
+    """True while bundles are replayed into the notebooks ($COLLM_REPLAY=1, set by the runner's --replay): finished
+    runs come from the bundles, and starting any run is an error (runs.begin)."""
+    return os.environ.get("COLLM_REPLAY") == "1"
+
+
 def device(explicit: str | None = None) -> torch.device:
     """GPU when present, CPU otherwise; $COLLM_DEVICE or the argument forces one."""
     name = explicit or os.environ.get("COLLM_DEVICE")

@@ -18,9 +18,9 @@ from . import runs, settings
 from .collab import MFConfig, ensure_mf, load_mf
 from .data import Splits
 from .fece import HybridEncoder
-from .io import read_json, write_json
+from .io import read_json, write_frame, write_json
 from .llm import LLMBundle, LLMConfig, add_lora, load_llm
-from .prompts import default_template, encode_frame
+from .prompts import EncodedSplit, default_template, encode_frame
 from .train import CoLLM, StageConfig, evaluate_and_save, fit, init_distributed, load_adapter_state, set_trainable
 
 
@@ -71,6 +71,24 @@ def build_model(config: StageConfig, bundle: LLMBundle | None = None, mf_dir: Pa
     return model.to(device or settings.device(config.llm.device)), bundle
 
 
+_ENCODED: dict[tuple, EncodedSplit] = {}  # tokenised samples, shared by the runs of a sweep within one process
+_ENCODED_MAX = 12  # ~45 MB per full ML-1M train split
+
+
+def encode_sample(splits: Splits, config: StageConfig, name: str, frame: pd.DataFrame, template: str,
+                  tokenizer) -> EncodedSplit:
+    """encode_frame(frame, ...) of a stage's `name` sample, tokenised once per process: the runs of a sweep share
+    data, sample and template, and a full ML-1M train split costs ~7 s to tokenise."""
+    rows = {"train": config.train_rows, "valid": config.eval_rows, "test": config.test_rows}[name]
+    key = (runs.data_fingerprint(splits), name, rows, config.seed, template, config.max_history,
+           tokenizer.name_or_path, len(tokenizer))
+    if key not in _ENCODED:
+        while len(_ENCODED) >= _ENCODED_MAX:
+            _ENCODED.pop(next(iter(_ENCODED)))
+        _ENCODED[key] = encode_frame(frame, template, tokenizer, config.max_history)
+    return _ENCODED[key]
+
+
 STAGE_FILES = ("best.pt", "last.pt", "results.json", "scores_*.csv")  # config.json is rewritten anyway
 
 
@@ -119,11 +137,12 @@ def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path | None = 
     settings.set_seed(config.seed)
     model, bundle = build_model(config, mf_dir=Path(mf_dir) if mf_dir else None, device=device)
     if config.stage == 2:
-        stage1 = torch.load(Path(stage1_dir) / "best.pt", map_location="cpu", weights_only=True)
+        lora = runs.output(stage1_dir, "best.pt", "stage-1 LoRA")
+        stage1 = torch.load(lora, map_location="cpu", weights_only=True)
         load_adapter_state(model, {k: v for k, v in stage1.items() if "lora_" in k})
     trainable = set_trainable(model, config.stage, config.unfreeze_mf)
     template = config.template or default_template(splits.name, with_ids=config.stage == 2)
-    encs = {name: encode_frame(f, template, bundle.tokenizer, config.max_history) for name, f in frames.items()}
+    encs = {name: encode_sample(splits, config, name, f, template, bundle.tokenizer) for name, f in frames.items()}
     if rank0:
         write_json(out_dir / "config.json", {"config": config, "stage1_dir": stage1_dir, "mf_dir": mf_dir,
                                              "llm": bundle.info, "identity": ident, "upstream": upstream})
@@ -155,7 +174,8 @@ def load_trained(out_dir: str | Path, device: torch.device | None = None) -> tup
     config = StageConfig(**raw)
     mf_dir = saved.get("mf_dir") if config.stage == 2 else None
     model, bundle = build_model(config, mf_dir=Path(mf_dir) if mf_dir else None, device=device)
-    load_adapter_state(model, torch.load(out_dir / "best.pt", map_location="cpu", weights_only=True))
+    weights = runs.output(out_dir, "best.pt", "stage run")
+    load_adapter_state(model, torch.load(weights, map_location="cpu", weights_only=True))
     model.eval()
     return model, bundle, config
 
@@ -192,28 +212,44 @@ def rows_of(splits: Splits, stage_dir: str | Path, split: str = "test") -> pd.Da
     return rows.drop(columns=["_merge", "n"])
 
 
-def mf_on_same_rows(stage_dir: str | Path, mf_dir: str | Path, split: str = "test") -> dict:
-    """Score the very rows an LLM stage was evaluated on with the MF model, for a like-for-like comparison."""
-    from . import metrics
-    from .collab import score_mf
-
-    rows = pd.read_csv(Path(stage_dir) / f"scores_{split}.csv")
-    rows["score"] = score_mf(load_mf(mf_dir), rows)
-    return {split: metrics.evaluate(rows) | {"rows": len(rows)}}
+BASELINE_FILES = ("results.json", "scores_*.csv")
 
 
 def baselines_on_same_rows(splits: Splits, stage_dir: str | Path, mf_dir: str | Path,
-                           ctrl_dir: str | Path | None = None) -> dict[str, dict]:
-    """MF (and CTRL(DIN)) scored on exactly the test rows of an LLM stage run, as {"test": evaluate(...)}."""
+                           ctrl_dir: str | Path | None = None, split: str = "test") -> dict[str, dict]:
+    """MF (and CTRL(DIN)) scored on exactly the rows a finished LLM stage scored, as {method: {split: evaluate(...)}}.
+
+    A run of its own (runs/<dataset>/same-rows-<identity>, its identity the fingerprints of the stage, MF and CTRL
+    runs): per-row scores scores_<method>.csv and results.json, so the comparison is recomputable, and a replay
+    (bundles without weights) reads it instead of rescoring."""
     from . import ctrl, metrics
     from .collab import score_mf
 
-    rows = rows_of(splits, stage_dir)
+    how = "run it first (notebooks 02-04, 06)"
+    upstream = {"stage": runs.upstream_fingerprint(stage_dir, "LLM stage run", how),
+                "mf": runs.upstream_fingerprint(mf_dir, "MF run", how)}
+    if ctrl_dir is not None:
+        upstream["ctrl"] = runs.upstream_fingerprint(ctrl_dir, "CTRL(DIN) run", how)
+    ident = runs.identity("same-rows", {"split": split}, upstream)
+    out = runs.run_dir("same-rows", splits.name, ident)
+    if runs.finished(out, ident) is not None:
+        return read_json(out / "results.json")["methods"]
+    runs.begin(out, "same-rows", ident, {"split": split}, upstream, owned=BASELINE_FILES)
+    rows = rows_of(splits, stage_dir, split)
     scored = {"MF": score_mf(load_mf(mf_dir), rows)}
     if ctrl_dir is not None:
         model, config = ctrl.load_ctrl(ctrl_dir)
         scored["CTRL (DIN)"] = ctrl.score_ctrl(model, rows, config)
-    return {name: {"test": metrics.evaluate(rows.assign(score=s)) | {"rows": len(rows)}} for name, s in scored.items()}
+    columns = [c for c in ("uid", "iid", "label", "not_cold") if c in rows]
+    files = {name: f"scores_{name.split()[0]}.csv" for name in scored}
+    for name, values in scored.items():
+        write_frame(out / files[name], rows[columns].assign(score=values))
+    methods = {name: {split: metrics.evaluate(rows.assign(score=s)) | {"rows": len(rows)}} for name, s in scored.items()}
+    write_json(out / "results.json", {"methods": methods, "files": files, "stage_dir": str(stage_dir),
+                                      "mf_dir": str(mf_dir), "ctrl_dir": str(ctrl_dir) if ctrl_dir else None,
+                                      "upstream": upstream})
+    runs.finish(out, ident, ["results.json", *files.values()])
+    return runs.plain(methods)
 
 
 @dataclass
@@ -230,7 +266,8 @@ def stage_summary(result: dict) -> dict:
     test = result["test"]
     row = {"test_auc": test["all"]["auc"], "test_uauc": test["all"]["uauc"], "test_rows": test["rows"],
            "uauc_users": test["all"]["uauc_users"], "valid_auc": result["valid"]["all"]["auc"],
-           "best_step": result["fit"]["best_step"], "train_seconds": result["fit"]["train_seconds"]}
+           "best_step": result["fit"]["best_step"], "train_seconds": result["fit"]["train_seconds"],
+           "run_dir": result["run_dir"]}
     return row | {f"{part}_auc": test[part]["auc"] for part in ("warm", "cold") if part in test}
 
 
@@ -238,7 +275,11 @@ def sweep_fns(splits: Splits, stage1_dir: str | Path | None = None, progress: bo
               ) -> tuple[Callable[[StageRun, Path], dict], Callable[[StageRun], dict]]:
     """(run_fn, upstream_fn) for sweep.run_sweep over StageRun configs: stage 2 sits on `stage1_dir`'s LoRA and on
     the MF of its `mf` settings (collab.ensure_mf: trained first when missing); upstream_fn gives the inputs'
-    fingerprints, so a setting reruns when its stage 1 or MF changed."""
+    fingerprints, so a setting reruns when its stage 1 or MF changed.
+
+    Each setting's stage run lives in its identity folder (stage_dir), not in the sweep's folder, which keeps only
+    the setting's record: a setting equal to a main run (notebook 03/04's, Table 1's) or to another sweep's point
+    is that very run, trained once ("run_dir" in the summary says where)."""
     def mf_dir(config: StageRun) -> Path | None:
         if config.stage.stage != 2:
             return None
@@ -247,7 +288,7 @@ def sweep_fns(splits: Splits, stage1_dir: str | Path | None = None, progress: bo
         return ensure_mf(splits, config.mf, progress=progress)
 
     def run(config: StageRun, out_dir: Path) -> dict:
-        return stage_summary(run_stage(splits, config.stage, out_dir, stage1_dir, mf_dir(config), progress))
+        return stage_summary(run_stage(splits, config.stage, None, stage1_dir, mf_dir(config), progress))
 
     def upstream(config: StageRun) -> dict:
         return stage_identity(splits, config.stage, stage1_dir, mf_dir(config))[1]

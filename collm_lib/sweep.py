@@ -107,6 +107,7 @@ def _run_one(config: Any, changes: dict[str, Any], ident: str, run_fn: Callable[
     row: dict[str, Any] = {"folder": str(out)}
     saved = runs.read_record(done)
     if saved is not None and saved.get("identity") == ident:
+        runs.mark_used(out)
         return row | {"status": "cached", "seconds": saved.get("seconds"), "error": None} | _flatten(saved["result"])
     done.unlink(missing_ok=True)  # a stale result of another config must not survive a failed rerun
     error_file.unlink(missing_ok=True)
@@ -126,6 +127,7 @@ def _run_one(config: Any, changes: dict[str, Any], ident: str, run_fn: Callable[
     seconds = round(time.perf_counter() - start, 2)
     write_json(done, {"changes": changes, "config": config, "identity": ident, "result": result, "seconds": seconds,
                       "run": run_info(getattr(config, "seed", None))})
+    runs.mark_used(out)
     return row | {"status": "ran", "seconds": seconds, "error": None} | _flatten(runs.plain(result))
 
 

@@ -34,7 +34,7 @@ def main() -> None:
         summary[f"stage{stage}"] = {"run_dir": result["run_dir"], "test": result["test"]["all"],
                                     "warm": result["test"].get("warm"), "cold": result["test"].get("cold"),
                                     "fit": {k: v for k, v in result["fit"].items() if k != "history"}}
-    summary["mf_same_rows"] = stages.mf_on_same_rows(summary["stage2"]["run_dir"], mf_dir)["test"]
+    summary["mf_same_rows"] = stages.baselines_on_same_rows(splits, summary["stage2"]["run_dir"], mf_dir)["MF"]["test"]
     if settings.distributed()[0] == 0:
         print(json.dumps(summary, indent=1, default=str))
 

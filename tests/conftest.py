@@ -28,3 +28,21 @@ def require_dataset_folder(root: Path, folder: str) -> Path:
 def data_work_dir(tmp_path_factory) -> Path:
     """One processed-data cache for the whole session, so each dataset is built once."""
     return tmp_path_factory.mktemp("collm_work")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny random Llama with the real tokenizer, saved as a Hugging Face folder (tests/tiny_llm.py)."""
+    from tiny_llm import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("tiny") / "tiny-llm")
+
+
+@pytest.fixture
+def one_thread(monkeypatch, tmp_path):
+    """One torch thread (bit-identical floats across processes) and a private work dir."""
+    from collm_lib import collab
+
+    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
+    with collab.torch_threads(1):
+        yield

@@ -17,22 +17,12 @@ import torch
 from collm_lib import collab, runs, stages, sweep
 from collm_lib.llm import LLMConfig
 from collm_lib.train import StageConfig
-from tiny_llm import movie_splits, save_tiny
+from tiny_llm import movie_splits
 
 HERE = Path(__file__).parent
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return save_tiny(tmp_path_factory.mktemp("tiny") / "tiny-llm")
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch, tmp_path):
-    """One torch thread (bit-identical floats across processes) and a private work dir."""
-    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
-    with collab.torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread, a private work dir
 
 
 def _config(tiny: Path, stage: int = 1, **changes) -> StageConfig:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -66,7 +67,8 @@ def test_stage_sweep_over_mf_dim_and_same_row_baselines(tmp_path, monkeypatch):
     again = sweep.run_sweep("dim", base, {"mf.dim": [4, 8]}, fn, tmp_path / "sweeps", progress=False, upstream=upstream)
     assert list(again["status"]) == ["cached", "cached"] and list(again["test_auc"]) == list(frame["test_auc"])
 
-    s2_dir = frame["folder"].iloc[0]
+    s2_dir = frame["run_dir"].iloc[0]
+    assert not list(Path(frame["folder"].iloc[0]).glob("*.pt"))  # the sweep folder records; the run has its own
     same = stages.baselines_on_same_rows(splits, s2_dir, mf4)
     rows = stages.rows_of(splits, s2_dir)
     assert same["MF"]["test"]["rows"] == len(rows) == load_results(s2_dir)["sample_sizes"]["test"]

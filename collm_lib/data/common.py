@@ -3,6 +3,7 @@ processed-file cache and the history / id / not_cold construction of CoLLM's pro
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ INT_COLUMNS = ("uid", "iid", "label", "timestamp", "flag", "not_cold")
 LIST_COLUMNS = ("his", "his_title", "his_author", "his_label")
 FLAGS = {"train": -1, "valid": 0, "valid_small": 0, "test": 1}
 # Bumped whenever the processed format or a builder changes, so stale caches are rebuilt.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: meta.json holds the frames' content sha256 (content_sha256)
 
 
 @dataclass
@@ -54,6 +55,20 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _native(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def content_sha256(frame: pd.DataFrame) -> str:
+    """sha256 of a frame's column names and values as canonical JSON: equal on any pandas / numpy version, unlike
+    a pickle's bytes, so data processed on another machine (a GPU box) has the same identity as here."""
+    digest = hashlib.sha256()
+    for column in frame.columns:
+        values = frame[column].tolist()
+        digest.update(json.dumps([str(column), values], default=_native, ensure_ascii=False).encode())
+    return digest.hexdigest()
 
 
 def require_files(folder: Path, names: list[str], how_to_get: str) -> list[Path]:
@@ -210,6 +225,7 @@ def save_processed(splits: Splits, out_dir: Path) -> None:
     write_frame(out_dir / "stats.csv", split_stats(splits))
     meta = dict(splits.meta, name=splits.name, n_users=splits.n_users, n_items=splits.n_items,
                 format_version=FORMAT_VERSION, files=hashes,
+                content_sha256={name: content_sha256(frame) for name, frame in _frame_files(splits).items()},
                 rows={name: len(frame) for name, frame in _frame_files(splits).items()})
     write_json(out_dir / "meta.json", meta)
     splits.meta = meta
