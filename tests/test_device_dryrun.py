@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -55,6 +56,17 @@ def test_reproduce_bundle_replay(tmp_path, shared_data):
         with tarfile.open(path) as tar:
             assert not [n for n in tar.getnames() if n.endswith(".pt")], path.name
     assert any("2 at a time" in p["phase"] for p in bundle.read_manifest(out / "figure3.tar.gz")["phases"])
+
+    # --jobs changes no result: a setting made in a worker process, made again in the main process, is the same
+    point = next((tmp_path / "gpu-box" / "runs" / "sweeps" / "smoke" / "ml-1m" / "lora_lr").glob("*/result.json"))
+    first = json.loads(point.read_text())["result"]
+    shutil.rmtree(first["run_dir"])
+    point.unlink()
+    serial = subprocess.run(command[:-2] + [str(tmp_path / "serial"), "--no-progress", "--part", "figure3"], env=env,
+                            cwd=REPO, capture_output=True, text=True)
+    assert serial.returncode == 0, serial.stderr[-3000:]
+    again = json.loads(point.read_text())["result"]
+    assert (again["test_auc"], again["valid_auc"]) == (first["test_auc"], first["valid_auc"])
 
     replay_env = dict(env, COLLM_WORK_DIR=str(tmp_path / "laptop"))
     replayed = subprocess.run([sys.executable, "-m", "collm_lib.runner", "--replay", *map(str, bundles),
