@@ -28,7 +28,6 @@ from .io import read_json, write_json
 MANIFEST = "bundle.json"
 WEIGHTS = ("*.pt", "*.safetensors", "*.bin")  # never travel: the bundle is results, not checkpoints
 MAX_BYTES = 16 * 2**20  # what one file coming back from the device machine may weigh
-MARKERS = (runs.DONE, "result.json")  # a finished run (run.json) or a finished sweep point (result.json)
 
 
 def code_fingerprint() -> str:
@@ -38,13 +37,6 @@ def code_fingerprint() -> str:
     for path in sorted(root.rglob("*.py")):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
-
-
-def finished_since(work_dir: str | os.PathLike, since: float) -> list[Path]:
-    """Run folders under work_dir/runs whose run.json or result.json was written at or after `since` (epoch s)."""
-    root = Path(work_dir) / "runs"
-    found = {p.parent for marker in MARKERS for p in root.rglob(marker) if p.stat().st_mtime >= since}
-    return sorted(found)
 
 
 def _is_weight(name: str) -> bool:

@@ -287,7 +287,7 @@ def load_result(out_dir: str | os.PathLike) -> MFResult:
     from . import runs
 
     out = Path(out_dir)
-    model = None if "mf.pt" in runs.left_behind(out) and not (out / "mf.pt").exists() else load_mf(out)
+    model = None if runs.stayed_behind(out, "mf.pt") else load_mf(out)
     record = io.read_json(out / "config.json")
     scores = out / "test_scores.csv"
     return MFResult(model=model, history=pd.read_csv(out / "history.csv"), best_epoch=record["best_epoch"],

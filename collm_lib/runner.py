@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from . import bundle, runs, settings
 from .data import load_dataset
 from .io import atomic_path, write_json
+from .llm import DEFAULT_MODEL
 
 NOTEBOOK_DIR = settings.REPO_ROOT / "notebooks"
 INJECTED = "injected-parameters"  # papermill's tag on the cell it adds after the "parameters" cell
@@ -178,7 +179,7 @@ def replay(bundles: list[Path], data_dir: str | None = None, out_dir: Path | Non
     os.environ.update(COLLM_WORK_DIR=str(work_dir), COLLM_REPLAY="1")  # the kernels inherit both
     for path in bundles:
         bundle.unpack(path, work_dir)
-    extra = {"seed": seed, **({"model": model} if model != "smollm2-135m" else {})}
+    extra = {"seed": seed, **({"model": model} if model != DEFAULT_MODEL else {})}
     done = run_main(profile, data_dir, only or REPLAYED_NOTEBOOKS, resume=False, out_dir=out_dir, extra=extra)
     write_json(out_dir / "replay.json", {"bundles": [{"file": Path(b).name, **{k: m.get(k) for k in (
         "part", "device", "seconds", "phases", "complete", "code", "data", "llm", "packed_at")}}

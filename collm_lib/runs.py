@@ -147,10 +147,9 @@ def finished(folder: str | os.PathLike, ident: str | None = None) -> dict | None
     record = read_record(folder / DONE)
     if record is None or (ident is not None and record.get("identity") != ident):
         return None
-    behind = left_behind(folder)
     for name, want in record.get("outputs", {}).items():
         path = folder / name
-        if name in behind and not path.exists():
+        if stayed_behind(folder, name):
             continue  # a replayed run's weights: recorded in run.json, kept on the machine that trained it
         if not path.is_file() or path.stat().st_size != want["bytes"] or sha256_file(path) != want["sha256"]:
             print(f"note: {path} is missing or damaged; the run in {folder} counts as unfinished")
@@ -165,11 +164,16 @@ def left_behind(folder: str | os.PathLike) -> dict[str, Any]:
     return record.get("left_behind", {}) if record else {}
 
 
+def stayed_behind(folder: str | os.PathLike, name: str) -> bool:
+    """Whether output `name` of a replayed run is absent because its bundle left it out (weights)."""
+    return not (Path(folder) / name).exists() and name in left_behind(folder)
+
+
 def output(folder: str | os.PathLike, name: str, what: str) -> Path:
     """The path of output `name` of the finished run in `folder`; a clear error when it is a replayed run's weights,
     which bundles do not carry."""
     path = Path(folder) / name
-    if not path.exists() and name in left_behind(folder):
+    if stayed_behind(folder, name):
         bundle = read_record(Path(folder) / REPLAYED).get("bundle", "?")
         raise FileNotFoundError(f"{path}: the {what} came from bundle {bundle} without its weights (bundles carry "
                                 "results and per-row scores only). This step needs the weights: run it where the "

@@ -75,12 +75,12 @@ _ENCODED: dict[tuple, EncodedSplit] = {}  # tokenised samples, shared by the run
 _ENCODED_MAX = 12  # ~45 MB per full ML-1M train split
 
 
-def encode_sample(splits: Splits, config: StageConfig, name: str, frame: pd.DataFrame, template: str,
+def encode_sample(data: str, config: StageConfig, name: str, frame: pd.DataFrame, template: str,
                   tokenizer) -> EncodedSplit:
-    """encode_frame(frame, ...) of a stage's `name` sample, tokenised once per process: the runs of a sweep share
-    data, sample and template, and a full ML-1M train split costs ~7 s to tokenise."""
+    """encode_frame(frame, ...) of a stage's `name` sample of the data with fingerprint `data`, tokenised once per
+    process: the runs of a sweep share data, sample and template, and a full ML-1M train split costs ~7 s."""
     rows = {"train": config.train_rows, "valid": config.eval_rows, "test": config.test_rows}[name]
-    key = (runs.data_fingerprint(splits), name, rows, config.seed, template, config.max_history,
+    key = (data, name, rows, config.seed, template, config.max_history,
            tokenizer.name_or_path, len(tokenizer))
     if key not in _ENCODED:
         while len(_ENCODED) >= _ENCODED_MAX:
@@ -142,7 +142,8 @@ def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path | None = 
         load_adapter_state(model, {k: v for k, v in stage1.items() if "lora_" in k})
     trainable = set_trainable(model, config.stage, config.unfreeze_mf)
     template = config.template or default_template(splits.name, with_ids=config.stage == 2)
-    encs = {name: encode_sample(splits, config, name, f, template, bundle.tokenizer) for name, f in frames.items()}
+    encs = {name: encode_sample(upstream["data"], config, name, f, template, bundle.tokenizer)
+            for name, f in frames.items()}
     if rank0:
         write_json(out_dir / "config.json", {"config": config, "stage1_dir": stage1_dir, "mf_dir": mf_dir,
                                              "llm": bundle.info, "identity": ident, "upstream": upstream})

@@ -137,7 +137,8 @@ def frozen_prefix(enc: EncodedSplit, idx: np.ndarray) -> tuple[np.ndarray, np.nd
     prefix = np.where(slots >= 0, slots, np.iinfo(np.int64).max).min(axis=0)
     if (prefix <= 0).any() or (prefix == np.iinfo(np.int64).max).any():
         return None
-    return prefix.astype(np.int64), enc.lengths[idx]
+    lengths = np.fromiter((len(enc.input_ids[i]) for i in idx), dtype=np.int64, count=len(idx))  # this batch only
+    return prefix.astype(np.int64), lengths
 
 
 def collate(enc: EncodedSplit, idx: np.ndarray, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
