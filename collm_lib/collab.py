@@ -1,4 +1,4 @@
-"""The collaborative model f: matrix factorisation (PROTOCOL 4) and the encoder interface FECE consumes.
+"""The collaborative model f: matrix factorisation (docs/protocol.md §4) and the encoder interface FECE consumes.
 
 MF: user and item embeddings without biases, score = dot product, BCE-with-logits on the explicit 0/1
 labels (no negative sampling), Adam with weight decay, early stopping on valid AUC checked every epoch,
@@ -60,7 +60,7 @@ class MatrixFactorization(nn.Module):
 
 @dataclass
 class MFConfig:
-    dim: int = 256  # embedding size d (PROTOCOL sweeps 64, 128, 256)
+    dim: int = 256  # embedding size d (the paper sweeps 64, 128, 256; docs/protocol.md §4)
     lr: float = 1e-3  # Adam learning rate
     weight_decay: float = 1e-4  # Adam's L2 term (applies to every row, also ids unseen in train)
     batch_size: int = 2048
@@ -176,7 +176,7 @@ def _train(splits: Splits, config: MFConfig, progress: bool) -> MFResult:
 
     rows, best_auc, best_epoch, best_state = [], -np.inf, 0, None
     # mininterval: a notebook without widgets stores every redraw, so redraw at most every few seconds
-    bar = tqdm(range(1, config.max_epochs + 1), desc=f"MF {splits.name}", disable=not progress, mininterval=5)
+    bar = tqdm(range(1, config.max_epochs + 1), desc=f"MF {splits.name}", disable=settings.quiet(progress), mininterval=5)
     for epoch in bar:
         model.train()
         perm = torch.randperm(len(labels), generator=gen).to(dev)

@@ -1,4 +1,5 @@
-"""CTRL(DIN) baseline (PROTOCOL 6): a DIN click model aligned with the frozen LLM, then fine-tuned on labels.
+"""CTRL(DIN) baseline (docs/protocol.md §6.2): a DIN click model aligned with the frozen LLM, then fine-tuned
+on labels.
 
 DIN (Zhou et al. 2018): [user, target, attention-pooled history] embeddings feed a ReLU MLP head (200-80-1;
 ReLU rather than DIN's Dice, for simplicity). DIN's local activation unit weighs each history item by an MLP
@@ -194,7 +195,7 @@ def llm_text_encoder(llm_config=None, batch_size: int | None = None, progress: b
         batch = batch_size or (256 if on_gpu else 16)
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), state["bundle"].model.config.hidden_size), dtype=np.float32)
-        for start in tqdm(range(0, len(texts), batch), desc="LLM encode", disable=not progress):
+        for start in tqdm(range(0, len(texts), batch), desc="LLM encode", disable=settings.quiet(progress)):
             idx = order[start:start + batch]
             out[idx] = encode_texts(state["bundle"], [texts[i] for i in idx], batch_size=batch).numpy()
         return out
@@ -251,7 +252,7 @@ def _align(model: CTRL, t: dict[str, torch.Tensor], text: torch.Tensor, config: 
     opt = torch.optim.Adam(params, lr=config.align_lr, weight_decay=config.weight_decay)
     before = after = alignment(model, t, text, config)
     rows: list[dict] = []
-    for epoch in tqdm(range(1, config.align_epochs + 1), desc="CTRL phase 1", disable=not progress):
+    for epoch in tqdm(range(1, config.align_epochs + 1), desc="CTRL phase 1", disable=settings.quiet(progress)):
         perm, total = torch.randperm(len(text), generator=gen), 0.0
         for start in range(0, len(perm), config.align_batch_size):
             idx = perm[start:start + config.align_batch_size]
@@ -277,7 +278,7 @@ def _finetune(model: CTRL, splits: Splits, config: CTRLConfig, gen: torch.Genera
     t = _tensors(splits.train, config)
     opt = torch.optim.Adam(model.din.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     rows, best_auc, best_epoch, best_state = [], -np.inf, 0, None
-    bar = tqdm(range(1, config.max_epochs + 1), desc="CTRL phase 2", disable=not progress)
+    bar = tqdm(range(1, config.max_epochs + 1), desc="CTRL phase 2", disable=settings.quiet(progress))
     for epoch in bar:
         perm, total = torch.randperm(len(t["label"]), generator=gen), 0.0
         for start in range(0, len(perm), config.batch_size):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gzip
 import json
 import os
 import platform
@@ -61,10 +62,12 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def write_frame(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
-    """Write a frame atomically; the format follows the suffix (.csv, .md, .pkl)."""
+    """Write a frame atomically; the format follows the suffix (.csv, .csv.gz, .md, .pkl)."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        if path.suffix == ".csv":
+        if path.name.endswith(".csv.gz"):  # no name, mtime 0: the same rows give the same bytes on every rerun
+            tmp.write_bytes(gzip.compress(frame.to_csv(index=False).encode(), mtime=0))
+        elif path.suffix == ".csv":
             frame.to_csv(tmp, index=False)
         elif path.suffix == ".md":
             tmp.write_text(frame.to_markdown(index=False))
@@ -73,6 +76,17 @@ def write_frame(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
         else:
             raise ValueError(f"write_frame: unsupported suffix {path.suffix!r} for {path}")
     return path
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what platform reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def run_info(seed: int | None = None) -> dict[str, Any]:
@@ -86,7 +100,7 @@ def run_info(seed: int | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name(),
         "cpu_threads": torch.get_num_threads(),
     }
     if seed is not None:

@@ -217,7 +217,10 @@ def add_lora(bundle: LLMBundle, config: LLMConfig) -> LLMBundle:
 
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=list(config.lora_targets), bias="none", task_type="CAUSAL_LM")
-    bundle.model = get_peft_model(bundle.model, lora)
+    with warnings.catch_warnings():
+        # peft (0.21) probes transformers 5's deprecated `is_gradient_checkpointing`; nothing of ours uses it
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        bundle.model = get_peft_model(bundle.model, lora)
     for name, p in bundle.model.named_parameters():
         if "lora_" in name:
             p.data = p.data.float()

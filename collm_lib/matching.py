@@ -1,4 +1,4 @@
-"""PROTOCOL 7, similarity matching for cold ids, on a trained stage-2 model.
+"""Similarity matching for cold ids (docs/protocol.md §8.3), on a trained stage-2 model.
 
 A user without train rows borrows the mean MF vector of the warm users nearest to it (cosine over pooled MF
 vectors of the warm items in its history); an item without train rows borrows from the warm items nearest by a
@@ -139,7 +139,7 @@ def cold_matching(model: nn.Module, bundle, splits: Splits, stage_config, stage_
     touched = np.flatnonzero(frame["uid"].isin(inputs.cold_users).to_numpy() | frame["iid"].isin(inputs.cold_items).to_numpy())
     results, rows = {"without": metrics.evaluate(frame.assign(score=baseline))}, {"without": baseline}
     counts, seconds = {}, {}
-    for n in tqdm(sorted(set(config.neighbor_curve) | {config.n_neighbors}), desc="neighbours", disable=not progress):
+    for n in tqdm(sorted(set(config.neighbor_curve) | {config.n_neighbors}), desc="neighbours", disable=settings.quiet(progress)):
         matched, counts[n] = matched_encoder(base_collab, inputs, n, config.weighting)
         model.hybrid.collab = matched
         try:
@@ -150,11 +150,15 @@ def cold_matching(model: nn.Module, bundle, splits: Splits, stage_config, stage_
         finally:
             model.hybrid.collab = base_collab
         results[n], rows[f"matched_{n}"] = metrics.evaluate(frame.assign(score=new)), new
-    table = [{"setting": "without matching" if key == "without" else f"matching, {key} neighbours",
-              "neighbours": None if key == "without" else key, "subset": subset, "rows": m["rows"], "AUC": m["auc"],
-              "UAUC": m["uauc"], "UAUC users": m["uauc_users"]}
+    def name(key: Any) -> str:
+        return "without matching" if key == "without" else f"matching, {key} neighbours"
+
+    table = [{"setting": name(key), "neighbours": None if key == "without" else key, "subset": subset,
+              "rows": m["rows"], "AUC": m["auc"], "UAUC": m["uauc"], "UAUC users": m["uauc_users"]}
              for key, res in results.items() for subset, m in res.items()]
-    per_row = frame[["uid", "iid", "label", "not_cold"]].assign(**{f"score_{k}": v for k, v in rows.items()})
+    keys = frame[["uid", "iid", "label", "not_cold"]]  # per-row scores in long form: one block per setting
+    per_row = pd.concat([keys.assign(setting=name(key), score=rows["without" if key == "without" else f"matched_{key}"])
+                         for key in results], ignore_index=True)
     info = {"config": config, "template": template, "rows": len(frame), "rescored_rows": len(touched),
             "baseline_scores": source, "item_text": inputs.item_text, "text_seconds": inputs.text_seconds,
             "counts": counts, "rescore_seconds": seconds, "test_rows": stage_config.test_rows,
@@ -172,5 +176,5 @@ def _baseline(model, enc, frame, stage_dir: Path, pad: int, batch_size: int, pro
             check = np.random.default_rng(0).choice(len(frame), min(n_check, len(frame)), replace=False)
             fresh = score(model, enc.subset(check), pad, batch_size, progress=False)
             if np.allclose(fresh, saved["score"].to_numpy()[check], atol=1e-3, rtol=1e-3):
-                return saved["score"].to_numpy(np.float32), f"{path} (reproduced on {len(check)} rescored rows)"
+                return saved["score"].to_numpy(np.float32), f"{settings.shown(path)} (reproduced on {len(check)} rescored rows)"
     return score(model, enc, pad, batch_size, progress), "rescored (no matching saved scores)"

@@ -5,7 +5,7 @@ can be read with `frame[name]` (a pandas DataFrame in practice).
 
 AUC is the Mann-Whitney statistic computed from average ranks, so tied scores count half -- the
 same value as scikit-learn's roc_auc_score. UAUC is the unweighted mean of per-user AUCs over the
-users that have more than one row and both classes (PROTOCOL section 5); it is computed with one
+users that have more than one row and both classes (docs/protocol.md §7.2); it is computed with one
 global sort by (user, score), without a Python loop over users, so it stays fast on millions of rows.
 """
 from __future__ import annotations

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import settings
 from .llm import answer_head, base_causal_lm, cache_arg_name, last_positions
 from .prompts import EncodedSplit
 from .train import autocast
@@ -98,7 +99,7 @@ def score_shared_prefix(model: nn.Module, enc: EncodedSplit, pad_id: int, batch_
     out = np.empty(len(enc), dtype=np.float32)
     groups = pd.Series(np.arange(len(enc))).groupby(enc.uid).indices
     try:
-        for idx in tqdm(groups.values(), desc="score (shared prefix)", disable=not progress, leave=False):
+        for idx in tqdm(groups.values(), desc="score (shared prefix)", disable=settings.quiet(progress), leave=False):
             with autocast(device):
                 out[idx] = _group_scores(module, enc, np.asarray(idx), pad_id, batch_size, device)
     finally:

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from . import settings
+
 USER_SLOT = "<UserID>"
 ITEM_SLOT = "<TargetItemID>"
 EMPTY_HISTORY = "none"  # the fixed placeholder word for a user without history
@@ -166,7 +168,7 @@ def encode_frame(frame: pd.DataFrame, template: str | Template, tokenizer, max_h
             continue
         texts = [part.format(**v) for v in values]
         ids: list[list[int]] = []
-        for start in tqdm(range(0, len(texts), batch_size), desc=f"tokenise {tpl.key}", disable=not progress,
+        for start in tqdm(range(0, len(texts), batch_size), desc=f"tokenise {tpl.key}", disable=settings.quiet(progress),
                           leave=False):
             ids.extend(tokenizer(texts[start:start + batch_size], add_special_tokens=False,
                                  split_special_tokens=True)["input_ids"])

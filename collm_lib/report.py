@@ -6,18 +6,53 @@ This module reads result files and knows no model.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from . import paper as paper_numbers
+from . import settings
+from .io import atomic_path, run_info, write_frame, write_json
 
-from . import settings  # noqa: E402
-from .io import atomic_path, read_json, run_info, write_frame, write_json  # noqa: E402
+
+def rounded(frame: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """`frame` for reading: fractions to `digits` decimals (tiny ones like a learning rate in scientific notation),
+    whole numbers without decimals (except in AUC columns, where 1.0 is a score), undefined values (None, NaN)
+    blank. Text, so for showing only."""
+    def text(value: Any, score: bool) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        if isinstance(value, float):
+            if value.is_integer() and not score:
+                return f"{value:.0f}"
+            return f"{value:.{digits}f}" if value == 0 or abs(value) >= 10 ** -digits else f"{value:.{digits - 3}g}"
+        return str(value)
+
+    out = frame.copy()
+    for column in out.columns:
+        score = str(column).lower().endswith("auc")
+        out[column] = [text(v.item() if hasattr(v, "item") else v, score) for v in out[column]]
+    return out
+
+
+def score_rows(files: dict[Any, str | os.PathLike], keys: tuple[str, ...] = ("method",)) -> pd.DataFrame:
+    """The per-row scores behind a table, one frame: each file (a run's uid, iid, label, score CSV) with its key
+    columns in front, e.g. score_rows({("MF", "ml-1m"): path, ...}, keys=("method", "dataset"))."""
+    frames = []
+    for key, path in files.items():
+        key = key if isinstance(key, tuple) else (key,)
+        if len(key) != len(keys):
+            raise ValueError(f"score_rows: key {key} does not match the key columns {keys}")
+        frame = pd.read_csv(path)
+        missing = [c for c in ("uid", "iid", "label", "score") if c not in frame]
+        if missing:
+            raise ValueError(f"{path}: no column(s) {missing}; expected a per-row score file (uid, iid, label, score)")
+        frames.append(frame.assign(**dict(zip(keys, key)))[[*keys, *frame.columns]])
+    return pd.concat(frames, ignore_index=True)
 
 
 def _write_config(out: Path, name: str, config: Any, seed: int | None) -> Path:
@@ -39,10 +74,14 @@ def save_figure(fig: plt.Figure, name: str, config: Any, seed: int | None = None
 
 
 def save_table(frame: pd.DataFrame, name: str, config: Any, seed: int | None = None,
-               out_dir: str | os.PathLike | None = None, latex: bool = False) -> list[Path]:
-    """Save `frame` as CSV and Markdown (and LaTeX if asked) plus its config JSON."""
+               out_dir: str | os.PathLike | None = None, latex: bool = False,
+               rows: pd.DataFrame | None = None) -> list[Path]:
+    """Save `frame` as CSV and Markdown (and LaTeX if asked) plus its config JSON, and the per-row scores it was
+    computed from (`rows`, see score_rows) as NAME.rows.csv.gz, so anyone can recompute it."""
     out = settings.figures_dir(out_dir)
-    paths = [write_frame(out / f"{name}.csv", frame), write_frame(out / f"{name}.md", frame)]
+    paths = [write_frame(out / f"{name}.csv", frame), write_frame(out / f"{name}.md", rounded(frame))]
+    if rows is not None:
+        paths.append(write_frame(out / f"{name}.rows.csv.gz", rows))
     if latex:
         path = out / f"{name}.tex"
         with atomic_path(path) as tmp:
@@ -50,27 +89,6 @@ def save_table(frame: pd.DataFrame, name: str, config: Any, seed: int | None = N
         paths.append(path)
     paths.append(_write_config(out, name, config, seed))
     return paths
-
-
-def load_results(paths: list[str | os.PathLike]) -> list[dict[str, Any]]:
-    """Read result JSON files, skipping none silently: a missing file is an error."""
-    missing = [str(p) for p in paths if not Path(p).exists()]
-    if missing:
-        raise FileNotFoundError(f"result files not found: {missing}")
-    return [read_json(p) for p in paths]
-
-
-# The paper's Table 1 (Vicuna-7B), AUC / UAUC: what every comparison is drawn against.
-PAPER_TABLE1 = {
-    ("MF", "ml-1m"): (0.6482, 0.6361), ("MF", "amazon-book"): (0.7134, 0.5565),
-    ("MF", "bookcrossing"): (0.6173, 0.5478),
-    ("CTRL (DIN)", "ml-1m"): (0.7159, 0.6492), ("CTRL (DIN)", "amazon-book"): (0.8202, 0.5996),
-    ("CTRL (DIN)", "bookcrossing"): (0.7129, 0.5923),
-    ("TALLRec", "ml-1m"): (0.7097, 0.6818), ("TALLRec", "amazon-book"): (0.7375, 0.5983),
-    ("TALLRec", "bookcrossing"): (0.6347, 0.6017),
-    ("CoLLM-FaissRet", "ml-1m"): (0.7295, 0.6875), ("CoLLM-FaissRet", "amazon-book"): (0.8109, 0.6225),
-    ("CoLLM-FaissRet", "bookcrossing"): (0.6947, 0.6362),
-}
 
 
 TABLE1_COLUMNS = {  # dataset -> (column title, the paper's dataset whose values apply, or None)
@@ -98,7 +116,7 @@ def table1(results: dict[tuple[str, str], dict], notes: dict[str, str] | None = 
     for dataset, (title, paper_dataset) in TABLE1_COLUMNS.items():
         for method in TABLE1_METHODS:
             m = results.get((method, dataset), {}).get("test", {}).get("all")
-            paper = PAPER_TABLE1.get((method, paper_dataset), (None, None))
+            paper = paper_numbers.table1(method, paper_dataset)
             rows.append({"method": method, "dataset": dataset, "column": title,
                          "AUC": m and m["auc"], "UAUC": m and m["uauc"], "rows": m and m["rows"],
                          "UAUC users": m and m["uauc_users"], "UAUC note": m and m["uauc_note"],
@@ -119,7 +137,7 @@ def metrics_table(named: dict[str, dict], dataset: str, split: str = "test") -> 
     """One row per (method, subset) from result dicts {"test": metrics.evaluate(...)}, paper values beside."""
     rows = []
     for method, result in named.items():
-        paper = PAPER_TABLE1.get((method, dataset), (None, None))
+        paper = paper_numbers.table1(method, dataset)
         for subset, m in result[split].items():
             if not isinstance(m, dict):
                 continue
@@ -128,15 +146,3 @@ def metrics_table(named: dict[str, dict], dataset: str, split: str = "test") -> 
                          "paper AUC": paper[0] if subset == "all" else None,
                          "paper UAUC": paper[1] if subset == "all" else None})
     return pd.DataFrame(rows)
-
-
-def training_curve(history: dict | pd.DataFrame, title: str) -> plt.Figure:
-    """Validation AUC and training loss against the step."""
-    hist = pd.DataFrame(history)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax1.plot(hist["step"], hist["valid_auc"], marker="o")
-    ax1.set(xlabel="step", ylabel="valid_small AUC", title=title)
-    ax2.plot(hist["step"], hist["loss"], marker=".", color="tab:red")
-    ax2.set(xlabel="step", ylabel="training loss (last batch)")
-    fig.tight_layout()
-    return fig

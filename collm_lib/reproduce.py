@@ -36,7 +36,9 @@ from . import bundle, collab, ctrl, runs, settings, stages, train
 from .data import Splits, load_dataset
 from .io import read_json, run_info
 from .llm import LLMConfig
-from .sweep import FIGURE3_LRS, run_sweep, with_overrides
+from .paper import FIGURE3_LRS
+from .report import score_rows
+from .sweep import run_sweep, with_overrides
 
 SUBSTITUTE = "amazon-book-msl"  # stands in for Amazon-Book (Figure 3b) where its raw files are absent
 PARTS = ("mf", "ml-1m", "table1", "figure3")
@@ -132,7 +134,8 @@ def _sweep(name: str, run: stages.StageRun, grid: dict, splits: Splits, root: Pa
 def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: LLMConfig | None = None,
                    progress: bool = True, phases: Phases | None = None
                    ) -> tuple[dict[tuple[str, str], dict], dict[str, dict]]:
-    """Every Table 1 entry, {(method, dataset): {"test": metrics}}, and per dataset where each came from.
+    """Every Table 1 entry, {(method, dataset): {"test": metrics}}, and per dataset where each came from (run
+    folders, and "scores": each method's per-row score file, the full-test MF and CTRL(DIN) ones included).
 
     Per dataset: the profile's MF (notebook 02's checkpoint, trained here if missing), CTRL(DIN) trained here,
     and the two LLM stages (ML-1M: notebooks 03 / 04; others: run here at the plan's size, stage 2 at the
@@ -171,8 +174,19 @@ def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
         sources[name] = {"stage1": str(stage_dirs[0]), "stage2": str(stage_dirs[1]), "mf": str(mf_dir),
                          "ctrl": ctrl_record["run_dir"], "test_rows": rows,
                          "train_rows": {"stage1": s1["sample_sizes"]["train"], "stage2": s2["sample_sizes"]["train"]},
-                         "ctrl_full_test": ctrl_record["metrics"]["test"]["all"]}
+                         "ctrl_full_test": ctrl_record["metrics"]["test"]["all"],
+                         "scores": {"TALLRec": str(stage_dirs[0] / "scores_test.csv"),
+                                    "CoLLM-FaissRet": str(stage_dirs[1] / "scores_test.csv"),
+                                    **{method: r["scores"] for method, r in baselines.items()},
+                                    "MF, full test": str(mf_dir / "test_scores.csv"),
+                                    "CTRL (DIN), full test": str(Path(ctrl_record["run_dir"]) / "test_scores.csv")}}
     return results, sources
+
+
+def table1_scores(sources: dict[str, dict]) -> pd.DataFrame:
+    """The per-row scores behind Table 1 (table1_results' `sources`), keyed by method and dataset."""
+    return score_rows({(method, name): path for name, source in sources.items()
+                       for method, path in source["scores"].items()}, keys=("method", "dataset"))
 
 
 def figure3_sweeps(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: LLMConfig | None = None,

@@ -1,4 +1,4 @@
-"""PROTOCOL 7 made concrete on a trained stage-2 model: retrieve-then-rank (cold-id matching: `matching`).
+"""Retrieve-then-rank (docs/protocol.md §8.2) on a trained stage-2 model (cold-id matching: `matching`).
 
 For each sampled test user a Faiss index over the MF item vectors returns the top-K of the whole catalogue
 (inner product with the user's MF vector; items the user rated before their first test row excluded); the

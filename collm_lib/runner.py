@@ -20,6 +20,7 @@ results/<profile>-<device>/ and figures to figures/ (named with the profile).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 from tqdm.auto import tqdm
 
@@ -115,6 +117,30 @@ def _execute(source: Path, target: Path, failed: Path, parameters: dict, in_plac
     os.replace(running, target)
 
 
+# The executed notebooks are what a reader opens: results and figures, not progress text. The kernels inherit
+# this process's environment; figures show inline only when no MPLBACKEND (e.g. Agg) overrides ipykernel's.
+KERNEL_ENV = {"COLLM_PROGRESS": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "MPLBACKEND": None}
+
+
+def _set_env(values: dict[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@contextlib.contextmanager
+def kernel_env() -> Iterator[None]:
+    """Set KERNEL_ENV (None: unset) while notebooks execute; restore the caller's environment afterwards."""
+    saved = {k: os.environ.get(k) for k in KERNEL_ENV}
+    try:
+        _set_env(KERNEL_ENV)
+        yield
+    finally:
+        _set_env(saved)
+
+
 def run_main(profile: str | None = None, data_dir: str | None = None, only: list[str] | None = None,
              in_place: bool = False, resume: bool = True, notebook_dir: Path = NOTEBOOK_DIR,
              out_dir: Path | None = None, extra: dict | None = None) -> list[Path]:
@@ -128,18 +154,24 @@ def run_main(profile: str | None = None, data_dir: str | None = None, only: list
     out_dir.mkdir(parents=True, exist_ok=True)
     done = []
     bar = tqdm(notebooks(only, notebook_dir), desc=f"main job ({profile})", unit="notebook")
-    for nb in bar:
-        target = out_dir / nb.name
-        bar.set_postfix_str(nb.name)
-        if resume and not in_place and _finished(target, parameters, nb):
-            tqdm.write(f"skip {nb.name}: finished with the same parameters and code ({target})")
-        else:
-            start = time.perf_counter()
-            # failed copies go to runs_dir even with --in-place: in notebooks/ they would match NN_*.ipynb
-            _execute(nb, target, runs_dir / f"{nb.stem}.failed.ipynb", parameters, in_place)
-            tqdm.write(f"ran {nb.name} in {time.perf_counter() - start:.0f} s -> {target}")
-        done.append(target)
+    with kernel_env():
+        for nb in bar:
+            done.append(_run_one(nb, out_dir / nb.name, bar, parameters, runs_dir, resume, in_place))
     return done
+
+
+def _run_one(nb: Path, target: Path, bar: tqdm, parameters: dict, runs_dir: Path, resume: bool,
+             in_place: bool) -> Path:
+    """Execute one notebook into `target` unless a finished copy of the same parameters and code is there."""
+    bar.set_postfix_str(nb.name)
+    if resume and not in_place and _finished(target, parameters, nb):
+        tqdm.write(f"skip {nb.name}: finished with the same parameters and code ({target})")
+        return target
+    start = time.perf_counter()
+    # failed copies go to runs_dir even with --in-place: in notebooks/ they would match NN_*.ipynb
+    _execute(nb, target, runs_dir / f"{nb.stem}.failed.ipynb", parameters, in_place)
+    tqdm.write(f"ran {nb.name} in {time.perf_counter() - start:.0f} s -> {target}")
+    return target
 
 
 REPLAYED_NOTEBOOKS = ["02", "03", "04", "06"]  # 01 makes no runs; 05 needs weights (Faiss over MF, LLM reranking)

@@ -50,6 +50,24 @@ def cache_dir() -> Path:
     return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "collm"
 
 
+def quiet(progress: bool = True) -> bool:
+    """Whether progress bars stay off: when the caller says so, or $COLLM_PROGRESS=0 (the main job sets it for
+    the notebooks it executes, so committed notebooks hold results, not progress text)."""
+    return not progress or os.environ.get("COLLM_PROGRESS") == "0"
+
+
+def shown(path: str | os.PathLike) -> str:
+    """`path` as a reader should see it in printed output: relative to the repository (e.g. data/runs/...,
+    ../shared/data), else to the work dir ("<work dir>/runs/..."), else as is; never an author's home."""
+    path = Path(path).expanduser().resolve()
+    for base, prefix in ((REPO_ROOT.parent, None), (work_dir(), "<work dir>")):
+        if path.is_relative_to(base):
+            if prefix:
+                return f"{prefix}/{path.relative_to(base)}"
+            return os.path.relpath(path, REPO_ROOT)
+    return str(path)
+
+
 def profile_name(explicit: str | None = None) -> str:
     """Run profile: the argument, else $COLLM_PROFILE, else "cpu" (a real run on a laptop)."""
     name = explicit or os.environ.get("COLLM_PROFILE") or "cpu"

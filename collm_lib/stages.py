@@ -21,6 +21,8 @@ from .fece import HybridEncoder
 from .io import read_json, write_frame, write_json
 from .llm import LLMBundle, LLMConfig, add_lora, load_llm
 from .prompts import EncodedSplit, default_template, encode_frame
+from .report import score_rows
+from .sweep import setting_name
 from .train import CoLLM, StageConfig, evaluate_and_save, fit, init_distributed, load_adapter_state, set_trainable
 
 
@@ -187,6 +189,13 @@ def scored_keys(stage_dir: str | Path, split: str = "test") -> pd.DataFrame:
     return pd.read_csv(Path(stage_dir) / f"scores_{split}.csv", usecols=["uid", "iid", "label"])
 
 
+def sample_counts(stage_dir: str | Path, split: str = "test") -> dict[str, int]:
+    """How many rows and users a finished stage scored on `split`, and how many users have both labels (UAUC's)."""
+    keys = scored_keys(stage_dir, split)
+    both = keys.groupby("uid")["label"].nunique()
+    return {"rows": len(keys), "users": int(keys["uid"].nunique()), "uauc_users": int((both == 2).sum())}
+
+
 def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
     """(uid, iid, n): n numbers the repeats of a pair in frame order, so repeated pairs match one to one."""
     return frame.assign(n=frame.groupby(["uid", "iid"]).cumcount())
@@ -218,7 +227,8 @@ BASELINE_FILES = ("results.json", "scores_*.csv")
 
 def baselines_on_same_rows(splits: Splits, stage_dir: str | Path, mf_dir: str | Path,
                            ctrl_dir: str | Path | None = None, split: str = "test") -> dict[str, dict]:
-    """MF (and CTRL(DIN)) scored on exactly the rows a finished LLM stage scored, as {method: {split: evaluate(...)}}.
+    """MF (and CTRL(DIN)) scored on exactly the rows a finished LLM stage scored, as {method: {split: evaluate(...),
+    "scores": the per-row score file}}.
 
     A run of its own (runs/<dataset>/same-rows-<identity>, its identity the fingerprints of the stage, MF and CTRL
     runs): per-row scores scores_<method>.csv and results.json, so the comparison is recomputable, and a replay
@@ -234,7 +244,8 @@ def baselines_on_same_rows(splits: Splits, stage_dir: str | Path, mf_dir: str | 
     ident = runs.identity("same-rows", {"split": split}, upstream)
     out = runs.run_dir("same-rows", splits.name, ident)
     if runs.finished(out, ident) is not None:
-        return read_json(out / "results.json")["methods"]
+        done = read_json(out / "results.json")
+        return {name: m | {"scores": str(out / done["files"][name])} for name, m in done["methods"].items()}
     runs.begin(out, "same-rows", ident, {"split": split}, upstream, owned=BASELINE_FILES)
     rows = rows_of(splits, stage_dir, split)
     scored = {"MF": score_mf(load_mf(mf_dir), rows)}
@@ -250,7 +261,7 @@ def baselines_on_same_rows(splits: Splits, stage_dir: str | Path, mf_dir: str | 
                                       "mf_dir": str(mf_dir), "ctrl_dir": str(ctrl_dir) if ctrl_dir else None,
                                       "upstream": upstream})
     runs.finish(out, ident, ["results.json", *files.values()])
-    return runs.plain(methods)
+    return {name: m | {"scores": str(out / files[name])} for name, m in runs.plain(methods).items()}
 
 
 @dataclass
@@ -260,6 +271,13 @@ class StageRun:
 
     stage: StageConfig
     mf: MFConfig | None = None
+
+
+def sweep_scores(frame: pd.DataFrame, column: str, split: str = "test") -> pd.DataFrame:
+    """The per-row scores of every setting of a stage sweep (one row per setting, with "run_dir"), keyed by the
+    setting as the sweep's folders name it (e.g. "stage.lr=3e-4": text, so a CSV reader keeps it exact)."""
+    return score_rows({setting_name({column: value}): Path(folder) / f"scores_{split}.csv"
+                       for value, folder in zip(frame[column], frame["run_dir"])}, keys=("setting",))
 
 
 def stage_summary(result: dict) -> dict:

@@ -7,8 +7,6 @@ run never leaves one). A setting's identity (runs.identity) is its full config p
 inputs (`upstream`, e.g. the stage-1 run and MF it stands on); a folder whose result.json holds the same
 identity is skipped, so re-running a sweep only runs what is missing or what changed. A failure is written
 to error.txt.
-
-Also the paper's Figure 3 values (PROTOCOL 6) and a plot of ours against them.
 """
 from __future__ import annotations
 
@@ -18,13 +16,12 @@ import re
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-import matplotlib.pyplot as plt
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import runs
+from . import runs, settings
 from .io import atomic_path, run_info, write_json
 
 
@@ -93,7 +90,7 @@ def run_sweep(name: str, base_config: Any, grid: dict[str, list], run_fn: Callab
     settings_list = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
     base = Path(root) / name
     rows = []
-    for changes in tqdm(settings_list, desc=f"sweep {name}", disable=not progress):
+    for changes in tqdm(settings_list, desc=f"sweep {name}", disable=settings.quiet(progress)):
         config = with_overrides(base_config, changes)
         out = base / setting_name(changes)
         ident = runs.identity(f"sweep:{name}", config, upstream(config) if upstream else None)
@@ -129,55 +126,3 @@ def _run_one(config: Any, changes: dict[str, Any], ident: str, run_fn: Callable[
                       "run": run_info(getattr(config, "seed", None))})
     runs.mark_used(out)
     return row | {"status": "ran", "seconds": seconds, "error": None} | _flatten(runs.plain(result))
-
-
-FIGURE3_LRS = (1e-4, 3e-4, 5e-4, 7e-4, 1e-3)  # the paper's Figure 3 grid
-
-# ---------------------------------------------------------------- the paper's Figure 3 and our plot
-
-_FIGURE3 = {  # PROTOCOL 6, read off the paper's plots (Vicuna-7B)
-    ("a", "ml-1m", "LoRA lr"): ((0.7192, 0.7479, 0.7313, 0.7297, 0.7295), (0.6775, 0.6999, 0.6760, 0.6782, 0.6874)),
-    ("b", "amazon-book", "FECE lr"): ((0.7994, 0.8002, 0.8316, 0.8380, 0.8112),
-                                      (0.6215, 0.6210, 0.6390, 0.6451, 0.6226)),
-}
-
-
-def paper_figure3() -> pd.DataFrame:
-    """Figure 3's learning-rate sweeps: one row per (panel, lr) with columns panel, dataset, swept, lr, auc, uauc."""
-    rows = [{"panel": panel, "dataset": dataset, "swept": swept, "lr": lr, "auc": auc, "uauc": uauc}
-            for (panel, dataset, swept), (aucs, uaucs) in _FIGURE3.items()
-            for lr, auc, uauc in zip(FIGURE3_LRS, aucs, uaucs)]
-    return pd.DataFrame(rows)
-
-
-def plot_sweep(frame: pd.DataFrame, x: str, metrics: Sequence[str], paper: pd.DataFrame | None = None,
-               paper_metrics: Sequence[str] | None = None, title: str | None = None) -> plt.Figure:
-    """One panel per metric: ours against `x` (log axis) and, when given, the paper's values as a dashed line.
-
-    `paper` needs column `x` and one column per metric: `paper_metrics` (default: the same names as `metrics`),
-    e.g. plot_sweep(ours, "lr", ["test_auc", "test_uauc"], paper_figure3().query("panel == 'a'"), ["auc", "uauc"]).
-    """
-    paper_metrics = list(paper_metrics or metrics)
-    if len(paper_metrics) != len(metrics):
-        raise ValueError("paper_metrics must name one paper column per metric")
-    missing = [c for c in [x, *metrics] if c not in frame]
-    if paper is not None:
-        missing += [f"paper.{c}" for c in [x, *paper_metrics] if c not in paper]
-    if missing:
-        raise ValueError(f"plot_sweep: missing column(s) {missing}")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
-    ours = frame.dropna(subset=list(metrics)).sort_values(x)
-    for ax, metric, paper_metric in zip(axes[0], metrics, paper_metrics):
-        ax.plot(ours[x], ours[metric], "o-", label="ours")
-        if paper is not None:
-            ref = paper.sort_values(x)
-            ax.plot(ref[x], ref[paper_metric], "s--", color="grey", label="paper")
-        ax.set_xscale("log")
-        ax.set_xlabel(x)
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig

@@ -172,7 +172,7 @@ def score(model: nn.Module, enc: EncodedSplit, pad_id: int, batch_size: int = 64
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     order = np.argsort(enc.lengths, kind="stable")[rank::world]
     out = np.empty(len(order), dtype=np.float32)
-    for start in tqdm(range(0, len(order), batch_size), desc="score", disable=not progress or rank != 0, leave=False):
+    for start in tqdm(range(0, len(order), batch_size), desc="score", disable=settings.quiet(progress) or rank != 0, leave=False):
         idx = order[start:start + batch_size]
         with autocast(device):
             out[start:start + len(idx)] = module(**collate(enc, idx, pad_id, device)).float().cpu().numpy()
@@ -312,7 +312,7 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
     running = torch.zeros((), device=device)  # train loss summed on the device, read once per evaluation
     started = time.perf_counter()
     bar = tqdm(total=config.max_steps, initial=state["step"], desc=f"stage {config.stage}",
-               disable=not progress or rank != 0)
+               disable=settings.quiet(progress) or rank != 0)
     wrapped.train()
     stop = False
     while state["step"] < config.max_steps and not stop:

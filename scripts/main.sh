@@ -9,5 +9,4 @@ bash scripts/setup.sh
 if [ -z "${COLLM_DATA_DIR:-}" ] && [ -d ../shared/data ]; then
   export COLLM_DATA_DIR=$(cd ../shared/data && pwd)
 fi
-export MPLBACKEND=Agg
 .venv/bin/python -m collm_lib.runner --profile "${COLLM_PROFILE:-cpu}" "$@"

@@ -10,5 +10,5 @@ fi
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 export COLLM_DATA_DIR COLLM_PROFILE=smoke COLLM_WORK_DIR="$scratch/work" COLLM_FIGURES_DIR="$scratch/figures"
-export COLLM_CACHE_DIR=${COLLM_CACHE_DIR:-$HOME/.cache/collm} TQDM_MININTERVAL=30 MPLBACKEND=Agg
+export COLLM_CACHE_DIR=${COLLM_CACHE_DIR:-$HOME/.cache/collm} TQDM_MININTERVAL=30 COLLM_PROGRESS=0
 .venv/bin/python -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax "$@"

@@ -46,3 +46,8 @@ def one_thread(monkeypatch, tmp_path):
     monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
     with collab.torch_threads(1):
         yield
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Items marked `after_notebooks` run last, after nbval has executed the notebooks (`pytest tests notebooks`)."""
+    items.sort(key=lambda item: item.get_closest_marker("after_notebooks") is not None)

@@ -1,5 +1,5 @@
-"""Amazon-Book (PROTOCOL 2.2) on a small fixture in the raw json-lines gzip format, and the MSL substitute
-on the real windows."""
+"""Amazon-Book (docs/protocol.md §2.2) on a small fixture in the raw json-lines gzip format, and the MSL substitute
+(docs/protocol.md §2.4) on the real windows."""
 from __future__ import annotations
 
 import gzip

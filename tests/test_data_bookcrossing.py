@@ -1,4 +1,4 @@
-"""BookCrossing (PROTOCOL 2.3): the real dump reproduces TALLRec's users and label sequences; the
+"""BookCrossing (docs/protocol.md §2.3): the real dump reproduces TALLRec's users and label sequences; the
 multi-target variant and the error paths are checked on a small hand-made dump."""
 from __future__ import annotations
 

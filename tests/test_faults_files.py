@@ -19,7 +19,7 @@ from collm_lib.data.common import load_processed, save_processed, sha256_file
 from collm_lib.llm import DEFAULT_MODEL, LLMConfig, load_llm, resolve_model_path
 from tiny_llm import movie_splits, real_tokenizer, tiny_llama
 
-# PROTOCOL 2.1 month windows: one month inside each of train, valid and test.
+# docs/protocol.md §2.1 month windows: one month inside each of train, valid and test.
 MONTHS = {"train": (2001, 8), "valid": (2002, 6), "test": (2002, 11)}
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collm_lib import collab, metrics, report, reproduce, stages, sweep
+from collm_lib import collab, metrics, paper, report, reproduce, stages, sweep
 from collm_lib.llm import LLMConfig
 from collm_lib.train import StageConfig, load_results
 from tiny_llm import movie_splits, save_tiny
@@ -18,8 +18,8 @@ def test_plans_use_the_papers_grid_and_share_the_default_lr():
     default_lr = StageConfig().lr
     for profile in ("smoke", "cpu", "gpu"):
         plan = reproduce.plan_for_profile(profile)
-        assert set(plan.lrs) <= set(sweep.FIGURE3_LRS) and default_lr in plan.lrs  # Table 1's run is a sweep point
-    assert reproduce.plan_for_profile("gpu").lrs == sweep.FIGURE3_LRS
+        assert set(plan.lrs) <= set(paper.FIGURE3_LRS) and default_lr in plan.lrs  # Table 1's run is a sweep point
+    assert reproduce.plan_for_profile("gpu").lrs == paper.FIGURE3_LRS
     assert reproduce.plan_for_profile("gpu").stage == {}  # gpu: the profile's full-size runs
     assert reproduce.plan_for_profile("cpu").dims == (64, 128, 256)
     assert reproduce.plan_for_profile("cpu", lrs=(1e-3,)).lrs == (1e-3,)
@@ -93,7 +93,7 @@ def test_table1_long_and_wide():
     assert len(long) == len(report.TABLE1_COLUMNS) * len(report.TABLE1_METHODS)
     ml = long.query("dataset == 'ml-1m' and method == 'CoLLM-FaissRet'").iloc[0]
     assert ml["AUC"] == results[("CoLLM-FaissRet", "ml-1m")]["test"]["all"]["auc"] and ml["rows"] == 120
-    assert (ml["paper AUC"], ml["paper UAUC"]) == report.PAPER_TABLE1[("CoLLM-FaissRet", "ml-1m")]
+    assert (ml["paper AUC"], ml["paper UAUC"]) == paper.TABLE1[("CoLLM-FaissRet", "ml-1m")]
     assert long.query("dataset == 'amazon-book'")["note"].eq("not run: no raw files").all()
     assert long.query("dataset == 'amazon-book-msl'")["note"].eq("not run").all()
     assert long.query("dataset == 'amazon-book-msl'")["paper AUC"].isna().all()  # different data: no paper value

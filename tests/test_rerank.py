@@ -121,9 +121,12 @@ def test_cold_matching_rescores_only_rows_with_cold_ids(tiny):
     out = matching.cold_matching(model, bundle, splits, config, tmp / "no_stage", cfg, progress=False)
     assert model.hybrid.collab.__class__ is collab.MatrixFactorization, "the MF is put back afterwards"
     rows = out["rows"]
-    cold = rows["uid"].isin(COLD_USERS).to_numpy()
-    unchanged = np.isclose(rows["score_without"], rows["score_matched_2"])
-    assert unchanged.sum() == len(rows) - out["info"]["rescored_rows"]
+    without, matched = (rows[rows["setting"] == s].reset_index(drop=True)
+                        for s in ("without matching", "matching, 2 neighbours"))
+    assert (without[["uid", "iid"]] == matched[["uid", "iid"]]).all().all()
+    cold = without["uid"].isin(COLD_USERS).to_numpy()
+    unchanged = np.isclose(without["score"], matched["score"])
+    assert unchanged.sum() == len(without) - out["info"]["rescored_rows"]
     assert not unchanged[cold].all(), "borrowed vectors must change cold rows' scores"
     assert set(out["table"]["setting"]) == {"without matching", "matching, 1 neighbours", "matching, 2 neighbours"}
     assert out["info"]["baseline_scores"].startswith("rescored")

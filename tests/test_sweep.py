@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import matplotlib
 import pandas as pd
 import pytest
 
-from collm_lib import io, sweep
+from collm_lib import io, paper, sweep
 
 
 @dataclass
@@ -115,16 +114,9 @@ def test_value_names():
     assert sweep.setting_name({}) == "base"
 
 
-def test_paper_figure3_and_plot():
-    paper = sweep.paper_figure3()
-    assert len(paper) == 10 and set(paper["panel"]) == {"a", "b"}
-    best = paper.loc[paper.query("panel == 'a'")["auc"].idxmax()]
+def test_paper_figure3():
+    figure3 = paper.figure3()
+    assert len(figure3) == 10 and set(figure3["panel"]) == {"a", "b"}
+    best = figure3.loc[figure3.query("panel == 'a'")["auc"].idxmax()]
     assert best["lr"] == 3e-4 and best["auc"] == pytest.approx(0.7479)
-    ours = pd.DataFrame({"lr": [1e-4, 1e-3], "test_auc": [0.7, 0.72], "test_uauc": [0.65, 0.66]})
-    fig = sweep.plot_sweep(ours, "lr", ["test_auc", "test_uauc"], paper.query("panel == 'a'"), ["auc", "uauc"])
-    axes = fig.axes
-    assert len(axes) == 2 and all(ax.get_xscale() == "log" for ax in axes)
-    assert [len(ax.lines) for ax in axes] == [2, 2]
-    matplotlib.pyplot.close(fig)
-    with pytest.raises(ValueError, match="missing column"):
-        sweep.plot_sweep(ours, "lr", ["valid_auc"])
+    assert paper.table1("MF", "ml-1m") == (0.6482, 0.6361) and paper.table1("MF", None) == (None, None)

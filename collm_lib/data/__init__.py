@@ -25,17 +25,17 @@ class DatasetInfo:
 
 DATASETS: dict[str, DatasetInfo] = {
     "ml-1m": DatasetInfo("ml-1m-collm", "movielens:load_collm",
-                         "MovieLens-1M, CoLLM's released processed splits (PROTOCOL 2.1)"),
+                         "MovieLens-1M, CoLLM's released processed splits (docs/protocol.md §2.1)"),
     "ml-1m-raw": DatasetInfo("ml-1m-raw", "movielens:prepare_raw",
-                             "MovieLens-1M, PROTOCOL 2.1 built from raw ratings.dat"),
+                             "MovieLens-1M, CoLLM's temporal protocol (docs/protocol.md §2.1) from raw ratings.dat"),
     "bookcrossing": DatasetInfo("bookcrossing-raw", "bookcrossing:prepare_single",
-                                "BookCrossing, TALLRec's protocol (PROTOCOL 2.3), one target per user"),
+                                "BookCrossing, TALLRec's protocol (docs/protocol.md §2.3), one target per user"),
     "bookcrossing-multi": DatasetInfo("bookcrossing-raw", "bookcrossing:prepare_multi",
-                                      "BookCrossing, several targets per user so UAUC is defined"),
+                                      "BookCrossing, several targets per user: UAUC defined (docs/protocol.md §2.3)"),
     "amazon-book": DatasetInfo("amazon-book", "amazon:prepare_amazon_book",
-                               "Amazon-Book, CoLLM's protocol (PROTOCOL 2.2) from the 2018 raw files"),
+                               "Amazon-Book, CoLLM's protocol (docs/protocol.md §2.2) from the 2018 raw files"),
     "amazon-book-msl": DatasetInfo("amazon-book-msl", "amazon:prepare_msl",
-                                   "SUBSTITUTE: MSL's Amazon Books windows with sampled negatives"),
+                                   "SUBSTITUTE: MSL's Amazon Books windows (docs/protocol.md §2.4)"),
 }
 
 

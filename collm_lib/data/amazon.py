@@ -1,5 +1,5 @@
-"""Amazon-Book by CoLLM's protocol (PROTOCOL 2.2) from the 2018 raw files, and a clearly labelled
-substitute built from MSL's Amazon Books windows (no ratings, so negatives are sampled)."""
+"""Amazon-Book by CoLLM's protocol (docs/protocol.md §2.2) from the 2018 raw files, and a clearly labelled
+substitute built from MSL's Amazon Books windows (no ratings, so negatives are sampled; docs/protocol.md §2.4)."""
 from __future__ import annotations
 
 import ast
@@ -70,7 +70,7 @@ def read_amazon(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
 
 
 def build_amazon_stream(reviews: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
-    """PROTOCOL 2.2: 2017 only, one-pass > 20 filter, label rating == 5, Dec halves, history, ids."""
+    """docs/protocol.md §2.2: 2017 only, one-pass > 20 filter, label rating == 5, Dec halves, history, ids."""
     first_seen = {asin: k for k, asin in enumerate(pd.unique(reviews["asin"]))}
     data = reviews.merge(meta, on="asin", how="inner")
     data["timestamp"] = data["unixReviewTime"].astype("int64")
@@ -104,7 +104,7 @@ def prepare_amazon_book(folder: Path) -> Splits:
     columns = ["uid", "iid", "label", "timestamp", "his", "his_title", "title", "flag", "not_cold",
                "reviewerID", "asin"]
     meta_info = {
-        "protocol": "PROTOCOL 2.2 (CoLLM Amazon-Book) from Books_5.json.gz + meta_Books.json.gz",
+        "protocol": "docs/protocol.md §2.2 (CoLLM Amazon-Book) from Books_5.json.gz + meta_Books.json.gz",
         "source": {"folder": str(folder), **source_record(paths)},
         "seeds": {"valid_small": VALID_SMALL_SEED},
         "notes": ["2017 (UTC) reviews with a rating, joined with titles (meta deduplicated by asin, keep last).",
@@ -181,7 +181,7 @@ def prepare_msl(folder: Path) -> Splits:
     frames = {n: stream[stream["flag"] == flags[n]] for n in ("train", "valid", "test")}
     frames["valid_small"] = frames["valid"].sample(frac=VALID_SMALL_FRAC, random_state=VALID_SMALL_SEED)
     meta = {
-        "protocol": "SUBSTITUTE for PROTOCOL 2.2: MSL's Amazon Books sliding windows (not CoLLM's Amazon-Book)",
+        "protocol": "SUBSTITUTE (docs/protocol.md §2.4): MSL's Amazon Books sliding windows (not CoLLM's Amazon-Book)",
         "substitute": True,
         "source": {"folder": str(folder), **source_record(paths)},
         "seeds": {"negatives": NEGATIVE_SEED, "valid_small": VALID_SMALL_SEED},

@@ -1,5 +1,6 @@
-"""BookCrossing by TALLRec's protocol (PROTOCOL 2.3) from the raw BX CSV dump, with the Decisions made
-explicit: fixed, recorded seeds; the collaborative model's training rows; a multi-target variant."""
+"""BookCrossing by TALLRec's protocol (docs/protocol.md §2.3) from the raw BX CSV dump, with the decisions of
+docs/protocol.md §11 made explicit: fixed, recorded seeds; the collaborative model's training rows; a
+multi-target variant."""
 from __future__ import annotations
 
 import random
@@ -8,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
+
+from .. import settings
 
 from .common import SPLIT_NAMES, Splits, check_columns, make_splits, source_record
 
@@ -104,7 +107,7 @@ def build(folder: Path, multi: bool, expected_books: int | None = EXPECTED_BOOKS
     user_flag = {u: flag_of[name] for name, group in split_users(users.tolist()).items() for u in group}
     rows, collab = [], []
     for user, start, n in tqdm(zip(users, starts, lengths), total=len(users), desc="BookCrossing users",
-                               leave=False, mininterval=2):
+                               disable=settings.quiet(), leave=False, mininterval=2):
         # Targets: the last book (or the last min(3, n-3)); all share the history of the first <= 10 others.
         n_targets = min(MULTI_TARGETS, n - 3) if multi else 1
         hist = slice(start, start + min(n - n_targets, MAX_HISTORY))
@@ -130,7 +133,7 @@ def build(folder: Path, multi: bool, expected_books: int | None = EXPECTED_BOOKS
     frames["valid_small"] = frames["valid"][frames["valid"]["uid"].isin(small_users)]
     name = "bookcrossing-multi" if multi else "bookcrossing"
     meta = {
-        "protocol": "PROTOCOL 2.3 (TALLRec BookCrossing) built from the raw BX dump"
+        "protocol": "docs/protocol.md §2.3 (TALLRec BookCrossing) built from the raw BX dump"
                     + (", several targets per user" if multi else ""),
         "source": {"folder": str(folder), **source_record(paths), "books_rows": len(books),
                    "users_kept": len(users)},

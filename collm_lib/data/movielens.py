@@ -1,5 +1,5 @@
 """MovieLens-1M: CoLLM's released processed splits, and the same temporal protocol built from raw files
-(PROTOCOL 2.1)."""
+(docs/protocol.md §2.1)."""
 from __future__ import annotations
 
 import io
@@ -24,7 +24,7 @@ COLLM_HOW = ("Get collm-datasets/ml-1m.zip from github.com/zyang1580/CoLLM (blob
              "<data_dir>/ml-1m-collm/.")
 RAW_HOW = ("Download ml-1m.zip from grouplens.org/datasets/movielens/1m/ and put ratings.dat (or "
            "ratings.dat.gz) and movies.dat in <data_dir>/ml-1m-raw/.")
-# Month index m = (year - 2000) * 12 + month - 4 (April 2000 = 0); inclusive windows of PROTOCOL 2.1.
+# Month index m = (year - 2000) * 12 + month - 4 (April 2000 = 0); inclusive windows of docs/protocol.md §2.1.
 WINDOWS = {"train": (14, 23), "valid": (24, 28), "test": (29, 33)}
 FLAG_OF = {"train": -1, "valid": 0, "test": 1}
 VALID_SMALL_FRAC, VALID_SMALL_SEED = 0.5, 2023
@@ -58,7 +58,7 @@ def load_collm(folder: Path) -> Splits:
             frames[split_name] = _strip_padding(frame)
             members[member] = digest
     meta = {
-        "protocol": "PROTOCOL 2.1 (CoLLM temporal ML-1M), CoLLM's released processed frames",
+        "protocol": "docs/protocol.md §2.1 (CoLLM temporal ML-1M), CoLLM's released processed frames",
         "source": {"folder": str(folder), **source_record([zip_path]), "members_sha256": members},
         "seeds": {"valid_small": VALID_SMALL_SEED},
         "notes": ["his: CoLLM's left padding zeros stripped; flag cast from float to int.",
@@ -134,14 +134,14 @@ def split_stream(stream: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def prepare_raw(folder: Path) -> Splits:
-    """PROTOCOL 2.1 from ratings.dat + movies.dat."""
+    """docs/protocol.md §2.1 from ratings.dat + movies.dat."""
     ratings, movies, paths = read_raw(folder)
     stream = build_stream(ratings, movies)
     frames = split_stream(stream)
     columns = ["uid", "iid", "label", "timestamp", "his", "his_title", "title", "flag", "not_cold",
                "user", "item"]
     meta = {
-        "protocol": "PROTOCOL 2.1 (CoLLM temporal ML-1M) built from raw ratings",
+        "protocol": "docs/protocol.md §2.1 (CoLLM temporal ML-1M) built from raw ratings",
         "source": {"folder": str(folder), **source_record(paths)},
         "seeds": {"valid_small": VALID_SMALL_SEED},
         "windows_month_index": WINDOWS,
@@ -155,5 +155,5 @@ def prepare_raw(folder: Path) -> Splits:
     }
     if len(ratings) < 1_000_209:
         meta["notes"].append(f"ratings.dat holds {len(ratings):,} of ML-1M's 1,000,209 ratings: PARTIAL data, "
-                             "sizes will not match the protocol.")
+                             "sizes will not match docs/protocol.md §2.5.")
     return make_splits("ml-1m-raw", {n: f[columns] for n, f in frames.items()}, meta)

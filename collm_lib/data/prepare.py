@@ -1,4 +1,4 @@
-"""Preparing every available dataset for a run profile, and comparing the sizes with PROTOCOL section 2."""
+"""Preparing every available dataset for a run profile, and comparing the sizes with docs/protocol.md §2.5."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ import pandas as pd
 from .. import settings
 from . import DATASETS, load_dataset, split_stats
 
-# PROTOCOL section 2 (and SOURCE.md for BookCrossing / the MSL substitute): rows and positive rate per split.
+# docs/protocol.md §2.5 (and SOURCE.md for BookCrossing / the MSL substitute): rows and positive rate per split.
 EXPECTED: dict[str, dict[str, tuple[int | None, float | None]]] = {
     "ml-1m": {"train": (33891, 0.537), "valid": (10401, 0.528), "valid_small": (5200, 0.531),
               "test": (7331, 0.545)},
@@ -24,7 +24,8 @@ EXPECTED: dict[str, dict[str, tuple[int | None, float | None]]] = {
                         "test": (4384, 0.5)},
 }
 EXPECTED_NOTES = {
-    "ml-1m-raw": "PROTOCOL sizes hold for the complete ratings.dat; the shared copy is partial (users 1..2999).",
+    "ml-1m-raw": "docs/protocol.md §2.5 sizes hold for the complete ratings.dat; the shared copy is partial "
+                 "(users 1..2999).",
     "bookcrossing": "24,268 users split 8:1:1 (TALLRec); positive rates depend on the user split.",
     "bookcrossing-multi": "Our multi-target variant: no published sizes.",
     "amazon-book-msl": "Substitute: 2 rows (target + sampled negative) per MSL window.",
@@ -61,8 +62,10 @@ def prepare_all(config: PrepareConfig, data_dir: str | os.PathLike | None = None
         try:
             done[name] = load_dataset(name, data_dir, work_dir, rebuild=config.rebuild)
         except FileNotFoundError as err:
+            raw = settings.data_dir(data_dir)  # the log is shown in notebooks: the data dir as a reader sees it
             log.append({"dataset": name, "status": "skipped (no raw files)",
-                        "seconds": round(time.perf_counter() - start, 1), "reason": str(err)})
+                        "seconds": round(time.perf_counter() - start, 1),
+                        "reason": str(err).replace(str(raw), settings.shown(raw))})
             continue
         log.append({"dataset": name, "status": "ready", "seconds": round(time.perf_counter() - start, 1),
                     "reason": ""})
@@ -70,7 +73,8 @@ def prepare_all(config: PrepareConfig, data_dir: str | os.PathLike | None = None
 
 
 def expected_vs_measured(done: dict) -> pd.DataFrame:
-    """One row per (dataset, split): measured rows / users / items / positive rate beside PROTOCOL's values."""
+    """One row per (dataset, split): measured rows / users / items / positive rate beside the expected
+    values of docs/protocol.md §2.5."""
     rows = []
     for name, splits in done.items():
         stats = split_stats(splits)

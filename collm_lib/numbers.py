@@ -1,0 +1,84 @@
+"""A notebook's key numbers: recorded beside its figures, each metric tied to the per-row scores it comes from.
+
+The last cell of every notebook calls `record`, which writes figures/numbers_<NN>_<profile>.json (the numbers,
+the notebook's wall time and machine) and shows them. tests/test_notebook_numbers.py reads them back: every
+metric must recompute from the rows committed beside its table (`recompute`), and the smoke profile's numbers
+must stay within a tolerance of tests/expected/numbers_smoke.json, so a number that drifts fails a test.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import metrics, settings
+from .io import read_json, run_info, write_json
+
+METRICS = ("auc", "uauc", "rows", "uauc_users")  # what `recompute` can recompute from rows
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe number: numpy scalars as Python ones, NaN (pandas' "undefined") as None."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def from_rows(value: float | int | None, table: str, metric: str, **where: Any) -> dict[str, Any]:
+    """A number that recomputes from figures/<table>.rows.csv.gz: the rows whose columns equal `where`, then
+    `metric` ("auc", "uauc", "rows", "uauc_users") of metrics.evaluate over them."""
+    if metric not in METRICS:
+        raise ValueError(f"metric {metric!r}: choose one of {METRICS}")
+    return {"value": _plain(value), "rows": table, "metric": metric, "where": {k: _plain(v) for k, v in where.items()}}
+
+
+def path(notebook: str, profile: str, out_dir: str | os.PathLike | None = None) -> Path:
+    return settings.figures_dir(out_dir) / f"numbers_{notebook}_{profile}.json"
+
+
+def record(notebook: str, profile: str, numbers: dict[str, Any], started: float, seed: int | None = None,
+           out_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Write the notebook's key numbers (plain values or `from_rows` entries) with its wall time (since the
+    time.time() `started`) and machine; print that footer line and return the numbers as a table to show."""
+    numbers = {name: entry if isinstance(entry, dict) else _plain(entry) for name, entry in numbers.items()}
+    info = run_info(seed)
+    wall = time.time() - started
+    write_json(path(notebook, profile, out_dir), {"notebook": notebook, "profile": profile, "seed": seed,
+                                                  "wall_seconds": round(wall, 1), "run": info, "numbers": numbers})
+    print(f"notebook {notebook}, {profile} profile: {wall:.0f} s wall on {info['device']} "
+          f"({info['cpu_threads']} CPU threads; torch {info['torch']}, transformers {info['transformers']}); "
+          "runs finished before were loaded, not redone (each run's results.json has its own timings)")
+    table = pd.DataFrame([{"number": name, "value": value(entry),
+                           "recomputes from": (f"{entry['rows']}.rows.csv.gz" if isinstance(entry, dict) else "")}
+                          for name, entry in numbers.items()])
+    return table
+
+
+def value(entry: Any) -> Any:
+    """The value of a recorded number, whether plain or a `from_rows` entry."""
+    return entry["value"] if isinstance(entry, dict) else entry
+
+
+def load(notebook: str, profile: str, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """A recorded numbers file; a clear error when the notebook has not recorded any with this profile."""
+    file = path(notebook, profile, out_dir)
+    if not file.exists():
+        raise FileNotFoundError(f"{file} does not exist: execute notebook {notebook} with profile {profile!r} "
+                                f"(python -m collm_lib.runner --profile {profile} --only {notebook})")
+    return read_json(file)
+
+
+def recompute(entry: dict[str, Any], out_dir: str | os.PathLike | None = None) -> float | int | None:
+    """Recompute a `from_rows` number from the per-row scores saved beside its table."""
+    file = settings.figures_dir(out_dir) / f"{entry['rows']}.rows.csv.gz"
+    rows = pd.read_csv(file)
+    for column, wanted in entry["where"].items():
+        if column not in rows:
+            raise ValueError(f"{file}: no column {column!r} to select {wanted!r} on")
+        rows = rows[rows[column] == wanted]
+    if rows.empty:  # e.g. no cold rows in a small sample: counted as 0, a metric of nothing is undefined
+        return 0 if entry["metric"] in ("rows", "uauc_users") else None
+    return metrics.evaluate(rows)["all"][entry["metric"]]
