@@ -70,12 +70,30 @@ def write_frame(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
         elif path.suffix == ".csv":
             frame.to_csv(tmp, index=False)
         elif path.suffix == ".md":
-            tmp.write_text(frame.to_markdown(index=False))
+            tmp.write_text(frame.to_markdown(index=False, disable_numparse=True))  # as given: 0.5140 stays 0.5140
         elif path.suffix == ".pkl":
             frame.to_pickle(tmp)
         else:
             raise ValueError(f"write_frame: unsupported suffix {path.suffix!r} for {path}")
     return path
+
+
+def score_rows(files: dict[Any, str | os.PathLike], keys: tuple[str, ...] = ("method",)) -> pd.DataFrame:
+    """The per-row scores behind a table, one frame: each file (a run's uid, iid, label, score CSV) with its key
+    columns in front, e.g. score_rows({("MF", "ml-1m"): path, ...}, keys=("method", "dataset"))."""
+    if not files:
+        raise ValueError("score_rows: no score files given")
+    frames = []
+    for key, path in files.items():
+        key = key if isinstance(key, tuple) else (key,)
+        if len(key) != len(keys):
+            raise ValueError(f"score_rows: key {key} does not match the key columns {keys}")
+        frame = pd.read_csv(path)
+        missing = [c for c in ("uid", "iid", "label", "score") if c not in frame]
+        if missing:
+            raise ValueError(f"{path}: no column(s) {missing}; expected a per-row score file (uid, iid, label, score)")
+        frames.append(frame.assign(**dict(zip(keys, key)))[[*keys, *frame.columns]])
+    return pd.concat(frames, ignore_index=True)
 
 
 def cpu_name() -> str:

@@ -166,6 +166,14 @@ def cold_matching(model: nn.Module, bundle, splits: Splits, stage_config, stage_
     return {"table": pd.DataFrame(table), "rows": per_row, "info": info}
 
 
+def cold_table(table: pd.DataFrame) -> pd.DataFrame:
+    """cold_matching's long table as one row per setting: AUC and UAUC on all, warm and cold rows."""
+    wide = table.pivot_table(index="setting", columns="subset", values=["AUC", "UAUC"], sort=False)
+    wide = wide[[c for c in wide.columns if c[1] in ("all", "warm", "cold")]]
+    wide.columns = [f"{metric} {subset}" for metric, subset in wide.columns]
+    return wide.reset_index()
+
+
 def _baseline(model, enc, frame, stage_dir: Path, pad: int, batch_size: int, progress: bool,
               n_check: int = 8) -> tuple[np.ndarray, str]:
     """The stage's saved test scores when they are for these rows and reproduce on a check sample."""

@@ -1,9 +1,10 @@
-"""A notebook's key numbers: recorded beside its figures, each metric tied to the per-row scores it comes from.
+"""A notebook's key numbers: recorded beside its figures, AUC-type metrics tied to the per-row scores they come from.
 
 The last cell of every notebook calls `record`, which writes figures/numbers_<NN>_<profile>.json (the numbers,
 the notebook's wall time and machine) and shows them. tests/test_notebook_numbers.py reads them back: every
-metric must recompute from the rows committed beside its table (`recompute`), and the smoke profile's numbers
-must stay within a tolerance of tests/expected/numbers_smoke.json, so a number that drifts fails a test.
+number tied to rows (`from_rows`) must recompute from the rows saved beside its table (`recompute`), and the
+smoke profile's numbers must stay close to tests/expected/numbers_smoke.json, so a number that drifts fails a
+test. Numbers that rows cannot give (counts, Recall@K over ranked lists, index recall) are recorded as values.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -27,12 +28,22 @@ def _plain(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def from_rows(value: float | int | None, table: str, metric: str, **where: Any) -> dict[str, Any]:
+def from_rows(value: float | int | None, table: str, metric: str, subset: str = "all", **where: Any) -> dict[str, Any]:
     """A number that recomputes from figures/<table>.rows.csv.gz: the rows whose columns equal `where`, then
-    `metric` ("auc", "uauc", "rows", "uauc_users") of metrics.evaluate over them."""
+    `metric` ("auc", "uauc", "rows", "uauc_users") of metrics.evaluate's `subset` ("all", "warm", "cold")."""
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r}: choose one of {METRICS}")
-    return {"value": _plain(value), "rows": table, "metric": metric, "where": {k: _plain(v) for k, v in where.items()}}
+    return {"value": _plain(value), "rows": table, "metric": metric, "subset": subset,
+            "where": {k: _plain(v) for k, v in where.items()}}
+
+
+def from_table(frame: pd.DataFrame, table: str, keys: Sequence[str], columns: dict[str, str],
+               label: str = "") -> dict[str, dict[str, Any]]:
+    """`from_rows` numbers for every row of a result `frame` whose rows file is figures/<table>.rows.csv.gz, named
+    "<key values> <label><METRIC>": `keys` select the row's rows, `columns` map a metric to the frame's column."""
+    return {" ".join(str(row[k]) for k in keys) + f" {label}{metric.upper()}":
+            from_rows(row[column], table, metric, **{k: row[k] for k in keys})
+            for _, row in frame.iterrows() for metric, column in columns.items()}
 
 
 def path(notebook: str, profile: str, out_dir: str | os.PathLike | None = None) -> Path:
@@ -71,14 +82,40 @@ def load(notebook: str, profile: str, out_dir: str | os.PathLike | None = None) 
     return read_json(file)
 
 
-def recompute(entry: dict[str, Any], out_dir: str | os.PathLike | None = None) -> float | int | None:
-    """Recompute a `from_rows` number from the per-row scores saved beside its table."""
+def _selected(entry: dict[str, Any], out_dir: str | os.PathLike | None) -> pd.DataFrame:
     file = settings.figures_dir(out_dir) / f"{entry['rows']}.rows.csv.gz"
+    if not file.exists():
+        raise FileNotFoundError(f"{file} does not exist: the table's rows are written by report.save_table(rows=...) "
+                                "in the notebook that records this number; execute it again")
     rows = pd.read_csv(file)
     for column, wanted in entry["where"].items():
         if column not in rows:
             raise ValueError(f"{file}: no column {column!r} to select {wanted!r} on")
         rows = rows[rows[column] == wanted]
-    if rows.empty:  # e.g. no cold rows in a small sample: counted as 0, a metric of nothing is undefined
+    return rows
+
+
+def recompute(entry: dict[str, Any], out_dir: str | os.PathLike | None = None) -> float | int | None:
+    """Recompute a `from_rows` number from the per-row scores saved beside its table."""
+    rows = _selected(entry, out_dir)
+    if rows.empty:  # e.g. no rows of a dataset in this run: a count of nothing is 0, a metric of nothing undefined
         return 0 if entry["metric"] in ("rows", "uauc_users") else None
-    return metrics.evaluate(rows)["all"][entry["metric"]]
+    subset = metrics.evaluate(rows).get(entry.get("subset", "all"))
+    return subset[entry["metric"]] if subset else None
+
+
+def resolution(entry: dict[str, Any], out_dir: str | os.PathLike | None = None) -> float:
+    """How far one swapped pair of scores moves a `from_rows` AUC (1 / pairs) or UAUC (the most a single pair of
+    one user moves the mean); 0 for counts. A tolerance below it would demand bit-identical scores."""
+    if entry["metric"] not in ("auc", "uauc"):
+        return 0.0
+    rows = _selected(entry, out_dir)
+    part = entry.get("subset", "all")
+    if part != "all" and "not_cold" in rows:
+        rows = rows[(rows["not_cold"] == 1) == (part == "warm")]
+    pos = rows.groupby("uid")["label"].sum() if entry["metric"] == "uauc" else rows["label"].sum()
+    neg = rows.groupby("uid")["label"].count() - pos if entry["metric"] == "uauc" else len(rows) - pos
+    if entry["metric"] == "auc":
+        return 1.0 / (pos * neg) if pos and neg else 0.0
+    pairs = (pos * neg)[(pos > 0) & (neg > 0)]
+    return float((1.0 / pairs).max() / len(pairs)) if len(pairs) else 0.0

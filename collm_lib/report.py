@@ -17,46 +17,44 @@ import pandas as pd
 from . import paper as paper_numbers
 from . import settings
 from .io import atomic_path, run_info, write_frame, write_json
+from .runs import plain
 
 
 def rounded(frame: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     """`frame` for reading: fractions to `digits` decimals (tiny ones like a learning rate in scientific notation),
-    whole numbers without decimals (except in AUC columns, where 1.0 is a score), undefined values (None, NaN)
-    blank. Text, so for showing only."""
-    def text(value: Any, score: bool) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+    columns of whole numbers without decimals, undefined values (None, NaN) blank. Text, so for showing only."""
+    def text(value: Any, whole: bool) -> str:
+        if value is None or (not isinstance(value, (list, tuple, dict)) and pd.isna(value)):
             return ""
         if isinstance(value, float):
-            if value.is_integer() and not score:
+            if whole:
                 return f"{value:.0f}"
-            return f"{value:.{digits}f}" if value == 0 or abs(value) >= 10 ** -digits else f"{value:.{digits - 3}g}"
+            return f"{value:.{digits}f}" if value == 0 or abs(value) >= 10 ** -digits else f"{value:.2g}"
         return str(value)
 
-    out = frame.copy()
-    for column in out.columns:
-        score = str(column).lower().endswith("auc")
-        out[column] = [text(v.item() if hasattr(v, "item") else v, score) for v in out[column]]
+    out = pd.DataFrame(index=frame.index)
+    for i, column in enumerate(frame.columns):
+        values = [v.item() if hasattr(v, "item") else v for v in frame.iloc[:, i]]
+        floats = [v for v in values if isinstance(v, float) and not math.isnan(v)]
+        # a column is whole when every float in it is, unless it holds scores (an AUC of 1.0 is a score)
+        whole = all(v.is_integer() for v in floats) and "auc" not in str(column).lower()
+        out[column] = [text(v, whole) for v in values]
     return out
 
 
-def score_rows(files: dict[Any, str | os.PathLike], keys: tuple[str, ...] = ("method",)) -> pd.DataFrame:
-    """The per-row scores behind a table, one frame: each file (a run's uid, iid, label, score CSV) with its key
-    columns in front, e.g. score_rows({("MF", "ml-1m"): path, ...}, keys=("method", "dataset"))."""
-    frames = []
-    for key, path in files.items():
-        key = key if isinstance(key, tuple) else (key,)
-        if len(key) != len(keys):
-            raise ValueError(f"score_rows: key {key} does not match the key columns {keys}")
-        frame = pd.read_csv(path)
-        missing = [c for c in ("uid", "iid", "label", "score") if c not in frame]
-        if missing:
-            raise ValueError(f"{path}: no column(s) {missing}; expected a per-row score file (uid, iid, label, score)")
-        frames.append(frame.assign(**dict(zip(keys, key)))[[*keys, *frame.columns]])
-    return pd.concat(frames, ignore_index=True)
+def _shown(obj: Any) -> Any:
+    """Paths in a config as a reader sees them (settings.shown): the committed files hold no author's paths."""
+    if isinstance(obj, dict):
+        return {k: _shown(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_shown(v) for v in obj]
+    if isinstance(obj, Path) or (isinstance(obj, str) and obj.startswith("/")):
+        return settings.shown(obj)
+    return obj
 
 
 def _write_config(out: Path, name: str, config: Any, seed: int | None) -> Path:
-    return write_json(out / f"{name}.config.json", {"config": config, "run": run_info(seed)})
+    return write_json(out / f"{name}.config.json", {"config": _shown(plain(config)), "run": run_info(seed)})
 
 
 def save_figure(fig: plt.Figure, name: str, config: Any, seed: int | None = None,

@@ -34,10 +34,9 @@ import torch
 
 from . import bundle, collab, ctrl, runs, settings, stages, train
 from .data import Splits, load_dataset
-from .io import read_json, run_info
+from .io import read_json, run_info, score_rows
 from .llm import LLMConfig
 from .paper import FIGURE3_LRS
-from .report import score_rows
 from .sweep import run_sweep, with_overrides
 
 SUBSTITUTE = "amazon-book-msl"  # stands in for Amazon-Book (Figure 3b) where its raw files are absent
@@ -128,7 +127,8 @@ def _finished(folder: Path, what: str) -> dict:
 def _sweep(name: str, run: stages.StageRun, grid: dict, splits: Splits, root: Path,
            stage1_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
     fn, upstream = stages.sweep_fns(splits, stage1_dir, progress=progress)
-    return run_sweep(name, run, grid, fn, root, errors="raise", progress=progress, upstream=upstream)
+    frame = run_sweep(name, run, grid, fn, root, errors="raise", progress=progress, upstream=upstream)
+    return frame.assign(run_dir=frame["run_dir"].map(runs.locate))  # records keep it relative to the work dir
 
 
 def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: LLMConfig | None = None,
@@ -181,6 +181,21 @@ def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
                                     "MF, full test": str(mf_dir / "test_scores.csv"),
                                     "CTRL (DIN), full test": str(Path(ctrl_record["run_dir"]) / "test_scores.csv")}}
     return results, sources
+
+
+def figure3_panels(profile: str) -> dict[str, tuple[str, str, str, str | None, str]]:
+    """Notebook 06's sweep figures: {figure name: (sweep of figure3_sweeps, swept setting, x-axis label, the paper's
+    Figure 3 panel or None, title)}."""
+    return {
+        f"figure3a_{profile}": ("lora_lr_ml-1m", "stage.lr", "LoRA learning rate", "a",
+                                "(a) ML-1M: LoRA learning rate (stage 1)"),
+        f"figure3b_{profile}": (f"fece_lr_{SUBSTITUTE}", "stage.lr", "FECE learning rate", "b",
+                                "(b) Amazon-Book substitute: FECE learning rate (paper: Amazon-Book)"),
+        f"fece_lr_ml-1m_{profile}": ("fece_lr_ml-1m", "stage.lr", "FECE learning rate", None,
+                                     "ML-1M: FECE learning rate (stage 2)"),
+        f"mf_dim_ml-1m_{profile}": ("mf_dim_ml-1m", "mf.dim", "MF embedding size d", None,
+                                    "ML-1M: MF embedding size (stage 2)"),
+    }
 
 
 def table1_scores(sources: dict[str, dict]) -> pd.DataFrame:

@@ -114,12 +114,14 @@ def sample_test_users(splits: Splits, n_users: int | None, seed: int, warm_users
 
 def candidate_frame(users: pd.DataFrame, candidates: list[np.ndarray], titles: dict[int, str],
                     warm_users: set[int], warm_items: set[int]) -> pd.DataFrame:
-    """Prompt rows (user, candidate): the user's history, the candidate's title, label = relevant."""
+    """Prompt rows (user, candidate): the user's history, the candidate's title, label = relevant, and the user's
+    number of relevant items (Recall@K's denominator, so the ranking metrics recompute from these rows)."""
     rows = []
     for user, cands in zip(users.itertuples(index=False), candidates):
         rel = set(user.relevant)
         for rank, iid in enumerate(int(i) for i in cands if i >= 0):
-            rows.append({"uid": user.uid, "iid": iid, "rank": rank, "label": int(iid in rel), "his": user.his,
+            rows.append({"uid": user.uid, "iid": iid, "rank": rank, "label": int(iid in rel), "relevant": len(rel),
+                         "his": user.his,
                          "his_title": user.his_title, "title": titles[iid],
                          "not_cold": int(user.uid in warm_users and iid in warm_items)})
     return pd.DataFrame(rows)
@@ -168,8 +170,8 @@ def retrieve_then_rank(model: nn.Module, bundle, splits: Splits, stage_config, c
     # exact search runs over catalogue positions, so exclusions are mapped to positions too
     pos_of = {int(i): p for p, i in enumerate(catalogue)}
     seen_pos = [np.array([pos_of[i] for i in s if i in pos_of], dtype=np.int64) for s in seen]
-    (_, exact_pos), exact_seconds = timed(retrieval.exact_topk_torch, user_tab[uids], item_tab[catalogue], k_max,
-                                           seen_pos, "cpu")
+    (exact_s, exact_pos), exact_seconds = timed(retrieval.exact_topk_torch, user_tab[uids], item_tab[catalogue],
+                                                 k_max, seen_pos, "cpu")
     exact_ids = np.where(exact_pos >= 0, catalogue[np.clip(exact_pos, 0, None)], -1)
     index, build_seconds = timed(retrieval.VectorIndex(config.index).build, item_tab[catalogue], catalogue)
     (faiss_s, faiss_ids), search_seconds = timed(index.search, user_tab[uids], k_max, seen)
@@ -177,8 +179,11 @@ def retrieve_then_rank(model: nn.Module, bundle, splits: Splits, stage_config, c
     cand_scores, llm_seconds = llm_scores(model, bundle, cands, template, stage_config.max_history,
                                           config.score_batch_size, progress, config.shared_prefix)
     relevant, per_prompt = list(users["relevant"]), llm_seconds / max(1, len(cands))
+    exact = candidate_frame(users, list(exact_ids), titles, warm_users, warm_items)
     rows = [cands.assign(method="faiss+llm", llm_score=cand_scores,
-                         mf_score=faiss_s[pd.Index(uids).get_indexer(cands["uid"]), cands["rank"]])]
+                         mf_score=faiss_s[pd.Index(uids).get_indexer(cands["uid"]), cands["rank"]]),
+            exact.assign(method="mf_exact", llm_score=np.nan,  # MF's own list: every table row recomputes from rows
+                         mf_score=np.asarray(exact_s)[pd.Index(uids).get_indexer(exact["uid"]), exact["rank"]])]
     table = []
     for k in config.ks:
         calls = int((cands["rank"] < k).sum())

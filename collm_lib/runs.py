@@ -80,6 +80,19 @@ def run_dir(kind: str, dataset: str, ident: str, label: str | None = None,
     return settings.work_dir(work_dir) / "runs" / dataset / f"{_safe(name)}-{ident[:10]}"
 
 
+def relative(folder: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> str:
+    """A run folder as records that travel (sweep results, bundles) store it: relative to the work dir, so the
+    record still finds the folder where a bundle is unpacked into another work dir; outside it, as is."""
+    folder, base = Path(folder), settings.work_dir(work_dir)
+    return str(folder.relative_to(base)) if folder.is_absolute() and folder.is_relative_to(base) else str(folder)
+
+
+def locate(stored: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> Path:
+    """The folder a `relative` record names, in this machine's work dir (absolute records, older ones, as is)."""
+    stored = Path(stored)
+    return stored if stored.is_absolute() else settings.work_dir(work_dir) / stored
+
+
 def sweep_root(profile: str, work_dir: str | os.PathLike | None = None) -> Path:
     """Where notebook 06 keeps its sweeps (a folder per sweep, a sub-folder per setting)."""
     return settings.work_dir(work_dir) / "runs" / "sweeps" / profile

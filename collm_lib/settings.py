@@ -57,14 +57,19 @@ def quiet(progress: bool = True) -> bool:
 
 
 def shown(path: str | os.PathLike) -> str:
-    """`path` as a reader should see it in printed output: relative to the repository (e.g. data/runs/...,
-    ../shared/data), else to the work dir ("<work dir>/runs/..."), else as is; never an author's home."""
+    """`path` as a reader should see it in printed output and committed files: inside the repository relative to
+    it (data/runs/..., figures/...), inside the work dir as "<work dir>/...", next to the repository relative to it
+    (../shared/data), under the home folder as "~/..."; anything else as is."""
     path = Path(path).expanduser().resolve()
-    for base, prefix in ((REPO_ROOT.parent, None), (work_dir(), "<work dir>")):
-        if path.is_relative_to(base):
-            if prefix:
-                return f"{prefix}/{path.relative_to(base)}"
-            return os.path.relpath(path, REPO_ROOT)
+    if path.is_relative_to(REPO_ROOT):
+        return str(path.relative_to(REPO_ROOT))
+    if path.is_relative_to(work_dir()):
+        return f"<work dir>/{path.relative_to(work_dir())}"
+    if REPO_ROOT.parent != Path.home() and REPO_ROOT.parent.parent != REPO_ROOT.parent \
+            and path.is_relative_to(REPO_ROOT.parent):
+        return os.path.relpath(path, REPO_ROOT)
+    if path.is_relative_to(Path.home()):
+        return f"~/{path.relative_to(Path.home())}"
     return str(path)
 
 

@@ -18,11 +18,9 @@ from . import runs, settings
 from .collab import MFConfig, ensure_mf, load_mf
 from .data import Splits
 from .fece import HybridEncoder
-from .io import read_json, write_frame, write_json
+from .io import read_json, score_rows, write_frame, write_json
 from .llm import LLMBundle, LLMConfig, add_lora, load_llm
 from .prompts import EncodedSplit, default_template, encode_frame
-from .report import score_rows
-from .sweep import setting_name
 from .train import CoLLM, StageConfig, evaluate_and_save, fit, init_distributed, load_adapter_state, set_trainable
 
 
@@ -273,11 +271,11 @@ class StageRun:
     mf: MFConfig | None = None
 
 
-def sweep_scores(frame: pd.DataFrame, column: str, split: str = "test") -> pd.DataFrame:
-    """The per-row scores of every setting of a stage sweep (one row per setting, with "run_dir"), keyed by the
-    setting as the sweep's folders name it (e.g. "stage.lr=3e-4": text, so a CSV reader keeps it exact)."""
-    return score_rows({setting_name({column: value}): Path(folder) / f"scores_{split}.csv"
-                       for value, folder in zip(frame[column], frame["run_dir"])}, keys=("setting",))
+def sweep_scores(frame: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """The per-row scores of every setting of a stage sweep (sweep.run_sweep's frame, with "run_dir"), keyed by
+    the setting's name (e.g. "stage.lr=3e-4": text, so a CSV reader keeps it exact)."""
+    files = {name: Path(folder) / f"scores_{split}.csv" for name, folder in zip(frame["setting"], frame["run_dir"])}
+    return score_rows(files, keys=("setting",))
 
 
 def stage_summary(result: dict) -> dict:
@@ -286,7 +284,7 @@ def stage_summary(result: dict) -> dict:
     row = {"test_auc": test["all"]["auc"], "test_uauc": test["all"]["uauc"], "test_rows": test["rows"],
            "uauc_users": test["all"]["uauc_users"], "valid_auc": result["valid"]["all"]["auc"],
            "best_step": result["fit"]["best_step"], "train_seconds": result["fit"]["train_seconds"],
-           "run_dir": result["run_dir"]}
+           "run_dir": runs.relative(result["run_dir"])}
     return row | {f"{part}_auc": test[part]["auc"] for part in ("warm", "cold") if part in test}
 
 

@@ -76,8 +76,8 @@ def run_sweep(name: str, base_config: Any, grid: dict[str, list], run_fn: Callab
 
     errors="collect": a failing setting is recorded (error.txt, status "failed") and the others still run;
     errors="raise": the first failure is re-raised after error.txt is written.
-    Returns one row per setting: the swept values, status ("ran", "cached", "failed"), folder, seconds,
-    error, and the (flattened, dotted) entries of the dict that run_fn returned.
+    Returns one row per setting: its name (the folder's, e.g. "stage.lr=3e-4"), the swept values, status ("ran",
+    "cached", "failed"), folder, seconds, error, and the (flattened, dotted) entries of the dict run_fn returned.
     """
     if errors not in ("collect", "raise"):
         raise ValueError(f"errors must be 'collect' or 'raise', got {errors!r}")
@@ -94,7 +94,7 @@ def run_sweep(name: str, base_config: Any, grid: dict[str, list], run_fn: Callab
         config = with_overrides(base_config, changes)
         out = base / setting_name(changes)
         ident = runs.identity(f"sweep:{name}", config, upstream(config) if upstream else None)
-        rows.append(changes | _run_one(config, changes, ident, run_fn, out, errors))
+        rows.append({"setting": setting_name(changes)} | changes | _run_one(config, changes, ident, run_fn, out, errors))
     return pd.DataFrame(rows)
 
 

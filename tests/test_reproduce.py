@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collm_lib import collab, metrics, paper, report, reproduce, stages, sweep
+from collm_lib import collab, metrics, paper, report, reproduce, runs, stages, sweep
 from collm_lib.llm import LLMConfig
 from collm_lib.train import StageConfig, load_results
 from tiny_llm import movie_splits, save_tiny
@@ -67,7 +67,8 @@ def test_stage_sweep_over_mf_dim_and_same_row_baselines(tmp_path, monkeypatch):
     again = sweep.run_sweep("dim", base, {"mf.dim": [4, 8]}, fn, tmp_path / "sweeps", progress=False, upstream=upstream)
     assert list(again["status"]) == ["cached", "cached"] and list(again["test_auc"]) == list(frame["test_auc"])
 
-    s2_dir = frame["run_dir"].iloc[0]
+    assert not Path(frame["run_dir"].iloc[0]).is_absolute()  # records travel: relative to the work dir
+    s2_dir = runs.locate(frame["run_dir"].iloc[0])
     assert not list(Path(frame["folder"].iloc[0]).glob("*.pt"))  # the sweep folder records; the run has its own
     same = stages.baselines_on_same_rows(splits, s2_dir, mf4)
     rows = stages.rows_of(splits, s2_dir)

@@ -1,0 +1,100 @@
+"""The pieces behind the notebooks' read-back: rounding for display, per-row score files, recomputed numbers,
+paths as shown, run folders that travel, and the notebook kernels' environment."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from collm_lib import io, metrics, numbers, report, runner, runs, settings
+
+
+def test_rounded_formats_per_column():
+    frame = pd.DataFrame({"AUC": [1.0, 0.51234], "rows": [455.0, np.nan], "lr": [1e-4, 3e-5], "recall": [0.0, 0.125],
+                          "name": ["x", None], "na": [pd.NA, 2]})
+    shown = report.rounded(frame)
+    assert list(shown["AUC"]) == ["1.0000", "0.5123"]  # a score column keeps its decimals even at 1.0
+    assert list(shown["rows"]) == ["455", ""] and list(shown["name"]) == ["x", ""] and list(shown["na"]) == ["", "2"]
+    assert list(shown["lr"]) == ["0.0001", "3e-05"] and list(shown["recall"]) == ["0.0000", "0.1250"]
+
+
+def test_markdown_keeps_the_rounded_digits(tmp_path):
+    io.write_frame(tmp_path / "t.md", report.rounded(pd.DataFrame({"auc": [0.514]})))
+    assert "0.5140" in (tmp_path / "t.md").read_text()
+
+
+def _scores(path, seed, n=40):
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"uid": rng.integers(1, 6, n), "iid": np.arange(n), "label": rng.integers(0, 2, n),
+                          "score": rng.normal(size=n), "not_cold": rng.integers(0, 2, n)})
+    io.write_frame(path, frame)
+    return frame
+
+
+def test_score_rows_recompute_and_resolution(tmp_path):
+    a, b = _scores(tmp_path / "a.csv", 0), _scores(tmp_path / "b.csv", 1)
+    rows = io.score_rows({("MF", "x"): tmp_path / "a.csv", ("LLM", "x"): tmp_path / "b.csv"}, keys=("method", "dataset"))
+    assert list(rows.columns[:2]) == ["method", "dataset"] and len(rows) == len(a) + len(b)
+    io.write_frame(tmp_path / "t.rows.csv.gz", rows)
+    auc = metrics.auc(b["label"], b["score"])
+    entry = numbers.from_rows(np.float64(auc), "t", "auc", method="LLM")
+    assert numbers.recompute(entry, tmp_path) == pytest.approx(auc) and isinstance(entry["value"], float)
+    cold = b[b["not_cold"] == 0]
+    assert numbers.recompute(numbers.from_rows(None, "t", "auc", "cold", method="LLM"), tmp_path) == pytest.approx(
+        metrics.auc(cold["label"], cold["score"]))
+    assert numbers.resolution(entry, tmp_path) == pytest.approx(1 / (b["label"].sum() * (1 - b["label"]).sum()))
+    assert numbers.recompute(numbers.from_rows(0, "t", "rows", method="nobody"), tmp_path) == 0
+    assert numbers.from_rows(float("nan"), "t", "uauc")["value"] is None
+    with pytest.raises(ValueError, match="no column 'model'"):
+        numbers.recompute(numbers.from_rows(1.0, "t", "auc", model="LLM"), tmp_path)
+    with pytest.raises(FileNotFoundError, match="execute it again"):
+        numbers.recompute(numbers.from_rows(1.0, "missing", "auc"), tmp_path)
+    with pytest.raises(ValueError, match="uid, iid, label, score"):
+        io.write_frame(tmp_path / "bad.csv", pd.DataFrame({"uid": [1]}))
+        io.score_rows({"x": tmp_path / "bad.csv"})
+    with pytest.raises(ValueError, match="no score files"):
+        io.score_rows({})
+
+
+def test_from_table_names_and_ties_each_cell(tmp_path):
+    frame = pd.DataFrame({"dataset": ["a", "b"], "test_auc": [0.6, math.nan]})
+    key = numbers.from_table(frame, "t", ["dataset"], {"auc": "test_auc"}, "MF test ")
+    assert set(key) == {"a MF test AUC", "b MF test AUC"} and key["b MF test AUC"]["value"] is None
+    assert key["a MF test AUC"]["where"] == {"dataset": "a"}
+
+
+def test_record_writes_plain_json_and_a_table(tmp_path, capsys):
+    table = numbers.record("07", "smoke", {"n": np.int64(3), "auc": numbers.from_rows(0.5, "t", "auc")}, 0.0,
+                           2023, tmp_path)
+    assert "s wall on" in capsys.readouterr().out and list(table["value"]) == [3, 0.5]
+    assert numbers.load("07", "smoke", tmp_path)["numbers"]["n"] == 3
+    with pytest.raises(FileNotFoundError, match="--only 08"):
+        numbers.load("08", "smoke", tmp_path)
+
+
+def test_shown_paths(monkeypatch, tmp_path):
+    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
+    assert settings.shown(settings.REPO_ROOT / "figures" / "x.png") == "figures/x.png"
+    assert settings.shown(tmp_path / "work" / "runs" / "a") == "<work dir>/runs/a"
+    assert settings.shown(os.path.expanduser("~/elsewhere/x")) == "~/elsewhere/x"
+
+
+def test_run_folders_travel_relative_to_the_work_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "a"))
+    stored = runs.relative(tmp_path / "a" / "runs" / "ml-1m" / "stage1-x")
+    assert stored == "runs/ml-1m/stage1-x"
+    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "b"))  # unpacked on another machine
+    assert runs.locate(stored) == tmp_path / "b" / "runs" / "ml-1m" / "stage1-x"
+    assert runs.locate("/old/absolute/record") == Path("/old/absolute/record")
+
+
+def test_kernel_env_is_set_then_restored(monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("COLLM_PROGRESS", raising=False)
+    with runner.kernel_env():
+        assert "MPLBACKEND" not in os.environ and os.environ["COLLM_PROGRESS"] == "0" and settings.quiet()
+    assert os.environ["MPLBACKEND"] == "Agg" and "COLLM_PROGRESS" not in os.environ and not settings.quiet()
