@@ -128,7 +128,10 @@ def _sweep(name: str, run: stages.StageRun, grid: dict, splits: Splits, root: Pa
            stage1_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
     fn, upstream = stages.sweep_fns(splits, stage1_dir, progress=progress)
     frame = run_sweep(name, run, grid, fn, root, errors="raise", progress=progress, upstream=upstream)
-    return frame.assign(run_dir=frame["run_dir"].map(runs.locate))  # records keep it relative to the work dir
+    frame = frame.assign(run_dir=frame["run_dir"].map(runs.locate))  # records keep it relative to the work dir
+    for folder in frame["run_dir"]:  # a setting found finished (or made by a --jobs worker) names its run only here
+        runs.mark_used(folder)
+    return frame
 
 
 def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: LLMConfig | None = None,
