@@ -75,7 +75,7 @@ def save_table(frame: pd.DataFrame, name: str, config: Any, seed: int | None = N
                out_dir: str | os.PathLike | None = None, latex: bool = False,
                rows: pd.DataFrame | None = None) -> list[Path]:
     """Save `frame` as CSV and Markdown (and LaTeX if asked) plus its config JSON, and the per-row scores it was
-    computed from (`rows`, see score_rows) as NAME.rows.csv.gz, so anyone can recompute it."""
+    computed from (`rows`, see io.score_rows) as NAME.rows.csv.gz, so anyone can recompute it."""
     out = settings.figures_dir(out_dir)
     paths = [write_frame(out / f"{name}.csv", frame), write_frame(out / f"{name}.md", rounded(frame))]
     if rows is not None:
