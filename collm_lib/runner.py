@@ -55,11 +55,15 @@ def _injected(cell: dict) -> bool:
     return INJECTED in cell.get("metadata", {}).get("tags", [])
 
 
-def strip_injected_parameters(path: Path) -> None:
-    """Drop papermill's injected-parameters cell: a committed notebook must take its profile from the
-    environment (CI runs it with COLLM_PROFILE=smoke), not from a value frozen into it by the last run."""
+def prepare_for_commit(path: Path, committed_as: Path) -> None:
+    """Make an executed copy fit to commit as `committed_as`: drop papermill's injected-parameters cell (a committed
+    notebook must take its profile from the environment, as CI runs it with COLLM_PROFILE=smoke, not from a value
+    frozen into it by the last run), and record papermill's input and output paths as a reader sees them."""
     nb = json.loads(path.read_text(encoding="utf-8"))
     nb["cells"] = [c for c in nb["cells"] if not _injected(c)]
+    meta = nb.get("metadata", {}).get("papermill")
+    if meta is not None:
+        meta["input_path"] = meta["output_path"] = settings.shown(committed_as)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -113,7 +117,7 @@ def _execute(source: Path, target: Path, failed: Path, parameters: dict, in_plac
                 tqdm.write(note, file=sys.stderr)
         raise
     if in_place:  # before the rename: the target must never hold the injected cell, even briefly
-        strip_injected_parameters(running)
+        prepare_for_commit(running, target)
     os.replace(running, target)
 
 

@@ -76,8 +76,9 @@ def test_committed_notebook_is_clean(path):
     outputs = _outputs(path)
     stderr = [_text(o)[:120] for o in outputs if o.get("name") == "stderr"]
     assert not stderr, f"{path.name}: stderr in the committed outputs (warnings, progress bars): {stderr[:3]}"
-    paths = sorted({m.group(0) for o in outputs for m in ABSOLUTE_PATH.finditer(_text(o))})
-    assert not paths, f"{path.name}: absolute paths {paths} in the outputs; print settings.shown(path)"
+    meta = json.dumps(nb["metadata"])  # papermill records its input and output paths there
+    paths = sorted({m.group(0) for text in [meta, *map(_text, outputs)] for m in ABSOLUTE_PATH.finditer(text)})
+    assert not paths, f"{path.name}: absolute paths {paths} in the outputs or metadata; use settings.shown(path)"
     images = sum("image/png" in o.get("data", {}) for o in outputs)
     assert images >= FIGURES_PER_NOTEBOOK.get(path.name[:2], 0), f"{path.name}: {images} inline figures"
     assert any("s wall on" in _text(o) for o in outputs), f"{path.name}: no footer (numbers.record) at the end"

@@ -63,10 +63,15 @@ def test_committed_notebooks_take_their_profile_from_the_environment():
         assert len(params) == 1 and "profile = None" in "".join(params[0]["source"]), path.name
 
 
-def test_strip_injected_parameters(tmp_path):
+def test_prepare_for_commit(tmp_path):
     nb = tmp_path / "n.ipynb"
     nb.write_text(json.dumps({"cells": [{"metadata": {"tags": ["parameters"]}, "source": "profile = None"},
                                         {"metadata": {"tags": ["injected-parameters"]}, "source": "profile = 'cpu'"},
-                                        {"metadata": {}, "source": "x = 1"}]}))
-    runner.strip_injected_parameters(nb)
-    assert [c["source"] for c in json.loads(nb.read_text())["cells"]] == ["profile = None", "x = 1"]
+                                        {"metadata": {}, "source": "x = 1"}],
+                              "metadata": {"papermill": {"input_path": str(nb), "output_path": str(nb) + ".running"}}}))
+    target = runner.NOTEBOOK_DIR / "01_prepare_data.ipynb"
+    runner.prepare_for_commit(nb, target)
+    done = json.loads(nb.read_text())
+    assert [c["source"] for c in done["cells"]] == ["profile = None", "x = 1"]
+    assert done["metadata"]["papermill"]["input_path"] == done["metadata"]["papermill"]["output_path"] == \
+        "notebooks/01_prepare_data.ipynb"
