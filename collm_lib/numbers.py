@@ -47,6 +47,7 @@ def from_table(frame: pd.DataFrame, table: str, keys: Sequence[str], columns: di
 
 
 def path(notebook: str, profile: str, out_dir: str | os.PathLike | None = None) -> Path:
+    """Where a notebook's key numbers are recorded: figures/numbers_<NN>_<profile>.json."""
     return settings.figures_dir(out_dir) / f"numbers_{notebook}_{profile}.json"
 
 
@@ -62,10 +63,9 @@ def record(notebook: str, profile: str, numbers: dict[str, Any], started: float,
     print(f"notebook {notebook}, {profile} profile: {wall:.0f} s wall on {info['device']} "
           f"({info['cpu_threads']} CPU threads; torch {info['torch']}, transformers {info['transformers']}); "
           "runs finished before were loaded, not redone (each run's results.json has its own timings)")
-    table = pd.DataFrame([{"number": name, "value": value(entry),
-                           "recomputes from": (f"{entry['rows']}.rows.csv.gz" if isinstance(entry, dict) else "")}
-                          for name, entry in numbers.items()])
-    return table
+    return pd.DataFrame([{"number": name, "value": value(entry),
+                          "recomputes from": (f"{entry['rows']}.rows.csv.gz" if isinstance(entry, dict) else "")}
+                         for name, entry in numbers.items()])
 
 
 def value(entry: Any) -> Any:
@@ -83,6 +83,8 @@ def load(notebook: str, profile: str, out_dir: str | os.PathLike | None = None) 
 
 
 def _selected(entry: dict[str, Any], out_dir: str | os.PathLike | None) -> pd.DataFrame:
+    """The rows a `from_rows` number stands on: its table's rows matching `where`, then its subset's rows (warm:
+    not_cold == 1, cold: the rest, as metrics.evaluate splits them)."""
     file = settings.figures_dir(out_dir) / f"{entry['rows']}.rows.csv.gz"
     if not file.exists():
         raise FileNotFoundError(f"{file} does not exist: the table's rows are written by report.save_table(rows=...) "
@@ -92,16 +94,18 @@ def _selected(entry: dict[str, Any], out_dir: str | os.PathLike | None) -> pd.Da
         if column not in rows:
             raise ValueError(f"{file}: no column {column!r} to select {wanted!r} on")
         rows = rows[rows[column] == wanted]
-    return rows
+    part = entry.get("subset", "all")
+    if part == "all":
+        return rows
+    return rows[(rows["not_cold"] == 1) == (part == "warm")] if "not_cold" in rows else rows.iloc[:0]
 
 
 def recompute(entry: dict[str, Any], out_dir: str | os.PathLike | None = None) -> float | int | None:
     """Recompute a `from_rows` number from the per-row scores saved beside its table."""
     rows = _selected(entry, out_dir)
-    if rows.empty:  # e.g. no rows of a dataset in this run: a count of nothing is 0, a metric of nothing undefined
+    if rows.empty:  # e.g. no cold rows in a small sample: a count of nothing is 0, a metric of nothing undefined
         return 0 if entry["metric"] in ("rows", "uauc_users") else None
-    subset = metrics.evaluate(rows).get(entry.get("subset", "all"))
-    return subset[entry["metric"]] if subset else None
+    return metrics.evaluate(rows)["all"][entry["metric"]]
 
 
 def resolution(entry: dict[str, Any], out_dir: str | os.PathLike | None = None) -> float:
@@ -110,12 +114,9 @@ def resolution(entry: dict[str, Any], out_dir: str | os.PathLike | None = None) 
     if entry["metric"] not in ("auc", "uauc"):
         return 0.0
     rows = _selected(entry, out_dir)
-    part = entry.get("subset", "all")
-    if part != "all" and "not_cold" in rows:
-        rows = rows[(rows["not_cold"] == 1) == (part == "warm")]
-    pos = rows.groupby("uid")["label"].sum() if entry["metric"] == "uauc" else rows["label"].sum()
-    neg = rows.groupby("uid")["label"].count() - pos if entry["metric"] == "uauc" else len(rows) - pos
     if entry["metric"] == "auc":
-        return 1.0 / (pos * neg) if pos and neg else 0.0
-    pairs = (pos * neg)[(pos > 0) & (neg > 0)]
+        pos = int(rows["label"].sum())
+        return 1.0 / (pos * (len(rows) - pos)) if 0 < pos < len(rows) else 0.0
+    pos = rows.groupby("uid")["label"].sum()
+    pairs = (pos * (rows.groupby("uid")["label"].count() - pos)).loc[lambda p: p > 0]
     return float((1.0 / pairs).max() / len(pairs)) if len(pairs) else 0.0

@@ -65,8 +65,8 @@ def shown(path: str | os.PathLike) -> str:
         return str(path.relative_to(REPO_ROOT))
     if path.is_relative_to(work_dir()):
         return f"<work dir>/{path.relative_to(work_dir())}"
-    if REPO_ROOT.parent != Path.home() and REPO_ROOT.parent.parent != REPO_ROOT.parent \
-            and path.is_relative_to(REPO_ROOT.parent):
+    beside = REPO_ROOT.parent  # not when that is the home folder or "/": every path would be "../..."
+    if beside not in (Path.home(), Path(beside.anchor)) and path.is_relative_to(beside):
         return os.path.relpath(path, REPO_ROOT)
     if path.is_relative_to(Path.home()):
         return f"~/{path.relative_to(Path.home())}"

@@ -255,9 +255,9 @@ def baselines_on_same_rows(splits: Splits, stage_dir: str | Path, mf_dir: str | 
     for name, values in scored.items():
         write_frame(out / files[name], rows[columns].assign(score=values))
     methods = {name: {split: metrics.evaluate(rows.assign(score=s)) | {"rows": len(rows)}} for name, s in scored.items()}
-    write_json(out / "results.json", {"methods": methods, "files": files, "stage_dir": str(stage_dir),
-                                      "mf_dir": str(mf_dir), "ctrl_dir": str(ctrl_dir) if ctrl_dir else None,
-                                      "upstream": upstream})
+    write_json(out / "results.json", {"methods": methods, "files": files, "stage_dir": runs.relative(stage_dir),
+                                      "mf_dir": runs.relative(mf_dir), "upstream": upstream,
+                                      "ctrl_dir": runs.relative(ctrl_dir) if ctrl_dir else None})
     runs.finish(out, ident, ["results.json", *files.values()])
     return {name: m | {"scores": str(out / files[name])} for name, m in runs.plain(methods).items()}
 
