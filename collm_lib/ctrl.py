@@ -54,6 +54,7 @@ class CTRLConfig:
     align_batch_size: int = 256  # in-batch negatives per step
     align_epochs: int = 20
     align_rows: int | None = 1500  # seeded sample of train rows that get LLM encodings; None: all
+    align_seed: int = 2023  # that sample's seed, apart from `seed`: seed replicates reuse the cached encodings
     temperature: float = 0.1  # InfoNCE
     template: str | None = None  # None: movie_text / book_text by dataset
     encoder: str = "smollm2-135m"  # names the text encoder in the cache key and results
@@ -327,7 +328,7 @@ def _train(splits: Splits, config: CTRLConfig, text_encoder: TextEncoder | None,
     if text_encoder is not None:
         template = get_template(config.template or default_template(splits.name, with_ids=False))
         n = len(splits.train) if config.align_rows is None else min(config.align_rows, len(splits.train))
-        rows = splits.train.sample(n=n, random_state=config.seed).sort_index()
+        rows = splits.train.sample(n=n, random_state=config.align_seed).sort_index()
         texts = [template.render(row, config.max_history) for _, row in rows.iterrows()]
         key = f"{splits.name}_{template.key}_{config.encoder}"
         vectors, path = cached_encodings(texts, text_encoder, cache_dir, key)

@@ -87,7 +87,7 @@ def matching_inputs(collab: nn.Module, splits: Splits, frame: pd.DataFrame, item
     warm_u, warm_i = train_ids(splits)
     user_tab, item_tab = mf_tables(collab, splits.n_users, splits.n_items)
     warm_items, warm_users = (np.array(sorted(ids), dtype=np.int64) for ids in (warm_i, warm_u))
-    train = splits.collab_train if splits.collab_train is not None else splits.train
+    train = splits.collab_rows
     liked = train[train["label"] == 1].groupby("uid")["iid"].agg(list)
     hist = lambda items: [i for i in map(int, items) if i in warm_i]  # noqa: E731 - cold items have no MF signal
     warm_user_repr, _ = retrieval.pool_history(item_tab, [hist(liked.get(u, [])) for u in warm_users])

@@ -7,13 +7,17 @@ AUC is the Mann-Whitney statistic computed from average ranks, so tied scores co
 same value as scikit-learn's roc_auc_score. UAUC is the unweighted mean of per-user AUCs over the
 users that have more than one row and both classes (docs/protocol.md §7.2); it is computed with one
 global sort by (user, score), without a Python loop over users, so it stays fast on millions of rows.
+`bootstrap` gives user-level bootstrap percentile intervals for both.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: this module stays pure numpy at run time
+    import pandas as pd
 
 UNDEFINED_UAUC = "undefined: no user has more than one row with both classes"
 
@@ -114,16 +118,23 @@ def auc(labels: Any, scores: Any) -> float:
     return float(u_stat[0] / (n_pos[0] * n_neg[0]))
 
 
+def _user_aucs(u: np.ndarray, y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, in sorted-id order: AUC (NaN without both classes, hence for single rows) and row count."""
+    n_pos, n_neg, u_stat = _grouped_mann_whitney(u, y, s)
+    pairs = n_pos * n_neg
+    return np.divide(u_stat, pairs, out=np.full(pairs.size, np.nan), where=pairs > 0), n_pos + n_neg
+
+
 def uauc(users: Any, labels: Any, scores: Any) -> UAUC:
     """Unweighted mean of per-user AUCs over users with > 1 row and both classes (vectorised)."""
     y, s, u = _check(labels, scores, users)
-    n_pos, n_neg, u_stat = _grouped_mann_whitney(u, y, s)
-    ok = (n_pos > 0) & (n_neg > 0)  # implies more than one row
+    per_user, sizes = _user_aucs(u, y, s)
+    ok = ~np.isnan(per_user)
     n_users = int(ok.sum())
     if n_users == 0:
         return UAUC(None, 0, 0, UNDEFINED_UAUC)
-    per_user = u_stat[ok] / (n_pos[ok] * n_neg[ok])
-    n_rows = int((n_pos[ok] + n_neg[ok]).sum())
+    per_user = per_user[ok]
+    n_rows = int(sizes[ok].sum())
     skipped = int(ok.size - n_users)
     return UAUC(float(per_user.mean()), n_users, n_rows,
                 f"{n_users} users ({n_rows} rows) covered; {skipped} users skipped (single row or class)")
@@ -180,6 +191,62 @@ def _train_counts(ids: np.ndarray, train_ids: np.ndarray) -> np.ndarray:
         return np.zeros(ids.size, dtype=np.int64)
     pos = np.minimum(np.searchsorted(uniq, ids), uniq.size - 1)
     return np.where(uniq[pos] == ids, counts[pos], 0)
+
+
+def bootstrap(frame: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed: int = 2023) -> dict[str, Any]:
+    """User-level bootstrap percentile intervals for AUC and UAUC of frame's (uid, label, score) rows.
+
+    Rows of one user are correlated, so users (not rows) are resampled with replacement: n_users
+    draws from the sorted unique uids, a user drawn k times contributing all its rows k times. The
+    draws depend only on the set of users and the seed, so methods scored on the same rows get the
+    same resamples (a paired comparison). A resample's AUC is the weighted Mann-Whitney statistic
+    with the draw counts as row weights (equal to `auc` on the concatenated rows); its UAUC is the
+    draw-weighted mean of the per-user AUCs, which are computed once. Resamples where a metric is
+    undefined (one class; no user with both classes) are counted in n_undefined_* and left out.
+    """
+    missing = [c for c in ("uid", "label", "score") if c not in frame]
+    if missing:
+        raise ValueError(f"bootstrap: frame lacks columns {missing}")
+    if len(frame) == 0:
+        raise ValueError("bootstrap: empty frame, no rows to resample")
+    if n_boot < 1:
+        raise ValueError(f"bootstrap: n_boot must be >= 1, got {n_boot}")
+    if not 0 < level < 1:
+        raise ValueError(f"bootstrap: level must lie strictly between 0 and 1, got {level}")
+    uids, codes = np.unique(np.asarray(frame["uid"]), return_inverse=True)
+    y, s, codes = _check(frame["label"], frame["score"], codes.reshape(-1))
+    n_users = uids.size
+    per_user, _ = _user_aucs(codes, y, s)
+    defined = ~np.isnan(per_user)
+    rank, n_ranks = _dense_ranks(s)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2**22 // y.size)  # resamples per batch: bounds memory at ~ 2**22 row weights
+    boot_auc, boot_uauc = [], []
+    for start in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - start)
+        counts = np.stack([np.bincount(rng.integers(n_users, size=n_users), minlength=n_users)
+                           for _ in range(k)]).astype(np.float64)  # (k, users): times each user is drawn
+        w = counts[:, codes]  # row weights
+        cell = (np.arange(k)[:, None] * n_ranks + rank).ravel()  # (resample, score rank) cells
+        pos = np.bincount(cell, (w * y).ravel(), k * n_ranks).reshape(k, n_ranks)
+        neg = np.bincount(cell, (w * (1 - y)).ravel(), k * n_ranks).reshape(k, n_ranks)
+        u_stat = (pos * (np.cumsum(neg, axis=1) - 0.5 * neg)).sum(axis=1)  # negatives below + half the ties
+        pairs = pos.sum(axis=1) * neg.sum(axis=1)
+        boot_auc.append(np.divide(u_stat, pairs, out=np.full(k, np.nan), where=pairs > 0))
+        drawn = counts[:, defined].sum(axis=1)
+        boot_uauc.append(np.divide(counts[:, defined] @ per_user[defined], drawn,
+                                   out=np.full(k, np.nan), where=drawn > 0))
+    point_auc = auc(y, s) if 0 < y.sum() < y.size else None
+    point_uauc = uauc(np.asarray(frame["uid"]), y, s).value
+    out: dict[str, Any] = {}
+    for name, point, values in (("auc", point_auc, np.concatenate(boot_auc)),
+                                ("uauc", point_uauc, np.concatenate(boot_uauc))):
+        ok = values[~np.isnan(values)]
+        lo, hi = (np.percentile(ok, [50 * (1 - level), 50 * (1 + level)]).tolist()
+                  if point is not None and ok.size else (None, None))
+        out |= {name: point, f"{name}_lo": lo, f"{name}_hi": hi, f"n_undefined_{name}": int(values.size - ok.size)}
+    return out | {"n_boot": int(n_boot), "level": float(level), "seed": seed, "users": int(n_users),
+                  "rows": int(y.size), "method": "user-level bootstrap, percentile interval"}
 
 
 # ---- top-K ranking metrics for retrieval -------------------------------------------------------

@@ -92,40 +92,77 @@ def save_table(frame: pd.DataFrame, name: str, config: Any, seed: int | None = N
 TABLE1_COLUMNS = {  # dataset -> (column title, the paper's dataset whose values apply, or None)
     "ml-1m": ("ML-1M", "ml-1m"), "amazon-book": ("Amazon-Book", "amazon-book"),
     "amazon-book-msl": ("Amazon-Book substitute", None), "bookcrossing": ("BookCrossing", "bookcrossing")}
-TABLE1_METHODS = ("MF", "CTRL (DIN)", "TALLRec", "CoLLM-FaissRet")
+TABLE1_METHODS = ("MF", "Popularity", "CTRL (DIN)", "TALLRec", "CoLLM-FaissRet")
+INTERVAL_COLUMNS = ("AUC lo", "AUC hi", "UAUC lo", "UAUC hi")
+SPREAD_COLUMNS = ("replicates", "replicate rows", "replicate AUC mean", "replicate AUC std", "replicate UAUC mean",
+                  "replicate UAUC std")
+
+
+def _value(value: float | None, note: str | None = None) -> str:
+    """A metric for a table cell: 4 decimals, "undef." when its note says why it has none, "-" when missing."""
+    if value is not None and not pd.isna(value):
+        return f"{value:.4f}"
+    return "undef." if isinstance(note, str) else "-"
 
 
 def _pair(auc: float | None, uauc: float | None, uauc_note: str | None = None) -> str:
     if auc is None or pd.isna(auc):
         return "-"
-    return f"{auc:.4f} / " + (f"{uauc:.4f}" if uauc is not None and not pd.isna(uauc)
-                              else "undef." if isinstance(uauc_note, str) else "-")
+    return f"{auc:.4f} / {_value(uauc, uauc_note)}"
 
 
-def table1(results: dict[tuple[str, str], dict], notes: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Table 1 from {(method, dataset): {"test": metrics.evaluate(...)}}: (long, wide).
+def _with_interval(value: float | None, lo: float | None, hi: float | None, note: str | None = None) -> str:
+    text = _value(value, note)
+    return text if lo is None or pd.isna(lo) else f"{text} [{lo:.3f}, {hi:.3f}]"
 
-    long: one row per method and dataset of TABLE1_COLUMNS, ours (all test rows of the sample) next to the
-    paper's; a dataset with no results gets its `notes` entry (e.g. why it was not run).
-    wide: methods x datasets, "AUC / UAUC" strings, ours and paper side by side ("undef." = UAUC undefined).
+
+def _with_std(mean: float | None, std: float | None) -> str:
+    text = _value(mean, "")
+    return text if std is None or pd.isna(std) or text == "undef." else f"{text} ± {std:.4f}"
+
+
+def table1(results: dict[tuple[str, str], dict], notes: dict[str, str] | None = None,
+           intervals: pd.DataFrame | None = None, spread: pd.DataFrame | None = None
+           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 1 from {(method, dataset): {"test": metrics.evaluate(...)}} on the LLM stages' rows: (long, wide).
+
+    `intervals` (replicates.intervals) adds each cell's bootstrap interval, `spread` (replicates.spread) each
+    method's mean and std over seed replicates (MF, popularity, CTRL(DIN): on the full test split).
+    long: one row per method and dataset of TABLE1_COLUMNS, ours next to the paper's; a dataset with no results
+    gets its `notes` entry (e.g. why it was not run).
+    wide: methods x datasets, "AUC [interval] / UAUC [interval]" on the stages' rows, "mean ± std" over seeds,
+    and the paper's values ("undef." = UAUC undefined).
     """
     notes = notes or {}
+    extra = {key: frame.set_index(["method", "dataset"]) for key, frame in (("ci", intervals), ("seeds", spread))
+             if frame is not None}
     rows = []
     for dataset, (title, paper_dataset) in TABLE1_COLUMNS.items():
         for method in TABLE1_METHODS:
             m = results.get((method, dataset), {}).get("test", {}).get("all")
             paper = paper_numbers.table1(method, paper_dataset)
-            rows.append({"method": method, "dataset": dataset, "column": title,
-                         "AUC": m and m["auc"], "UAUC": m and m["uauc"], "rows": m and m["rows"],
-                         "UAUC users": m and m["uauc_users"], "UAUC note": m and m["uauc_note"],
-                         "paper AUC": paper[0], "paper UAUC": paper[1],
-                         "note": None if m else notes.get(dataset, "not run")})
+            row = {"method": method, "dataset": dataset, "column": title,
+                   "AUC": m and m["auc"], "UAUC": m and m["uauc"], "rows": m and m["rows"],
+                   "UAUC users": m and m["uauc_users"], "UAUC note": m and m["uauc_note"]}
+            for key, columns in (("ci", INTERVAL_COLUMNS), ("seeds", SPREAD_COLUMNS)):
+                found = key in extra and (method, dataset) in extra[key].index and m
+                row |= {c: extra[key].loc[(method, dataset), c] if found else None for c in columns}
+            rows.append(row | {"paper AUC": paper[0], "paper UAUC": paper[1],
+                               "note": None if m else notes.get(dataset, "not run")})
     long = pd.DataFrame(rows)
     wide = pd.DataFrame({"method": list(TABLE1_METHODS)})
     for dataset, (title, paper_dataset) in TABLE1_COLUMNS.items():
         part = long[long["dataset"] == dataset].set_index("method").reindex(TABLE1_METHODS)
-        wide[f"{title} (ours)"] = [_pair(r["AUC"], r["UAUC"], r["UAUC note"]) if pd.isna(r["note"]) else "not run"
-                                   for _, r in part.iterrows()]
+        ran = part["note"].isna()
+        wide[f"{title} (ours)"] = [
+            "not run" if not ok else f"{_with_interval(r['AUC'], r['AUC lo'], r['AUC hi'])} / "
+                                     f"{_with_interval(r['UAUC'], r['UAUC lo'], r['UAUC hi'], r['UAUC note'])}"
+            for ok, (_, r) in zip(ran, part.iterrows())]
+        if spread is not None and ran.any():
+            wide[f"{title} (ours, seeds)"] = [
+                f"{_with_std(r['replicate AUC mean'], r['replicate AUC std'])} / "
+                f"{_with_std(r['replicate UAUC mean'], r['replicate UAUC std'])}" if ok and r["replicates"] > 0 else ""
+                for ok, (_, r) in zip(ran, part.iterrows())]
         if paper_dataset:
             wide[f"{title} (paper)"] = [_pair(r["paper AUC"], r["paper UAUC"]) for _, r in part.iterrows()]
     return long, wide

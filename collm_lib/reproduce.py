@@ -9,14 +9,11 @@ its notebooks call, with their default parameters, and leaves <out>/<part>.tar.g
 per-row scores, no weights). A part stopped at its deadline keeps what finished (stage runs keep last.pt) and the
 same command resumes it. `python -m collm_lib.runner --replay <out>/*.tar.gz` executes the notebooks over them.
 
-Table 1 sets MF, CTRL(DIN), TALLRec (stage 1 alone) and CoLLM-FaissRet (stage 2) side by side on each dataset,
-all four scored on the same test rows (the LLM stages' seeded user sample). ML-1M's LLM entries are
-notebooks 03 / 04's runs at the profile's size; the other datasets' stage runs are made here at the plan's
-size. Figure 3: (a) the LoRA learning rate on ML-1M (stage 1), (b) the FECE learning rate on the Amazon-Book
-substitute (stage 2); and the technical report's FECE learning rate on ML-1M and MF embedding size d (both
-stage 2 over notebook 03's LoRA). Every setting goes through sweep.run_sweep (a folder with its config
-and result) and its stage run lives in its identity folder, skipped once finished: an interrupted notebook
-resumes, and a setting equal to another run is that run.
+Table 1 (table1_results, table1_replicates): MF, popularity, CTRL(DIN), TALLRec (stage 1 alone) and CoLLM-FaissRet
+(stage 2) on each dataset, scored on the same test rows, with seed replicates. Figure 3 (figure3_sweeps): the LoRA
+lr on ML-1M, the FECE lr on the Amazon-Book substitute, and the technical report's FECE lr on ML-1M and MF size d.
+Every setting goes through sweep.run_sweep and its stage run lives in its identity folder, skipped once finished:
+an interrupted notebook resumes, and a setting equal to another run is that run.
 """
 from __future__ import annotations
 
@@ -32,9 +29,9 @@ from typing import Any, Iterator
 import pandas as pd
 import torch
 
-from . import bundle, collab, ctrl, runs, settings, stages, train
+from . import bundle, collab, ctrl, popularity, replicates, runs, settings, stages, train
 from .data import Splits, load_dataset
-from .io import read_json, run_info, score_rows
+from .io import read_json, run_info
 from .llm import LLMConfig
 from .paper import FIGURE3_LRS
 from .sweep import run_sweep, with_overrides
@@ -76,23 +73,27 @@ class SweepPlan:
     stage: dict[str, Any]  # StageConfig overrides over train.config_for_profile(profile, ...)
     mf: dict[str, Any]  # MFConfig overrides for the MFs of the embedding-size sweep
     ctrl: dict[str, Any]  # CTRLConfig overrides over ctrl.config_for_profile(profile)
+    n_seeds: int = 1  # Table 1's seed spread: MF and CTRL(DIN) over this many seeds on the full test splits
+    n_llm_seeds: int = 1  # ... and the LLM stages over this many (the first seed is the notebooks' own run)
+    jobs: int = 1  # processes making the MF and CTRL(DIN) seed replicates at once (each trains on one thread)
 
 
 def plan_for_profile(profile: str | None = None, **overrides: Any) -> SweepPlan:
     """smoke: plumbing only; cpu: the two ends of the paper's lr grid and runs of 16 training prompts (2 steps),
     so the whole cpu main job stays under an hour on 2 cores: a pipeline run, its curves are noise at this size
-    (an ML-1M run costs ~50 s, mostly scoring its test users); gpu: the paper's grids at the gpu profile's size."""
+    (an ML-1M run costs ~50 s, mostly scoring its test users), and 5 seeds of MF and CTRL(DIN) (cheap); gpu: the
+    paper's grids at the gpu profile's size, 5 seeds of the cheap models and 3 of the LLM stages."""
     profile = settings.profile_name(profile)
     plans = {
         "smoke": SweepPlan("smoke", (1e-3,), (32,),
                            dict(train_rows=8, eval_rows=8, test_rows=16, batch_size=4, max_steps=2, eval_every=2,
                                 warmup_steps=1, patience=1, score_batch_size=16),
-                           dict(max_epochs=2, patience=1), dict(align_rows=32)),
+                           dict(max_epochs=2, patience=1), dict(align_rows=32), n_seeds=2, jobs=2),
         "cpu": SweepPlan("cpu", (1e-4, 1e-3), (64, 128, 256),
                          dict(train_rows=16, eval_rows=8, test_rows=32, batch_size=8, max_steps=2, eval_every=2,
                               warmup_steps=1, patience=1, score_batch_size=16),
-                         dict(max_epochs=40, patience=10), dict(align_rows=48)),
-        "gpu": SweepPlan("gpu", FIGURE3_LRS, (64, 128, 256), {}, {}, {}),
+                         dict(max_epochs=40, patience=10), dict(align_rows=48), n_seeds=5, jobs=2),
+        "gpu": SweepPlan("gpu", FIGURE3_LRS, (64, 128, 256), {}, {}, {}, n_seeds=5, n_llm_seeds=3, jobs=4),
     }
     return dataclasses.replace(plans[profile], **overrides)
 
@@ -134,56 +135,87 @@ def _sweep(name: str, run: stages.StageRun, grid: dict, splits: Splits, root: Pa
     return frame
 
 
+def _llm_stages(plan: SweepPlan, name: str, data: Splits, seed: int, llm: LLMConfig, progress: bool,
+                phases: Phases, make_ml: bool = False) -> tuple[Path, Path]:
+    """Stage 1 and stage 2 folders of a dataset at `seed`: ML-1M's are notebooks 03 / 04's (made here only with
+    `make_ml`: seed replicates), the others' are made here at the plan's size (stage 2 at the default FECE lr, a
+    point of that dataset's FECE lr sweep)."""
+    if name == "ml-1m":
+        made = main_runs(plan.profile, data, seed, llm, progress)
+        if make_ml:
+            with phases(f"ml-1m seed {seed}: stages 1 and 2"):
+                stages.run_stage(data, train.config_for_profile(plan.profile, 1, dataset=name, seed=seed, llm=llm),
+                                 progress=progress)
+                stages.run_stage(data, train.config_for_profile(plan.profile, 2, dataset=name, seed=seed, llm=llm),
+                                 made["stage2"], made["stage1"], made["mf"], progress)
+        return made["stage1"], made["stage2"]
+    root = runs.sweep_root(plan.profile)
+    with phases(f"{name} seed {seed}: stage 1"):
+        first = _sweep(f"{name}/stage1", stage_run(plan, 1, name, seed, llm), {}, data, root, progress=progress)
+    second_run = stage_run(plan, 2, name, seed, llm)
+    with phases(f"{name} seed {seed}: stage 2"):
+        second = _sweep(f"{name}/fece_lr", second_run, {"stage.lr": [second_run.stage.lr]}, data, root,
+                        Path(first["run_dir"].iloc[0]), progress=progress)
+    return Path(first["run_dir"].iloc[0]), Path(second["run_dir"].iloc[0])
+
+
 def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: LLMConfig | None = None,
                    progress: bool = True, phases: Phases | None = None
                    ) -> tuple[dict[tuple[str, str], dict], dict[str, dict]]:
     """Every Table 1 entry, {(method, dataset): {"test": metrics}}, and per dataset where each came from (run
-    folders, and "scores": each method's per-row score file, the full-test MF and CTRL(DIN) ones included).
+    folders, and "scores": each method's per-row score file).
 
-    Per dataset: the profile's MF (notebook 02's checkpoint, trained here if missing), CTRL(DIN) trained here,
-    and the two LLM stages (ML-1M: notebooks 03 / 04; others: run here at the plan's size, stage 2 at the
-    default FECE lr, which is also a point of that dataset's FECE lr sweep). MF and CTRL are scored on the
-    LLM stages' test rows, so the four methods share their rows.
+    Per dataset: the profile's MF (notebook 02's checkpoint, trained here if missing), popularity, CTRL(DIN)
+    trained here, and the two LLM stages (_llm_stages). MF, popularity and CTRL are scored on the LLM stages' test
+    rows, so the five methods share their rows (checked on (uid, iid) keys by stages.check_same_rows and
+    baselines_on_same_rows).
     """
     llm, phases = llm or LLMConfig(), phases or Phases(progress)
-    root = runs.sweep_root(plan.profile)
     encoder = ctrl.llm_text_encoder(llm, progress=progress)
     results, sources = {}, {}
     for name, data in splits.items():
-        with phases(f"{name}: MF"):
+        with phases(f"{name}: MF and popularity"):
             mf_dir = collab.ensure_mf(data, collab.config_for_profile(plan.profile, dataset=name, seed=seed),
                                       progress=progress)
+            popular = popularity.ensure_popularity(data)
         with phases(f"{name}: CTRL(DIN)"):
             ctrl_record = ctrl.run_ctrl(data, ctrl.config_for_profile(plan.profile, seed=seed, **plan.ctrl), encoder,
                                         progress=progress)
-        if name == "ml-1m":
-            made = main_runs(plan.profile, data, seed, llm, progress)
-            stage_dirs = [made["stage1"], made["stage2"]]
-        else:
-            with phases(f"{name}: stage 1"):
-                first = _sweep(f"{name}/stage1", stage_run(plan, 1, name, seed, llm), {}, data, root,
-                               progress=progress)
-            second_run = stage_run(plan, 2, name, seed, llm)
-            with phases(f"{name}: stage 2"):
-                second = _sweep(f"{name}/fece_lr", second_run, {"stage.lr": [second_run.stage.lr]}, data, root,
-                                Path(first["run_dir"].iloc[0]), progress=progress)
-            stage_dirs = [Path(first["run_dir"].iloc[0]), Path(second["run_dir"].iloc[0])]
+        stage_dirs = _llm_stages(plan, name, data, seed, llm, progress, phases)
         s1, s2 = (_finished(d, f"stage {k}") for k, d in zip((1, 2), stage_dirs))
         rows = stages.check_same_rows(*stage_dirs)
-        with phases(f"{name}: MF and CTRL(DIN) on the stages' rows"):
-            baselines = stages.baselines_on_same_rows(data, stage_dirs[1], mf_dir, ctrl_record["run_dir"])
+        with phases(f"{name}: MF, popularity and CTRL(DIN) on the stages' rows"):
+            baselines = stages.baselines_on_same_rows(data, stage_dirs[1], mf_dir, ctrl_record["run_dir"],
+                                                      popularity_dir=popular["run_dir"])
         results |= {("TALLRec", name): s1, ("CoLLM-FaissRet", name): s2}
         results |= {(method, name): r for method, r in baselines.items()}
         sources[name] = {"stage1": str(stage_dirs[0]), "stage2": str(stage_dirs[1]), "mf": str(mf_dir),
-                         "ctrl": ctrl_record["run_dir"], "test_rows": rows,
+                         "ctrl": ctrl_record["run_dir"], "popularity": popular["run_dir"], "test_rows": rows,
                          "train_rows": {"stage1": s1["sample_sizes"]["train"], "stage2": s2["sample_sizes"]["train"]},
-                         "ctrl_full_test": ctrl_record["metrics"]["test"]["all"],
                          "scores": {"TALLRec": str(stage_dirs[0] / "scores_test.csv"),
                                     "CoLLM-FaissRet": str(stage_dirs[1] / "scores_test.csv"),
-                                    **{method: r["scores"] for method, r in baselines.items()},
-                                    "MF, full test": str(mf_dir / "test_scores.csv"),
-                                    "CTRL (DIN), full test": str(Path(ctrl_record["run_dir"]) / "test_scores.csv")}}
+                                    **{method: r["scores"] for method, r in baselines.items()}}}
     return results, sources
+
+
+def table1_replicates(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: LLMConfig | None = None,
+                      progress: bool = True, phases: Phases | None = None, data_dir: str | None = None) -> pd.DataFrame:
+    """Table 1's seed replicates, one row per (method, dataset, seed) with its test metrics and score file: MF,
+    popularity and CTRL(DIN) over plan.n_seeds seeds on the full test splits; with plan.n_llm_seeds > 1, the LLM
+    stages over that many (on their test rows: the full split in the gpu profile). Needs table1_results first
+    for the main seed's LLM runs of ML-1M (notebooks 03 / 04)."""
+    llm, phases = llm or LLMConfig(), phases or Phases(progress)
+    with phases(f"seed replicates of MF, popularity and CTRL(DIN): {plan.n_seeds} seeds"):
+        frame = replicates.cheap_replicates(plan.profile, splits, replicates.seeds_from(seed, plan.n_seeds), plan.ctrl,
+                                            llm, progress, plan.jobs, data_dir)
+    rows = []
+    for name, data in splits.items() if plan.n_llm_seeds > 1 else ():
+        for each in replicates.seeds_from(seed, plan.n_llm_seeds):
+            dirs = _llm_stages(plan, name, data, each, llm, progress, phases, make_ml=each != seed)
+            for method, folder in zip(("TALLRec", "CoLLM-FaissRet"), dirs):
+                test = _finished(folder, f"{method} seed {each}")["test"]
+                rows.append(replicates.replicate_row(method, name, each, test, folder / "scores_test.csv"))
+    return replicates.frame_of(frame.to_dict("records") + rows)
 
 
 def figure3_panels(profile: str) -> dict[str, tuple[str, str, str, str | None, str]]:
@@ -199,12 +231,6 @@ def figure3_panels(profile: str) -> dict[str, tuple[str, str, str, str | None, s
         f"mf_dim_ml-1m_{profile}": ("mf_dim_ml-1m", "mf.dim", "MF embedding size d", None,
                                     "ML-1M: MF embedding size (stage 2)"),
     }
-
-
-def table1_scores(sources: dict[str, dict]) -> pd.DataFrame:
-    """The per-row scores behind Table 1 (table1_results' `sources`), keyed by method and dataset."""
-    return score_rows({(method, name): path for name, source in sources.items()
-                       for method, path in source["scores"].items()}, keys=("method", "dataset"))
 
 
 def figure3_sweeps(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: LLMConfig | None = None,
@@ -241,7 +267,7 @@ def figure3_sweeps(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
                         seen.add(same)
                         tasks.append((folder, run, {name: [value]}, data.name, stage1_dir, root, data_dir, deadline))
         with phases(f"sweeps: {len(tasks)} settings, {jobs} at a time"):
-            _in_processes(tasks, jobs)
+            runs.in_processes(_sweep_setting, tasks, jobs)
     frames = {}
     for key, (folder, run, grid, data, stage1_dir) in sweeps.items():
         with phases(f"sweep {key}"):
@@ -256,19 +282,6 @@ def _sweep_setting(task: tuple) -> None:
         signal.signal(signal.SIGALRM, _alarm)
         signal.alarm(max(1, int(deadline - time.time())))
     _sweep(folder, run, grid, load_dataset(dataset, data_dir), root, stage1_dir, progress=False)
-
-
-def _in_processes(tasks: list[tuple], jobs: int) -> None:
-    """Run _sweep_setting over `tasks` in `jobs` fresh processes (spawned: CUDA does not survive a fork); raise
-    the first failure once all have ended. Concurrent runs write distinct folders; the MFs they share exist."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_sweep_setting, task) for task in tasks]
-    errors = [f.exception() for f in futures if f.exception() is not None]
-    if errors:
-        raise errors[0]
 
 
 PART_DATASETS = {"mf": MF_DATASETS, "ml-1m": ("ml-1m",), "table1": TABLE1_DATASETS, "figure3": TABLE1_DATASETS}
@@ -297,6 +310,7 @@ def _part_runs(part: str, profile: str, data: dict[str, Splits], seed: int, llm:
         plan = plan_for_profile(profile)
         if part == "table1":
             table1_results(plan, data, seed, llm, progress, phases)
+            table1_replicates(plan, data, seed, llm, progress, phases, data_dir)
         else:
             figure3_sweeps(plan, data, seed, llm, progress, phases, jobs, data_dir, deadline)
 

@@ -81,7 +81,7 @@ def item_titles(splits: Splits) -> dict[int, str]:
 
 def train_ids(splits: Splits) -> tuple[set[int], set[int]]:
     """Warm users and items: those with rows in the frame the MF was trained on."""
-    train = splits.collab_train if splits.collab_train is not None else splits.train
+    train = splits.collab_rows
     return set(train["uid"].astype(int)), set(train["iid"].astype(int))
 
 

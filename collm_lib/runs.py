@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import settings
 from .data.common import sha256_file
@@ -234,3 +234,16 @@ def model_fingerprint(model: str) -> str:
     weights = {p.name: p.stat().st_size for p in sorted(folder.iterdir())
                if p.suffix in (".safetensors", ".bin", ".gguf", ".pt")}
     return fingerprint({"config": sha256_file(folder / "config.json"), "weights": weights})
+
+
+def in_processes(fn: Callable[[Any], None], tasks: list, jobs: int) -> None:
+    """Run fn(task) for every task in `jobs` fresh processes (spawned: CUDA does not survive a fork); raise the first
+    failure once all have ended. Each task makes its own runs (distinct folders); callers then find them finished."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(fn, task) for task in tasks]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]

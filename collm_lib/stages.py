@@ -209,6 +209,21 @@ def check_same_rows(*stage_dirs: str | Path, split: str = "test") -> int:
     return len(keys[0])
 
 
+def check_same_keys(scores: pd.DataFrame) -> dict[str, int]:
+    """Raise unless, within each dataset of a table's per-row scores (io.score_rows keyed by method and dataset),
+    every method scored the same (uid, iid) rows (as a multiset); returns each dataset's number of rows."""
+    counts = {}
+    for dataset, part in scores.groupby("dataset", sort=False):
+        keyed = {m: sorted(zip(f["uid"].tolist(), f["iid"].tolist())) for m, f in part.groupby("method", sort=False)}
+        first, expected = next(iter(keyed.items()))
+        for method, keys in keyed.items():
+            if keys != expected:
+                raise ValueError(f"{dataset}: {method} scored other (uid, iid) rows than {first} ({len(keys)} vs "
+                                 f"{len(expected)} rows): the table compares different rows")
+        counts[dataset] = len(expected)
+    return counts
+
+
 def rows_of(splits: Splits, stage_dir: str | Path, split: str = "test") -> pd.DataFrame:
     """The full rows (with histories) of `split` that a finished stage scored, matched on (uid, iid) keys."""
     keys = _keyed(scored_keys(stage_dir, split))
@@ -224,14 +239,15 @@ BASELINE_FILES = ("results.json", "scores_*.csv")
 
 
 def baselines_on_same_rows(splits: Splits, stage_dir: str | Path, mf_dir: str | Path,
-                           ctrl_dir: str | Path | None = None, split: str = "test") -> dict[str, dict]:
-    """MF (and CTRL(DIN)) scored on exactly the rows a finished LLM stage scored, as {method: {split: evaluate(...),
-    "scores": the per-row score file}}.
+                           ctrl_dir: str | Path | None = None, split: str = "test",
+                           popularity_dir: str | Path | None = None) -> dict[str, dict]:
+    """MF (and CTRL(DIN), and popularity) scored on exactly the rows a finished LLM stage scored, as
+    {method: {split: evaluate(...), "scores": the per-row score file}}.
 
     A run of its own (runs/<dataset>/same-rows-<identity>, its identity the fingerprints of the stage, MF and CTRL
     runs): per-row scores scores_<method>.csv and results.json, so the comparison is recomputable, and a replay
     (bundles without weights) reads it instead of rescoring."""
-    from . import ctrl, metrics
+    from . import ctrl, metrics, popularity
     from .collab import score_mf
 
     how = "run it first (notebooks 02-04, 06)"
@@ -239,6 +255,8 @@ def baselines_on_same_rows(splits: Splits, stage_dir: str | Path, mf_dir: str | 
                 "mf": runs.upstream_fingerprint(mf_dir, "MF run", how)}
     if ctrl_dir is not None:
         upstream["ctrl"] = runs.upstream_fingerprint(ctrl_dir, "CTRL(DIN) run", how)
+    if popularity_dir is not None:
+        upstream["popularity"] = runs.upstream_fingerprint(popularity_dir, "popularity run", how)
     ident = runs.identity("same-rows", {"split": split}, upstream)
     out = runs.run_dir("same-rows", splits.name, ident)
     if runs.finished(out, ident) is not None:
@@ -250,6 +268,8 @@ def baselines_on_same_rows(splits: Splits, stage_dir: str | Path, mf_dir: str | 
     if ctrl_dir is not None:
         model, config = ctrl.load_ctrl(ctrl_dir)
         scored["CTRL (DIN)"] = ctrl.score_ctrl(model, rows, config)
+    if popularity_dir is not None:
+        scored["Popularity"] = popularity.score_popularity(popularity.load_counts(popularity_dir), rows)
     columns = [c for c in ("uid", "iid", "label", "not_cold") if c in rows]
     files = {name: f"scores_{name.split()[0]}.csv" for name in scored}
     for name, values in scored.items():
@@ -257,7 +277,8 @@ def baselines_on_same_rows(splits: Splits, stage_dir: str | Path, mf_dir: str | 
     methods = {name: {split: metrics.evaluate(rows.assign(score=s)) | {"rows": len(rows)}} for name, s in scored.items()}
     write_json(out / "results.json", {"methods": methods, "files": files, "stage_dir": runs.relative(stage_dir),
                                       "mf_dir": runs.relative(mf_dir), "upstream": upstream,
-                                      "ctrl_dir": runs.relative(ctrl_dir) if ctrl_dir else None})
+                                      "ctrl_dir": runs.relative(ctrl_dir) if ctrl_dir else None,
+                                      "popularity_dir": runs.relative(popularity_dir) if popularity_dir else None})
     runs.finish(out, ident, ["results.json", *files.values()])
     return {name: m | {"scores": str(out / files[name])} for name, m in runs.plain(methods).items()}
 

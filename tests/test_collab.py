@@ -90,3 +90,47 @@ def test_profiles():
     assert collab.config_for_profile("gpu", dim=64).dim == 64
     with pytest.raises(ValueError):
         collab.config_for_profile("laptop")
+
+
+def _habit_splits(seed: int = 0) -> Splits:
+    """BookCrossing's shape in small: each label is mostly the user's habit, and most items occur once."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = 300, 5000
+    habit = rng.normal(size=n_users) * 2
+
+    def frame(n: int) -> pd.DataFrame:
+        u, i = rng.integers(1, n_users, n), rng.integers(1, n_items, n)
+        return pd.DataFrame({"uid": u, "iid": i, "label": (rng.random(n) < 1 / (1 + np.exp(-habit[u]))).astype(int),
+                             "not_cold": np.ones(n, dtype=int)})
+
+    valid = frame(1000)
+    return Splits(name="habit", train=frame(4000), valid=valid, valid_small=valid.iloc[::2], test=frame(1000),
+                  n_users=n_users, n_items=n_items)
+
+
+def test_biases_carry_a_users_habit_to_unseen_items():
+    splits = _habit_splits()
+    aucs = {}
+    for bias in (False, True):
+        config = collab.config_for_profile("cpu", dim=8, lr=1e-2, batch_size=256, max_epochs=30, patience=3,
+                                           device="cpu", bias=bias)
+        aucs[bias] = collab.train_mf(splits, config, progress=False).metrics["test"]["all"]["auc"]
+    assert aucs[True] > 0.7 and aucs[True] > aucs[False] + 0.1, aucs
+    assert collab.config_for_profile("cpu", dataset="bookcrossing").bias
+    assert not collab.config_for_profile("cpu", dataset="ml-1m").bias  # CoLLM's MF: no biases
+
+
+def test_biased_vectors_give_the_score_and_survive_saving(tmp_path):
+    mf = collab.MatrixFactorization(5, 6, dim=4, bias=True)
+    with torch.no_grad():
+        mf.user_bias.weight.normal_()
+        mf.item_bias.weight.normal_()
+        mf.global_bias.fill_(0.3)
+    u, i = torch.tensor([1, 2, 4]), torch.tensor([5, 1, 3])
+    expected = (mf.user_embedding(u) * mf.item_embedding(i)).sum(-1) + mf.user_bias(u)[:, 0] + mf.item_bias(i)[:, 0] + 0.3
+    assert mf.dim == 6 and mf.user_vectors(u).shape == (3, 6)
+    torch.testing.assert_close(mf(u, i), expected)
+    collab.save_mf(mf, tmp_path / "ckpt", collab.MFConfig(dim=4, bias=True))
+    loaded = collab.load_mf(tmp_path / "ckpt")
+    assert loaded.bias and loaded.dim == 6
+    torch.testing.assert_close(loaded(u, i), expected)

@@ -121,3 +121,16 @@ def test_msl_substitute_is_labelled_and_balanced(msl):
                 touched[u].add(i)
     negatives = msl.test[msl.test["label"] == 0]
     assert not any(i in touched[u] for u, i in zip(negatives["uid"], negatives["iid"]))
+
+
+def test_msl_negatives_come_from_the_same_period(msl):
+    """Negatives are drawn from the same split's targets, so item age and popularity carry no label (with
+    catalogue-wide negatives, train popularity scored a test AUC of 0.28 and the item id alone 0.78)."""
+    from collm_lib import metrics
+
+    for frame in (msl.train, msl.valid, msl.test):
+        assert set(frame.loc[frame["label"] == 0, "iid"]) <= set(frame.loc[frame["label"] == 1, "iid"])
+    positives = msl.train.loc[msl.train["label"] == 1, "iid"].value_counts()
+    for frame in (msl.valid, msl.test):
+        assert abs(metrics.auc(frame["label"], frame["iid"].map(positives).fillna(0)) - 0.5) < 0.03
+        assert abs(metrics.auc(frame["label"], frame["iid"]) - 0.5) < 0.03

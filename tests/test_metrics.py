@@ -137,3 +137,144 @@ def test_ranking_metrics_undefined_and_bad_k():
         metrics.recall_at_k([[1, 2]], [set()], 2)
     with pytest.raises(ValueError, match="k must"):
         metrics.ndcg_at_k([[1, 2]], [{1}], 0)
+
+
+# ---- user-level bootstrap ----------------------------------------------------------------------
+
+
+def _bootstrap_frame(rng, n_users, rows_per_user=12, effect=0.8, user_sd=0.5):
+    """Each user: half positives, scores = user offset + effect * label + noise."""
+    uid = np.repeat(rng.permutation(n_users) * 5 + 2, rows_per_user)
+    label = np.tile(np.arange(rows_per_user) % 2, n_users)
+    score = np.repeat(rng.normal(0, user_sd, n_users), rows_per_user) + effect * label + rng.normal(size=uid.size)
+    return pd.DataFrame({"uid": uid, "label": label, "score": score})
+
+
+def _first_draw(frame, seed):
+    """The users of the first resample, drawn the documented way (sorted unique uids, default_rng)."""
+    uids = np.unique(frame["uid"])
+    return uids[np.random.default_rng(seed).integers(uids.size, size=uids.size)]
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_bootstrap_resample_equals_explicit_concatenation(tied):
+    rng = np.random.default_rng(21)
+    users, labels = _random_users(rng, 60)  # single-row and single-class users included
+    frame = pd.DataFrame({"uid": users, "label": labels, "score": rng.normal(size=users.size) + 0.7 * labels,
+                          "iid": rng.integers(0, 50, users.size)})
+    if tied:
+        frame["score"] = np.round(frame["score"])
+        assert frame["score"].nunique() < 10
+    resample_aucs = []
+    for seed in range(5):  # n_boot=1: the interval collapses onto the one resample's value
+        got = metrics.bootstrap(frame, n_boot=1, seed=seed)
+        parts = [frame[frame["uid"] == u] for u in _first_draw(frame, seed)]
+        rows = pd.concat(parts)  # a user drawn k times appears k times
+        assert rows["uid"].nunique() < frame["uid"].nunique()  # repeats really happened
+        expected = metrics.auc(rows["label"], rows["score"])
+        assert expected == pytest.approx(roc_auc_score(rows["label"], rows["score"]), abs=1e-12)
+        assert got["auc_lo"] == pytest.approx(expected, abs=1e-12) and got["auc_hi"] == got["auc_lo"]
+        per_user = [roc_auc_score(p["label"], p["score"]) for p in parts if p["label"].nunique() == 2]
+        assert got["uauc_lo"] == pytest.approx(np.mean(per_user), abs=1e-12)
+        resample_aucs.append(got["auc_lo"])
+    assert len(set(resample_aucs)) == 5 and got["auc"] not in resample_aucs  # resamples differ from the data
+
+
+def test_bootstrap_point_values_and_keys():
+    frame = _bootstrap_frame(np.random.default_rng(1), 50)
+    got = metrics.bootstrap(frame, n_boot=50)
+    assert got["auc"] == metrics.auc(frame["label"], frame["score"])
+    assert got["uauc"] == metrics.uauc(frame["uid"].to_numpy(), frame["label"], frame["score"]).value
+    assert (got["users"], got["rows"], got["n_boot"], got["level"], got["seed"]) == (50, 600, 50, 0.95, 2023)
+    assert got["method"] == "user-level bootstrap, percentile interval"
+    assert got["n_undefined_auc"] == got["n_undefined_uauc"] == 0
+    for key in ("auc", "auc_lo", "auc_hi", "uauc", "uauc_lo", "uauc_hi"):
+        assert type(got[key]) is float, key
+
+
+def test_bootstrap_same_users_same_resamples():
+    rng = np.random.default_rng(2)
+    frame = _bootstrap_frame(rng, 80)
+    shuffled = frame.sample(frac=1, random_state=3).assign(extra=1)  # row order and extra columns don't matter
+    assert metrics.bootstrap(frame, n_boot=200) == metrics.bootstrap(shuffled, n_boot=200)
+    assert metrics.bootstrap(frame, n_boot=200, seed=1) != metrics.bootstrap(frame, n_boot=200, seed=2)
+    # paired: another method's scores on the same users use the same draw
+    other = frame.assign(score=frame["score"] + rng.normal(size=len(frame)))
+    for f in (frame, other):
+        rows = pd.concat([f[f["uid"] == u] for u in _first_draw(f, 9)])
+        assert metrics.bootstrap(f, n_boot=1, seed=9)["auc_lo"] == pytest.approx(
+            metrics.auc(rows["label"], rows["score"]), abs=1e-12)
+
+
+def test_bootstrap_interval_contains_point_and_shrinks_with_users():
+    widths = {}
+    for n_users in (20, 500):
+        got = metrics.bootstrap(_bootstrap_frame(np.random.default_rng(n_users), n_users), n_boot=500)
+        for name in ("auc", "uauc"):
+            assert got[f"{name}_lo"] < got[name] < got[f"{name}_hi"]
+            widths[name, n_users] = got[f"{name}_hi"] - got[f"{name}_lo"]
+    for name in ("auc", "uauc"):  # width ~ 1 / sqrt(users): about 5x narrower
+        assert widths[name, 500] < 0.4 * widths[name, 20]
+    half = metrics.bootstrap(_bootstrap_frame(np.random.default_rng(20), 20), n_boot=500, level=0.5)
+    assert half["auc_hi"] - half["auc_lo"] < 0.6 * widths["auc", 20]  # a lower level: a narrower interval
+
+
+def test_bootstrap_coverage_of_known_population_auc():
+    from statistics import NormalDist
+    n_users, m, effect, user_sd = 100, 10, 0.8, 0.5
+    phi = NormalDist().cdf
+    # expected estimator values: within-user pairs compare noise only, cross-user pairs also user offsets;
+    # each user has m/2 positives and m/2 negatives, so a fraction 1/n_users of all pairs is within-user
+    true_uauc = phi(effect / math.sqrt(2))
+    true_auc = true_uauc / n_users + phi(effect / math.sqrt(2 + 2 * user_sd**2)) * (1 - 1 / n_users)
+    rng = np.random.default_rng(4)
+    covered = {"auc": 0, "uauc": 0}
+    widths = []
+    for rep in range(100):
+        got = metrics.bootstrap(_bootstrap_frame(rng, n_users, m, effect, user_sd), n_boot=200, seed=rep)
+        covered["auc"] += got["auc_lo"] <= true_auc <= got["auc_hi"]
+        covered["uauc"] += got["uauc_lo"] <= true_uauc <= got["uauc_hi"]
+        widths.append(got["auc_hi"] - got["auc_lo"])
+    assert 85 <= covered["auc"] <= 100 and 85 <= covered["uauc"] <= 100, covered
+    assert np.median(widths) < 0.1  # informative, not just wide
+
+
+def test_bootstrap_one_row_per_user():
+    rng = np.random.default_rng(6)
+    frame = pd.DataFrame({"uid": np.arange(300), "label": np.arange(300) % 2})
+    frame["score"] = rng.normal(size=300) + frame["label"]
+    got = metrics.bootstrap(frame, n_boot=100)
+    assert got["uauc"] is None and got["uauc_lo"] is None and got["uauc_hi"] is None
+    assert got["n_undefined_uauc"] == 100 and got["n_undefined_auc"] == 0
+    assert got["auc_lo"] < got["auc"] < got["auc_hi"]
+
+
+def test_bootstrap_counts_undefined_resamples():
+    # user 1: positives only, user 2: negatives only, user 3: both classes
+    frame = pd.DataFrame({"uid": [1, 1, 2, 2, 3, 3], "label": [1, 1, 0, 0, 1, 0],
+                          "score": [0.9, 0.2, 0.5, 0.1, 0.7, 0.3]})
+    got = metrics.bootstrap(frame, n_boot=400, seed=5)
+    rng = np.random.default_rng(5)
+    draws = [set(rng.integers(3, size=3).tolist()) for _ in range(400)]
+    assert got["n_undefined_auc"] == sum(d in ({0}, {1}) for d in draws) > 0
+    assert got["n_undefined_uauc"] == sum(2 not in d for d in draws) > 0
+    assert got["uauc_lo"] == got["uauc_hi"] == got["uauc"] == 1.0  # only user 3 counts, AUC 1
+    assert 0 <= got["auc_lo"] <= got["auc"] <= got["auc_hi"] <= 1
+
+
+def test_bootstrap_single_class_and_bad_input():
+    one_class = pd.DataFrame({"uid": [1, 1, 2], "label": [1, 1, 1], "score": [0.1, 0.2, 0.3]})
+    got = metrics.bootstrap(one_class, n_boot=10)
+    assert got["auc"] is None and got["auc_lo"] is None and got["n_undefined_auc"] == 10
+    frame = _bootstrap_frame(np.random.default_rng(8), 10)
+    with pytest.raises(ValueError, match=r"lacks columns \['label', 'score'\]"):
+        metrics.bootstrap(frame[["uid"]])
+    with pytest.raises(ValueError, match="empty"):
+        metrics.bootstrap(frame.iloc[:0])
+    with pytest.raises(ValueError, match="n_boot"):
+        metrics.bootstrap(frame, n_boot=0)
+    for level in (0, 1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="level"):
+            metrics.bootstrap(frame, level=level)
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.bootstrap(frame.assign(score=np.nan))

@@ -39,6 +39,11 @@ class Splits:
     collab_train: pd.DataFrame | None = None  # (uid, iid, label) rows for the collaborative model; None: train
     meta: dict = field(default_factory=dict)  # protocol, seeds, source files + sha256, notes
 
+    @property
+    def collab_rows(self) -> pd.DataFrame:
+        """The rows collaborative models (MF, popularity) learn from: collab_train where a dataset has it, else train."""
+        return self.collab_train if self.collab_train is not None else self.train
+
     def split(self, name: str) -> pd.DataFrame:
         if name not in SPLIT_NAMES:
             raise ValueError(f"unknown split {name!r}; choose one of {SPLIT_NAMES}")
