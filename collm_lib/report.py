@@ -168,6 +168,19 @@ def table1(results: dict[tuple[str, str], dict], notes: dict[str, str] | None = 
     return long, wide
 
 
+def table1_panels(wide: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The wide Table 1 cut into one narrow table per dataset (methods x ours / ours, seeds / paper), for reading on
+    a screen: all datasets side by side wrap every cell."""
+    panels = {}
+    for title, _ in TABLE1_COLUMNS.values():
+        columns = [c for c in wide.columns if c.startswith(f"{title} (")]
+        named = {c: c[len(title) + 2:-1] for c in columns}
+        panels[title] = wide.set_index("method")[columns].rename(columns=named).rename(columns={
+            "ours": "ours, same rows: AUC [95 % CI] / UAUC [95 % CI]",
+            "ours, seeds": "ours, full test: mean ± std over seeds"})
+    return panels
+
+
 def metrics_table(named: dict[str, dict], dataset: str, split: str = "test") -> pd.DataFrame:
     """One row per (method, subset) from result dicts {"test": metrics.evaluate(...)}, paper values beside."""
     rows = []

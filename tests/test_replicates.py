@@ -79,3 +79,14 @@ def test_table1_shows_intervals_spread_and_popularity():
     assert wide.set_index("method").loc["MF", "ML-1M (ours)"] == "not run"
     assert pd.isna(long.query("method == 'Popularity'")["paper AUC"]).all()
 
+
+
+def test_table1_panels_keep_every_cell_of_the_wide_table():
+    results = {("MF", "ml-1m"): {"test": metrics.evaluate(_scores().query("method == 'good'")) | {"rows": 240}}}
+    _, wide = report.table1(results)
+    panels = report.table1_panels(wide)
+    assert list(panels) == [title for title, _ in report.TABLE1_COLUMNS.values()]
+    ml = panels["ML-1M"]
+    assert ml.loc["MF", "paper"] == "0.6482 / 0.6361"
+    assert ml.loc["MF", "ours, same rows: AUC [95 % CI] / UAUC [95 % CI]"] == wide.set_index("method").loc["MF", "ML-1M (ours)"]
+    assert sum(p.shape[1] for p in panels.values()) == wide.shape[1] - 1  # every column but "method", once
