@@ -202,8 +202,8 @@ def table1_replicates(plan: SweepPlan, splits: dict[str, Splits], seed: int = 20
                       progress: bool = True, phases: Phases | None = None, data_dir: str | None = None) -> pd.DataFrame:
     """Table 1's seed replicates, one row per (method, dataset, seed) with its test metrics and score file: MF,
     popularity and CTRL(DIN) over plan.n_seeds seeds on the full test splits; with plan.n_llm_seeds > 1, the LLM
-    stages over that many (on their test rows: the full split in the gpu profile). Needs table1_results first
-    for the main seed's LLM runs of ML-1M (notebooks 03 / 04)."""
+    stages over that many (on their test rows: the full split in the gpu profile; a sampled `test_rows` would be
+    drawn per seed). Needs table1_results first for the main seed's LLM runs of ML-1M (notebooks 03 / 04)."""
     llm, phases = llm or LLMConfig(), phases or Phases(progress)
     with phases(f"seed replicates of MF, popularity and CTRL(DIN): {plan.n_seeds} seeds"):
         frame = replicates.cheap_replicates(plan.profile, splits, replicates.seeds_from(seed, plan.n_seeds), plan.ctrl,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collm_lib import collab, metrics, paper, report, reproduce, runs, stages, sweep
+from collm_lib import collab, metrics, paper, replicates, report, reproduce, runs, stages, sweep
 from collm_lib.llm import LLMConfig
 from collm_lib.train import StageConfig, load_results
 from tiny_llm import movie_splits, save_tiny
@@ -105,3 +105,23 @@ def test_table1_long_and_wide():
     assert wide.loc["MF", "BookCrossing (ours)"].endswith(" / undef.")  # one row per user
     assert wide.loc["TALLRec", "Amazon-Book (ours)"] == "not run"
     assert "Amazon-Book substitute (paper)" not in wide.columns
+
+
+def test_table1_replicates_cover_cheap_models_and_llm_seeds(tmp_path, monkeypatch):
+    """The gpu plan's path on a tiny model: MF and CTRL over two seeds, popularity once, both LLM stages over two
+    seeds, each replicate its own run whose per-row scores give its metrics."""
+    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
+    tiny = LLMConfig(model=str(save_tiny(tmp_path / "tiny-llm")))
+    plan = reproduce.plan_for_profile("smoke", n_seeds=2, n_llm_seeds=2, jobs=1,
+                                      stage=dict(train_rows=8, eval_rows=None, test_rows=None, batch_size=4, max_steps=1,
+                                                 eval_every=1, warmup_steps=1, patience=1, score_batch_size=8),
+                                      ctrl=dict(align_rows=16))
+    frame = reproduce.table1_replicates(plan, {"ml-synthetic": movie_splits()}, seed=7, llm=tiny, progress=False)
+    counts = frame.groupby("method")["seed"].apply(lambda s: sorted(s.dropna().tolist())).to_dict()
+    assert counts == {"CTRL (DIN)": [7, 8], "CoLLM-FaissRet": [7, 8], "MF": [7, 8], "Popularity": [], "TALLRec": [7, 8]}
+    assert len(set(frame["scores"])) == len(frame)  # every replicate is a run of its own
+    for row in frame.itertuples():
+        rows = pd.read_csv(row.scores)
+        assert metrics.auc(rows["label"], rows["score"]) == pytest.approx(row.AUC)
+    spread = replicates.spread(frame).set_index("method")
+    assert spread.loc["MF", "replicates"] == 2 and spread.loc["Popularity", "replicates"] == 1
