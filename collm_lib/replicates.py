@@ -37,13 +37,19 @@ def replicate_row(method: str, dataset: str, seed: int | None, test: dict[str, A
             "scores": str(scores)}
 
 
+def _mf_and_ctrl(profile: str, data: Splits, seed: int, ctrl_overrides: dict[str, Any],
+                 encoder: ctrl.TextEncoder | None, progress: bool) -> tuple[Path, dict[str, Any]]:
+    """MF's run folder and CTRL(DIN)'s results of one dataset at one seed, made unless finished."""
+    mf_dir = collab.ensure_mf(data, collab.config_for_profile(profile, dataset=data.name, seed=seed), progress=progress)
+    made = ctrl.run_ctrl(data, ctrl.config_for_profile(profile, seed=seed, **ctrl_overrides), encoder, progress=progress)
+    return mf_dir, made
+
+
 def _cheap_seed(task: tuple) -> None:
-    """MF and CTRL(DIN) of one dataset at one seed, in a worker process (cheap_replicates with jobs > 1)."""
+    """_mf_and_ctrl in a worker process (cheap_replicates with jobs > 1)."""
     profile, name, seed, ctrl_overrides, llm, data_dir = task
-    data = load_dataset(name, data_dir)
-    collab.ensure_mf(data, collab.config_for_profile(profile, dataset=name, seed=seed), progress=False)
-    ctrl.run_ctrl(data, ctrl.config_for_profile(profile, seed=seed, **ctrl_overrides),
-                  ctrl.llm_text_encoder(llm, progress=False) if llm else None, progress=False)
+    _mf_and_ctrl(profile, load_dataset(name, data_dir), seed, ctrl_overrides,
+                 ctrl.llm_text_encoder(llm, progress=False) if llm else None, progress=False)
 
 
 def cheap_replicates(profile: str, splits: dict[str, Splits], seeds: tuple[int, ...], ctrl_overrides: dict[str, Any],
@@ -63,11 +69,9 @@ def cheap_replicates(profile: str, splits: dict[str, Splits], seeds: tuple[int, 
         rows.append(replicate_row("Popularity", name, None, made["metrics"]["test"],
                                   Path(made["run_dir"]) / "test_scores.csv"))
         for seed in seeds:
-            mf_dir = collab.ensure_mf(data, collab.config_for_profile(profile, dataset=name, seed=seed), progress=progress)
+            mf_dir, made = _mf_and_ctrl(profile, data, seed, ctrl_overrides, encoder, progress)
             rows.append(replicate_row("MF", name, seed, io.read_json(mf_dir / "config.json")["metrics"]["test"],
                                       mf_dir / "test_scores.csv"))
-            made = ctrl.run_ctrl(data, ctrl.config_for_profile(profile, seed=seed, **ctrl_overrides), encoder,
-                                 progress=progress)
             rows.append(replicate_row("CTRL (DIN)", name, seed, made["metrics"]["test"],
                                       Path(made["run_dir"]) / "test_scores.csv"))
     return frame_of(rows)

@@ -199,29 +199,28 @@ def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(n=frame.groupby(["uid", "iid"]).cumcount())
 
 
+def _same_keys(keyed: dict[str, pd.DataFrame], what: str) -> int:
+    """Raise unless every frame of `keyed` ({name: rows with uid, iid}) holds the same (uid, iid) multiset; returns
+    its size."""
+    sets = {name: sorted(zip(f["uid"].tolist(), f["iid"].tolist())) for name, f in keyed.items()}
+    first, expected = next(iter(sets.items()))
+    for name, keys in sets.items():
+        if keys != expected:
+            raise ValueError(f"{name} scored other {what} than {first} ({len(keys)} vs {len(expected)} rows, "
+                             "(uid, iid) pairs differ): the results are not comparable")
+    return len(expected)
+
+
 def check_same_rows(*stage_dirs: str | Path, split: str = "test") -> int:
     """Raise unless every stage scored the same (uid, iid) rows (as a multiset); returns their number."""
-    keys = [sorted(map(tuple, scored_keys(d, split)[["uid", "iid"]].to_numpy().tolist())) for d in stage_dirs]
-    for folder, other in zip(stage_dirs[1:], keys[1:]):
-        if other != keys[0]:
-            raise ValueError(f"{folder} scored other {split} rows than {stage_dirs[0]} ({len(other)} vs "
-                             f"{len(keys[0])} rows, (uid, iid) pairs differ): results are not comparable")
-    return len(keys[0])
+    return _same_keys({str(d): scored_keys(d, split) for d in stage_dirs}, f"{split} rows")
 
 
 def check_same_keys(scores: pd.DataFrame) -> dict[str, int]:
     """Raise unless, within each dataset of a table's per-row scores (io.score_rows keyed by method and dataset),
     every method scored the same (uid, iid) rows (as a multiset); returns each dataset's number of rows."""
-    counts = {}
-    for dataset, part in scores.groupby("dataset", sort=False):
-        keyed = {m: sorted(zip(f["uid"].tolist(), f["iid"].tolist())) for m, f in part.groupby("method", sort=False)}
-        first, expected = next(iter(keyed.items()))
-        for method, keys in keyed.items():
-            if keys != expected:
-                raise ValueError(f"{dataset}: {method} scored other (uid, iid) rows than {first} ({len(keys)} vs "
-                                 f"{len(expected)} rows): the table compares different rows")
-        counts[dataset] = len(expected)
-    return counts
+    return {dataset: _same_keys({f"{dataset}: {m}": f for m, f in part.groupby("method", sort=False)}, "rows")
+            for dataset, part in scores.groupby("dataset", sort=False)}
 
 
 def rows_of(splits: Splits, stage_dir: str | Path, split: str = "test") -> pd.DataFrame:
