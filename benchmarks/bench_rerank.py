@@ -48,7 +48,7 @@ def main() -> None:
     splits = load_dataset("ml-1m", args.data_dir)
     stage_dir = args.stage_dir or reproduce.main_runs(args.profile, splits, args.seed)["stage2"]
     if runs.finished(stage_dir) is None:
-        raise SystemExit(f"no finished stage-2 run in {stage_dir}: run notebooks 02-04 (or scripts/run_stages.py) first")
+        raise SystemExit(f"no finished stage-2 run in {stage_dir}: run notebooks 02-04 (or `collm stages`) first")
     dev = settings.device()
     out = args.out or RESULTS / f"rerank_{'cpu' if dev.type == 'cpu' else 'gpu'}_ml1m.json"
     load_start, t_start = os.getloadavg(), time.perf_counter()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol, runtime_checkable
@@ -24,6 +26,8 @@ from tqdm.auto import tqdm
 
 from . import io, metrics, settings
 from .data import Splits
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -196,7 +200,7 @@ def _train(splits: Splits, config: MFConfig, progress: bool) -> MFResult:
     labels = torch.tensor(train["label"].to_numpy(), dtype=torch.float32, device=dev)
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
 
-    rows, best_auc, best_epoch, best_state = [], -np.inf, 0, None
+    rows, best_auc, best_epoch, best_state, started = [], -np.inf, 0, None, time.perf_counter()
     # mininterval: a notebook without widgets stores every redraw, so redraw at most every few seconds
     bar = tqdm(range(1, config.max_epochs + 1), desc=f"MF {splits.name}", disable=settings.quiet(progress), mininterval=5)
     for epoch in bar:
@@ -217,9 +221,13 @@ def _train(splits: Splits, config: MFConfig, progress: bool) -> MFResult:
             best_auc, best_epoch = valid_auc, epoch
             best_state = copy.deepcopy(model.state_dict())
         bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", auc=f"{valid_auc:.4f}", best=best_epoch, refresh=False)
+        log.info("MF %s epoch %d: train loss %.4f, valid AUC %.4f%s", splits.name, epoch, rows[-1]["loss"], valid_auc,
+                 " (best)" if best_epoch == epoch else "")
         if epoch - best_epoch >= config.patience:
             break
 
+    log.info("MF %s trained %d epochs in %.1f s; best valid AUC %.4f at epoch %d", splits.name, len(rows),
+             time.perf_counter() - started, best_auc, best_epoch)
     model.load_state_dict(best_state)
     model = model.cpu().eval()
     valid = splits.valid.assign(score=score_mf(model, splits.valid))
@@ -254,8 +262,10 @@ def ensure_mf(splits: Splits, config: MFConfig, out_dir: str | os.PathLike | Non
     ident = mf_identity(splits, config)
     out = Path(out_dir) if out_dir else runs.run_dir("mf", splits.name, ident, f"d{config.dim}", work_dir)
     if runs.finished(out, ident) is None:
-        runs.begin(out, "mf", ident, config, {"data": runs.data_fingerprint(splits)}, owned=MF_FILES)
-        save_mf(train_mf(splits, config, progress=progress), out, ident=ident)
+        with runs.running(out, "mf", ident, config, {"data": runs.data_fingerprint(splits)}, owned=MF_FILES):
+            save_mf(train_mf(splits, config, progress=progress), out, ident=ident)
+    else:
+        log.info("MF %s: %s finished before, read back (not retrained)", splits.name, out)
     return out
 
 

@@ -404,8 +404,8 @@ def run_ctrl(splits: Splits, config: CTRLConfig, text_encoder: TextEncoder | Non
     ident = runs.identity("ctrl", config, upstream)
     out = Path(out_dir) if out_dir else runs.run_dir("ctrl", splits.name, ident)
     if runs.finished(out, ident) is None:
-        runs.begin(out, "ctrl", ident, config, upstream, owned=CTRL_FILES)
-        save_ctrl(train_ctrl(splits, config, text_encoder, cache_dir=cache_dir, progress=progress), out, ident)
+        with runs.running(out, "ctrl", ident, config, upstream, owned=CTRL_FILES):
+            save_ctrl(train_ctrl(splits, config, text_encoder, cache_dir=cache_dir, progress=progress), out, ident)
     return io.read_json(out / "results.json") | {"run_dir": str(out)}
 
 

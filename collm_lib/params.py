@@ -12,6 +12,7 @@ cell has a name without a spec here, or a default that check() would change.
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import math
 import numbers
@@ -24,6 +25,7 @@ from typing import Any
 # (tests keep the copies in step).
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 ITEM_TEXTS = ("llm", "hashed")
+LORA_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets")  # llm.LLMConfig's LoRA fields
 _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
@@ -43,9 +45,24 @@ def _profiles() -> Iterable[str]:
     return PROFILES
 
 
-def _dataset_names() -> Iterable[str]:
-    from collm_lib.data import DATASETS  # imports settings, hence torch: as above
-    return DATASETS
+# The data_dir given to the same check() call: own datasets are discovered there (docs/own_data.md).
+_DATA_DIR: contextvars.ContextVar[str | None] = contextvars.ContextVar("data_dir", default=None)
+
+
+def _dataset(value: Any) -> str:
+    """A built-in dataset, an own dataset's name, or a path to an own dataset folder (given as its name)."""
+    from collm_lib import data  # imports settings, hence torch: as above
+
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise _Bad("is not a dataset name")
+    try:
+        return data.dataset_name(value, _DATA_DIR.get())
+    except data.UnknownDataset:
+        options = [*data.DATASETS, *data.own_datasets(_DATA_DIR.get())]
+        raise _Bad(f"is not one of {_listing(options)}, nor a folder holding dataset.json (docs/own_data.md)") \
+            from None
+    except ValueError as err:  # a misnamed or clashing folder: its message says the fix
+        raise _Bad(f"cannot be used: {err}") from None
 
 
 def _listing(options: Iterable[str]) -> str:
@@ -136,13 +153,50 @@ def _overrides(value: Any) -> dict[str, dict]:
             raise _Bad("is not JSON") from None
     if not isinstance(value, Mapping):
         raise _Bad("is not a dict")
-    names = tuple(_dataset_names())
+    out = {}
     for name, change in value.items():
-        if name not in names:
-            raise _Bad(f"has key {name!r}, which is not one of {_listing(names)}")
+        try:
+            key = _dataset(name)
+        except _Bad as bad:
+            raise _Bad(f"has key {name!r}, which {bad}") from None
         if not isinstance(change, Mapping):
             raise _Bad(f"maps {name!r} to {change!r}, which is not a dict")
-    return {name: dict(change) for name, change in value.items()}
+        out[key] = dict(change)
+    return out
+
+
+def _lora(value: Any) -> dict[str, Any]:
+    """LLMConfig's LoRA fields to change: {"lora_r": 16, "lora_targets": ["all-linear"]}, a dict or its JSON."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise _Bad("is not JSON") from None
+    if not isinstance(value, Mapping):
+        raise _Bad("is not a dict")
+    coerce = {"lora_r": _integer(1), "lora_alpha": _integer(1), "lora_dropout": _fraction,
+              "lora_targets": lambda v: tuple(_list_of(_text)(v))}
+    out = {}
+    for name, change in value.items():
+        if name not in coerce:
+            raise _Bad(f"has key {name!r}, which is not one of {_listing(LORA_FIELDS)}")
+        try:
+            out[name] = coerce[name](change)
+        except _Bad as bad:
+            raise _Bad(f"maps {name!r} to {change!r}, which {bad}") from None
+    return out
+
+
+def _fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise _Bad("is not a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise _Bad("is not a number") from None
+    if not 0 <= number < 1:
+        raise _Bad("is not in [0, 1)")
+    return number
 
 
 def _text(value: Any) -> str:
@@ -167,10 +221,13 @@ SPECS: dict[str, Spec] = {
     "seed": Spec(_integer(0, 2**32 - 1), "an int from 0 to 2**32 - 1 such as 2023"),  # numpy's seed range
     "dim": Spec(_integer(1), "a positive int such as 256"),
     "init_std": Spec(_positive_float, "a positive float such as 0.1"),
-    "datasets": Spec(_list_of(_choice(_dataset_names)), "a list of dataset names such as ml-1m,bookcrossing"),
+    "datasets": Spec(_list_of(_dataset), "a list of dataset names or folders such as ml-1m,bookcrossing"),
     "overrides": Spec(_overrides, 'a dict of dataset -> MFConfig changes such as {"bookcrossing": {"patience": 5}}'),
-    "dataset": Spec(_choice(_dataset_names), "a dataset name such as ml-1m"),
-    "model": Spec(_text, "a model name or folder such as smollm2-135m"),
+    "dataset": Spec(_dataset, "a dataset name or folder such as ml-1m"),
+    "model": Spec(_text, "the embedded smollm2-135m, a model folder, or a Hugging Face Hub id such as "
+                         "Qwen/Qwen2.5-0.5B-Instruct"),
+    "lora": Spec(_lora, 'a dict of LoRA settings such as {"lora_r": 16, "lora_targets": ["all-linear"]} ({} for '
+                        "LLMConfig's: r 8, alpha 16, dropout 0.05, q_proj and v_proj)"),
     "lr": Spec(_positive_float, "a positive float such as 1e-3", _PROFILE),
     "stage1_lr": Spec(_positive_float, "a positive float such as 1e-3", _PROFILE),
     "unfreeze_mf": Spec(_boolean, _BOOL),
@@ -192,7 +249,12 @@ def check(values: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(values) - set(SPECS))
     if unknown:
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(SPECS))}")
-    return {name: _coerce(name, SPECS[name], value) for name, value in values.items()}
+    data_dir = values.get("data_dir")
+    token = _DATA_DIR.set(os.fspath(data_dir) if isinstance(data_dir, (str, os.PathLike)) and data_dir else None)
+    try:
+        return {name: _coerce(name, SPECS[name], value) for name, value in values.items()}
+    finally:
+        _DATA_DIR.reset(token)
 
 
 def _coerce(name: str, spec: Spec, value: Any) -> Any:

@@ -84,6 +84,10 @@ _BOOK_Q = "#Question: A user likes the following books: {liked}. The user dislik
 _AMAZON_Q = "#Question: A user has given high ratings to the following books: {history}."
 _MSL_Q = "#Question: A user has recently reviewed the following books: {history}."
 _TITLE_ASK = " Would the user enjoy the book titled {title}"
+# Your own data (docs/own_data.md): "items", since they can be anything, and "likes", since the label may be a
+# click or a purchase rather than a rating (the history holds the positives).
+_ITEM_Q = "#Question: A user likes the following items: {history}."
+_ITEM_ASK = " Would the user enjoy the item titled {title}"
 _BOOK_ASK = " Would the user enjoy the book {title}"
 _FEATURE_USER = " Additionally, we have the user's preferences encoded in the feature "
 _TAIL = '? Answer with "Yes" or "No".' + ANSWER_PREFIX
@@ -94,6 +98,9 @@ TEMPLATES: dict[str, Template] = {
         Template("movie_text", 1, (_MOVIE_Q + _MOVIE_ASK + _TAIL,), movie_fields),
         Template("movie_id", 1, (_MOVIE_Q + _FEATURE_USER, USER_SLOT, "." + _MOVIE_ASK + " with the feature ",
                                  ITEM_SLOT, _TAIL), movie_fields),
+        Template("item_text", 1, (_ITEM_Q + _ITEM_ASK + _TAIL,), movie_fields),
+        Template("item_id", 1, (_ITEM_Q + _FEATURE_USER, USER_SLOT, "." + _ITEM_ASK + " with the feature ",
+                                ITEM_SLOT, _TAIL), movie_fields),
         Template("book_text", 1, (_BOOK_Q + _BOOK_ASK + _TAIL,), book_fields),
         Template("book_id", 1, (_BOOK_Q + _FEATURE_USER, USER_SLOT, "." + _BOOK_ASK + " with the feature ",
                                 ITEM_SLOT, _TAIL), book_fields),
@@ -111,12 +118,15 @@ def get_template(name: str) -> Template:
     return TEMPLATES[name]
 
 
+# The built-in datasets' template kinds (collm_lib.data.DATASETS); any other dataset is your own: item_*.
+DATASET_KINDS = {"ml-1m": "movie", "ml-1m-raw": "movie", "bookcrossing": "book", "bookcrossing-multi": "book",
+                 "amazon-book": "amazon", "amazon-book-msl": "amazon_msl"}
+
+
 def default_template(dataset: str, with_ids: bool) -> str:
     """movie_* for MovieLens, book_* (title and author, liked and disliked) for BookCrossing, amazon_* (titles)
-    for Amazon-Book and amazon_msl_* for its substitute."""
-    kinds = {"amazon-book": "amazon", "amazon-book-msl": "amazon_msl"}
-    kind = "movie" if dataset.startswith("ml-") else kinds.get(dataset, "book")
-    return f"{kind}_{'id' if with_ids else 'text'}"
+    for Amazon-Book, amazon_msl_* for its substitute and item_* (titles) for any other dataset."""
+    return f"{DATASET_KINDS.get(dataset, 'item')}_{'id' if with_ids else 'text'}"
 
 
 @dataclass

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import logging
 import signal
 import sys
 import time
@@ -29,7 +30,7 @@ from typing import Any, Iterator
 import pandas as pd
 import torch
 
-from . import bundle, collab, ctrl, popularity, replicates, runs, settings, stages, train
+from . import bundle, collab, ctrl, logs, popularity, replicates, runs, settings, stages, train
 from .data import Splits, load_dataset
 from .io import read_json, run_info
 from .llm import LLMConfig
@@ -40,6 +41,8 @@ SUBSTITUTE = "amazon-book-msl"  # stands in for Amazon-Book (Figure 3b) where it
 PARTS = ("mf", "ml-1m", "table1", "figure3")
 MF_DATASETS = ("ml-1m", "bookcrossing", "bookcrossing-multi", SUBSTITUTE)  # notebook 02's default `datasets`
 TABLE1_DATASETS = ("ml-1m", "bookcrossing", SUBSTITUTE)  # notebook 06's default `datasets`
+LOG = "reproduce.log"  # beside the bundles: the phases, warnings and timings of every part run into that folder
+log = logging.getLogger(__name__)
 
 
 class Phases:
@@ -59,7 +62,7 @@ class Phases:
         finally:
             seconds = round(time.perf_counter() - start, 2)
             self.rows.append({"phase": name, "seconds": seconds, "status": status})
-            print(f"[phase] {name}: {seconds:.1f} s ({status})", flush=True)
+            logs.say(f"[phase] {name}: {seconds:.1f} s ({status})")
 
 
 @dataclasses.dataclass
@@ -351,14 +354,17 @@ def run_part(part: str, out: str | Path, profile: str | None = None, data_dir: s
         finally:
             info["seconds"] = round(time.perf_counter() - start, 2)
             target = bundle.pack(Path(out) / f"{part}.tar.gz", settings.work_dir(), sorted(used), info)
-            print(f"[bundle] {target}: {len(used)} runs, {target.stat().st_size / 2**20:.2f} MiB, part "
-                  f"{'complete' if info['complete'] else 'INCOMPLETE'} after {info['seconds']:.0f} s", flush=True)
+            logs.say(f"[bundle] {target}: {len(used)} runs, {target.stat().st_size / 2**20:.2f} MiB, part "
+                     f"{'complete' if info['complete'] else 'INCOMPLETE'} after {info['seconds']:.0f} s")
     return target
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Reproduce the paper without Jupyter, part by part, each part "
-                                                 "bundled for replay into the notebooks (collm_lib.runner --replay).")
+DESCRIPTION = ("Reproduce the paper without Jupyter, part by part, each part bundled for replay into the notebooks "
+               "(collm_lib.runner --replay).")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a reproduction (python -m collm_lib.reproduce, collm reproduce)."""
     parser.add_argument("--profile", default=None, help='"smoke" | "cpu" | "gpu" (default: $COLLM_PROFILE or cpu)')
     parser.add_argument("--part", nargs="+", default=["all"], choices=[*PARTS, "all"],
                         help="parts to run, in this order: mf, ml-1m, table1, figure3 (default: all)")
@@ -371,25 +377,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1,
                         help="figure3: run this many settings at once, each in its own process (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the parts `args` name (add_arguments' options), logged to <out>/reproduce.log; returns the exit status
+    (75: the deadline stopped it)."""
     if args.deadline is not None and args.deadline <= 0 or args.jobs < 1:
         parser.error("--deadline takes a positive number of seconds and --jobs a positive count")
     parts = list(PARTS) if "all" in args.part else [p for p in PARTS if p in args.part]
     deadline = time.time() + args.deadline if args.deadline else None
-    if deadline is not None:
-        signal.signal(signal.SIGALRM, _alarm)
-        signal.alarm(args.deadline)
-    try:
-        for part in parts:
-            run_part(part, args.out, args.profile, args.data_dir, args.seed, LLMConfig(model=args.model),
-                     not args.no_progress, args.jobs, deadline)
-    except DeadlineReached:
-        print(f"deadline of {args.deadline} s reached: finished runs are bundled; run the same command again to "
-              "resume", file=sys.stderr)
-        return 75
-    finally:
-        signal.alarm(0)
+    with logs.log_file(Path(args.out) / LOG):
+        log.info("reproduce parts %s: profile %s, seed %s, model %s", parts, settings.profile_name(args.profile),
+                 args.seed, args.model)
+        try:
+            if deadline is not None:
+                signal.signal(signal.SIGALRM, _alarm)
+                signal.alarm(args.deadline)
+            for part in parts:
+                run_part(part, args.out, args.profile, args.data_dir, args.seed, LLMConfig(model=args.model),
+                         not args.no_progress, args.jobs, deadline)
+        except DeadlineReached:
+            log.warning("deadline of %s s reached: finished runs are bundled; run the same command again to resume",
+                        args.deadline)
+            return 75
+        finally:
+            signal.alarm(0)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv), parser)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,10 @@ def _faiss():
         import faiss
     except ImportError as err:
         raise ImportError(
-            "collm_lib.retrieval needs faiss: `pip install faiss-cpu` (or `conda install -c pytorch "
-            "faiss-gpu` for GPU search)"
+            "collm_lib.retrieval needs faiss. From this repository: `pip install -e \".[faiss]\"` (CPU) or "
+            "`pip install -e \".[gpu]\"` (faiss-gpu-cu12, CUDA 12 wheels); with conda: "
+            "`conda install -c conda-forge faiss-cpu` or `faiss-gpu` (environment.yml). Install only one of them: "
+            "both provide `import faiss`."
         ) from err
     return faiss
 
@@ -180,7 +182,8 @@ class VectorIndex:
             return
         if n_gpus == 0:
             if self.config.use_gpu is True:
-                raise RuntimeError("IndexConfig.use_gpu=True but faiss sees no GPU: install faiss-gpu or use 'auto'")
+                raise RuntimeError("IndexConfig.use_gpu=True but faiss sees no GPU: install the GPU build "
+                                   "(`pip install -e \".[gpu]\"` instead of `.[faiss]`) or use 'auto'")
             return
         if self.config.kind == "hnsw":
             self._note("HNSW has no faiss GPU implementation: searched on CPU")

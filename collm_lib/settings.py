@@ -109,6 +109,6 @@ def set_seed(seed: int) -> int:
 
 
 def distributed() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) as set by torchrun / accelerate launch; (0, 1, 0) otherwise."""
+    """(rank, world_size, local_rank) as set by torchrun; (0, 1, 0) otherwise."""
     return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
             int(os.environ.get("LOCAL_RANK", 0)))

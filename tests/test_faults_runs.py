@@ -110,7 +110,7 @@ def test_kill_9_then_resume_ends_bit_identical(tiny, tmp_path):
                                   pd.read_csv(tmp_path / "whole" / "scores_test.csv"))
 
 
-def test_truncated_or_foreign_last_pt_starts_fresh(tiny, tmp_path, capsys):
+def test_truncated_or_foreign_last_pt_starts_fresh(tiny, tmp_path, caplog):
     splits = movie_splits()
     config = _config(tiny)
     whole = stages.run_stage(splits, config, tmp_path / "whole", progress=False)
@@ -120,14 +120,14 @@ def test_truncated_or_foreign_last_pt_starts_fresh(tiny, tmp_path, capsys):
     (folder / "run.json").unlink()  # as if killed after the checkpoint
     (folder / "last.pt").write_bytes(last[: len(last) // 3])
     again = stages.run_stage(splits, config, folder, progress=False)
-    assert "unreadable" in capsys.readouterr().out
+    assert "unreadable" in caplog.text and "unreadable" in (folder / "run.log").read_text()
     assert again["fit"]["history"]["loss"] == whole["fit"]["history"]["loss"]
     # a last.pt of another identity (a copied folder) is never resumed from
     (folder / "run.json").unlink()
     torch.save(torch.load(tmp_path / "whole" / "last.pt", weights_only=True) | {"identity": "someone-else"},
                folder / "last.pt")
     stages.run_stage(splits, config, folder, progress=False)
-    assert "belongs to another run" in capsys.readouterr().out
+    assert "belongs to another run" in caplog.text
 
 
 class _Exploit:
@@ -135,7 +135,7 @@ class _Exploit:
         return (os.system, (f"touch {_Exploit.marker}",))
 
 
-def test_last_pt_is_loaded_as_weights_only(tiny, tmp_path, capsys):
+def test_last_pt_is_loaded_as_weights_only(tiny, tmp_path, caplog):
     splits = movie_splits()
     folder = tmp_path / "s1"
     stages.run_stage(splits, _config(tiny), folder, progress=False)
@@ -144,7 +144,7 @@ def test_last_pt_is_loaded_as_weights_only(tiny, tmp_path, capsys):
     torch.save({"identity": runs.read_record(folder / "identity.json")["identity"], "payload": _Exploit()},
                folder / "last.pt")
     stages.run_stage(splits, _config(tiny), folder, progress=False)
-    assert not _Exploit.marker.exists() and "unreadable" in capsys.readouterr().out
+    assert not _Exploit.marker.exists() and "unreadable" in caplog.text
 
 
 def test_truncated_mf_is_named_and_rebuilt(tmp_path):

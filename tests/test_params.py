@@ -191,6 +191,25 @@ def test_model_is_a_non_empty_string():
         _rejects("model", bad)
 
 
+def test_lora_takes_llmconfigs_lora_fields_as_a_dict_or_json():
+    from dataclasses import fields
+
+    from collm_lib.llm import LLMConfig
+
+    assert params.LORA_FIELDS == tuple(f.name for f in fields(LLMConfig) if f.name.startswith("lora_"))
+    assert params.check({"lora": {}}) == {"lora": {}}
+    given = '{"lora_r": 16, "lora_alpha": "32", "lora_dropout": 0, "lora_targets": ["all-linear"]}'
+    lora = params.check({"lora": given})["lora"]
+    assert lora == {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "lora_targets": ("all-linear",)}
+    assert LLMConfig(**lora).lora_targets == ("all-linear",)
+    for bad, problem in (({"lora_rank": 4}, "'lora_rank', which is not one of 'lora_r'"),
+                         ({"lora_r": 0}, "'lora_r' to 0, which"), ({"lora_dropout": 1.5}, "is not in [0, 1)"),
+                         ("r=4", "is not JSON"), ([4], "is not a dict")):
+        with pytest.raises(ValueError) as err:
+            params.check({"lora": bad})
+        assert "parameter lora" in str(err.value) and problem in str(err.value)
+
+
 def test_paths_are_none_or_non_empty_strings(tmp_path):
     assert params.check({"data_dir": None, "work_dir": str(tmp_path)}) == {"data_dir": None, "work_dir": str(tmp_path)}
     assert params.check({"work_dir": tmp_path}) == {"work_dir": str(tmp_path)}

@@ -61,6 +61,16 @@ def test_amazon_templates_golden_and_dataset_defaults():
     for dataset, kind in expected.items():
         assert prompts.default_template(dataset, with_ids=True) == f"{kind}_id"
         assert prompts.get_template(prompts.default_template(dataset, with_ids=False)).slots == ()
+    from collm_lib.data import DATASETS
+
+    assert set(expected) == set(DATASETS)  # every built-in keeps its template
+    for own in ("my-shop", "ml-synthetic", "books"):  # any other name is your own data (docs/own_data.md)
+        assert prompts.default_template(own, with_ids=False) == "item_text"
+        assert prompts.default_template(own, with_ids=True) == "item_id"
+    assert prompts.get_template("item_id").render(row) == (
+        '#Question: A user likes the following items: "Emma", "Dune". Additionally, we have '
+        "the user's preferences encoded in the feature <UserID>. Would the user enjoy the item titled \"Heat\" "
+        'with the feature <TargetItemID>? Answer with "Yes" or "No".\n#Answer:')
 
 
 def test_encoded_slots_sit_on_the_placeholder_and_text_cannot_fake_them(tok):

@@ -23,7 +23,7 @@ def test_two_stages_end_to_end_and_reload(tmp_path):
     s1 = run_stage(splits, StageConfig(stage=1, **common), tmp_path / "s1", progress=False)
     s2 = run_stage(splits, StageConfig(stage=2, **common), tmp_path / "s2", stage1_dir=tmp_path / "s1",
                    mf_dir=mf_dir, progress=False)
-    assert s1["template"] == "movie_text@1" and s2["template"] == "movie_id@1"
+    assert s1["template"] == "item_text@1" and s2["template"] == "item_id@1"  # not a built-in: item_* (own data)
     assert s2["trainable_parameters"] == 8 * 80 + 80 + 80 * 64 + 64  # the mapping d -> 10 d -> H only
     for res in (s1, s2):
         assert res["test"]["all"]["rows"] == len(splits.test) and res["llm"]["answer_token"] == "ĠYes"
@@ -31,11 +31,11 @@ def test_two_stages_end_to_end_and_reload(tmp_path):
     rows = pd.read_csv(tmp_path / "s2" / "scores_test.csv")
     assert list(rows.columns) == ["uid", "iid", "label", "score", "not_cold"] and len(rows) == len(splits.test)
     model, bundle, config = load_trained(tmp_path / "s2")
-    enc = encode_frame(splits.test, "movie_id", bundle.tokenizer, progress=False)
+    enc = encode_frame(splits.test, "item_id", bundle.tokenizer, progress=False)
     np.testing.assert_allclose(score(model, enc, bundle.tokenizer.pad_token_id, progress=False),
                                rows["score"].to_numpy(), rtol=1e-5, atol=1e-5)
     valid = pd.read_csv(tmp_path / "s2" / "scores_valid.csv")  # kept from training's best evaluation, not rescored
-    enc = encode_frame(splits.valid_small, "movie_id", bundle.tokenizer, progress=False)
+    enc = encode_frame(splits.valid_small, "item_id", bundle.tokenizer, progress=False)
     np.testing.assert_allclose(score(model, enc, bundle.tokenizer.pad_token_id, progress=False),
                                valid["score"].to_numpy(), rtol=1e-5, atol=1e-5)
     assert s2["valid"]["all"]["auc"] == s2["fit"]["best_valid_auc"]

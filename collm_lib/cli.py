@@ -1,0 +1,238 @@
+"""The `collm` command: the main job, replays, reproduction parts, and single runs, every setting an option.
+
+    collm main --profile cpu [--only 03 04] [--in-place]       # the notebooks through papermill (collm_lib.runner)
+    collm replay bundles/*.tar.gz                              # the notebooks over a GPU box's bundles
+    collm reproduce --profile gpu --part mf ml-1m --out bundles/   # without Jupyter (collm_lib.reproduce)
+    collm stages --profile gpu --dataset ml-1m [--lr 3e-4 --lora-r 16 ...]   # stage 1, stage 2, MF on its rows
+    collm stage --stage 2 --profile cpu [--stage1-dir DIR --mf-dir DIR]      # one stage
+    collm mf --dataset bookcrossing --dim 64                   # an MF run: its folder and metrics
+
+stage, stages and mf take every field of StageConfig (with LLMConfig's), and MFConfig (--mf-* under stage 2) as
+options, generated from the dataclasses (collm_lib.options); each option given overrides the profile's value.
+`stages` also runs under torchrun (`torchrun --nproc_per_node 4 -m collm_lib.cli stages ...`); rank 0 prints.
+Log lines go to stderr; every run also keeps <run folder>/run.log (collm_lib.logs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from . import collab, logs, options, reproduce, runner, settings, stages, train
+from .collab import MFConfig
+from .data import dataset_name, load_dataset
+from .io import read_json
+from .train import StageConfig
+
+STAGE, MF = "stage", "mf"  # the namespace groups of the generated options (options.overrides)
+COMMON_HELP = "Options not given take the profile's value (config_for_profile), shown as 'profile default'."
+
+
+def stage_options(exclude: tuple[str, ...] = ()) -> list[options.Option]:
+    """The options of StageConfig and its nested LLMConfig."""
+    return options.config_options(StageConfig, exclude=exclude)
+
+
+def mf_options(prefix: str = "") -> list[options.Option]:
+    """The options of MFConfig (prefixed "mf-" beside a stage's: both have lr, seed, batch_size, ...)."""
+    return options.config_options(MFConfig, prefix=prefix)
+
+
+def _stage_variants(profile: str) -> list[StageConfig]:
+    return [train.config_for_profile(profile, 1), train.config_for_profile(profile, 2)]
+
+
+def _mf_variants(profile: str) -> list[MFConfig]:
+    return [collab.config_for_profile(profile, dataset="ml-1m")]
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default=None, help='"smoke" | "cpu" | "gpu" (default: $COLLM_PROFILE or cpu)')
+    parser.add_argument("--data-dir", default=None, help="raw data folder (default: $COLLM_DATA_DIR or data/raw)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+
+
+def _add_stage_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = (),
+                         custom: dict[str, dict[str, Any]] | None = None) -> None:
+    options.add_config_arguments(parser, stage_options(exclude), STAGE, _stage_variants,
+                                 "stage settings (StageConfig, LLMConfig); profile defaults as stage 1 / stage 2",
+                                 custom)
+    options.add_config_arguments(parser, mf_options("mf-"), MF, _mf_variants,
+                                 "the MF under stage 2 (MFConfig; profile defaults for ML-1M, other datasets adjust "
+                                 "some: collab.DATASET_DEFAULTS); --mf-seed defaults to --seed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `collm` parser and its subcommands."""
+    parser = argparse.ArgumentParser(prog="collm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str, generated: bool = False) -> argparse.ArgumentParser:
+        made = sub.add_parser(name, help=text, description=f"{text} {COMMON_HELP}" if generated else text,
+                              allow_abbrev=False)
+        made.set_defaults(command_parser=made)  # for errors found after parsing, named after the subcommand
+        return made
+
+    main = command("main", "Execute the numbered notebooks in order for one profile (papermill).")
+    runner.add_main_arguments(main)
+    replay = command("replay", "Execute notebooks 02-04 and 06 over bundles made by `collm reproduce`.")
+    replay.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE")
+    runner.add_shared_arguments(replay)
+    replay.add_argument("--out-dir", type=Path, default=None, help=runner.OUT_DIR_HELP.removeprefix("with --replay: "))
+    reproduce.add_arguments(command("reproduce", reproduce.DESCRIPTION))
+
+    stages_parser = command("stages", "Stage 1, then stage 2 on its LoRA and the MF, then the MF on stage 2's rows; "
+                                      "prints a JSON summary. Given settings apply to both stages.", True)
+    _add_run_arguments(stages_parser)
+    _add_stage_arguments(stages_parser, exclude=("stage",))
+    stage = command("stage", "One stage; stage 2 stands on the stage-1 run and MF that `collm stages` with the same "
+                             "options makes (made here when missing), or on --stage1-dir and --mf-dir.", True)
+    _add_run_arguments(stage)
+    stage.add_argument("--stage1-dir", type=Path, default=None, help="stage 2: the finished stage-1 run to stand on")
+    stage.add_argument("--mf-dir", type=Path, default=None, help="stage 2: the finished MF run to stand on")
+    _add_stage_arguments(stage, custom={"stage": {"required": True, "choices": (1, 2)}})
+
+    mf = command("mf", "Train (or find finished) the MF of a dataset; prints its run folder and metrics.", True)
+    _add_run_arguments(mf)
+    mf.add_argument("--dataset", default="ml-1m", help="a dataset name or folder (default: ml-1m)")
+    options.add_config_arguments(mf, mf_options(), MF, _mf_variants,
+                                 "MF settings (MFConfig; profile defaults for ML-1M, other datasets adjust some: "
+                                 "collab.DATASET_DEFAULTS)")
+    return parser
+
+
+def stage_config(args: argparse.Namespace, stage: int) -> StageConfig:
+    """The StageConfig of `stage` the options ask for: the profile's, with the given options replaced."""
+    given = {path: value for path, value in options.overrides(args, STAGE).items() if path != ("stage",)}
+    config = options.apply(train.config_for_profile(settings.profile_name(args.profile), stage), given)
+    # a dataset folder's path becomes its name: the name, not where the folder happens to be, keys runs
+    return replace(config, dataset=dataset_name(config.dataset, args.data_dir))
+
+
+def mf_config(args: argparse.Namespace, dataset: str, seed: int | None = None) -> MFConfig:
+    """The MFConfig the options ask for: the profile's for `dataset` (seed: `seed` unless given), options replaced."""
+    config = collab.config_for_profile(settings.profile_name(args.profile), dataset=dataset,
+                                       **({} if seed is None else {"seed": seed}))
+    return options.apply(config, options.overrides(args, MF))
+
+
+def _rank0() -> bool:
+    return settings.distributed()[0] == 0
+
+
+def _ensure_mf(splits, config: MFConfig, progress: bool) -> Path:
+    """collab.ensure_mf; under torchrun rank 0 trains while the others wait, then find it finished (all ranks
+    training one folder at once would race on its files)."""
+    if settings.distributed()[1] > 1:
+        import torch.distributed as dist
+
+        train.init_distributed()
+        if _rank0():
+            collab.ensure_mf(splits, config, progress=progress)
+        dist.barrier()
+    return collab.ensure_mf(splits, config, progress=progress)
+
+
+def _summary(result: dict) -> dict:
+    test = result["test"]
+    return {"run_dir": result["run_dir"], "test": test["all"], "warm": test.get("warm"), "cold": test.get("cold"),
+            "fit": {k: v for k, v in result["fit"].items() if k != "history"}}
+
+
+def _print(summary: dict) -> None:
+    if _rank0():
+        print(json.dumps(summary, indent=1, default=str), flush=True)
+
+
+def run_stages(args: argparse.Namespace, only: int | None = None) -> dict:
+    """Stage 1 and stage 2 (or `only` one of them, on --stage1-dir / --mf-dir where given) as the options say;
+    returns the summary printed (rank 0): each stage's run folder, test metrics and fit, and for both stages the
+    MF scored on stage 2's rows."""
+    progress = not args.no_progress
+    configs = {s: stage_config(args, s) for s in (1, 2)}
+    splits = load_dataset(configs[1].dataset, args.data_dir)
+    summary: dict[str, Any] = {}
+    stage1_dir, mf_dir = getattr(args, "stage1_dir", None), getattr(args, "mf_dir", None)
+    if only != 1:
+        mf_dir = mf_dir or _ensure_mf(splits, mf_config(args, configs[2].dataset, configs[2].seed), progress)
+    if only != 2 or stage1_dir is None:
+        first = stages.run_stage(splits, configs[1], progress=progress)
+        stage1_dir = first["run_dir"]
+        if only != 2:
+            summary["stage1"] = _summary(first)
+    if only != 1:
+        second = stages.run_stage(splits, configs[2], stage1_dir=stage1_dir, mf_dir=mf_dir, progress=progress)
+        summary["stage2"] = _summary(second)
+        if only is None and _rank0():  # a run of its own: one rank makes it
+            same = stages.baselines_on_same_rows(splits, second["run_dir"], mf_dir)
+            summary["mf_same_rows"] = same["MF"]["test"]
+    _print(summary)
+    return summary
+
+
+def _stage(args: argparse.Namespace) -> dict:
+    stage = options.overrides(args, STAGE)[("stage",)]
+    if stage == 1 and (args.stage1_dir or args.mf_dir or options.overrides(args, MF)):
+        args.command_parser.error("--stage1-dir, --mf-dir and the --mf-* settings belong to --stage 2")
+    return run_stages(args, only=stage)
+
+
+def run_mf(args: argparse.Namespace) -> dict:
+    """The MF the options ask for, trained unless finished; returns (and prints) its folder and metrics."""
+    splits = load_dataset(args.dataset, args.data_dir)
+    out = collab.ensure_mf(splits, mf_config(args, splits.name), progress=not args.no_progress)
+    metrics = read_json(out / "config.json")["metrics"]
+    summary = {"run_dir": str(out), "valid": metrics["valid"]["all"], "test": metrics["test"]["all"]}
+    _print(summary)
+    return summary
+
+
+def quiet_progress() -> None:
+    """--no-progress: no bar at all, also the library's inner ones (prompt tokenising: settings.quiet reads
+    $COLLM_PROGRESS) and transformers' weight loading."""
+    import os
+
+    from transformers.utils import logging as transformers_logging
+
+    os.environ["COLLM_PROGRESS"] = "0"
+    transformers_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `collm`; returns the exit status. Bad input the library names with its fix (a ValueError or
+    FileNotFoundError: unknown dataset, model not downloaded, ...) ends with that message and status 1, no
+    traceback; anything else raises as usual."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "no_progress", False):
+        quiet_progress()
+    try:
+        with logs.console():
+            return _run(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"collm {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "main":
+        runner.stop_on_sigterm()
+        runner.run_main(args.profile, args.data_dir, args.only, args.in_place, not args.no_resume, args.notebook_dir)
+    elif args.command == "replay":
+        runner.stop_on_sigterm()
+        runner.replay(args.bundles, args.data_dir, args.out_dir, only=args.only)
+    elif args.command == "reproduce":
+        return reproduce.run(args, args.command_parser)
+    elif args.command == "stages":
+        run_stages(args)
+    elif args.command == "stage":
+        _stage(args)
+    else:
+        run_mf(args)
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())
