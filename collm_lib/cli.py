@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -193,8 +194,6 @@ def run_mf(args: argparse.Namespace) -> dict:
 def quiet_progress() -> None:
     """--no-progress: no bar at all, also the library's inner ones (prompt tokenising: settings.quiet reads
     $COLLM_PROGRESS) and transformers' weight loading."""
-    import os
-
     from transformers.utils import logging as transformers_logging
 
     os.environ["COLLM_PROGRESS"] = "0"

@@ -100,17 +100,28 @@ def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     return coerce
 
 
-def _positive_float(value: Any) -> float:
+def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
         raise _Bad("is not a number")
     try:
-        number = float(value)
+        return float(value)
     except ValueError:
         raise _Bad("is not a number") from None
+
+
+def _positive_float(value: Any) -> float:
+    number = _number(value)
     if not math.isfinite(number):
         raise _Bad("is not finite")
     if number <= 0:
         raise _Bad("is not positive")
+    return number
+
+
+def _fraction(value: Any) -> float:
+    number = _number(value)
+    if not 0 <= number < 1:
+        raise _Bad("is not in [0, 1)")
     return number
 
 
@@ -145,7 +156,8 @@ def _list_of(element: Callable[[Any], Any]) -> Callable[[Any], list]:
     return coerce
 
 
-def _overrides(value: Any) -> dict[str, dict]:
+def _json_dict(value: Any) -> Mapping:
+    """A dict given as such or as its JSON (from the command line)."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -153,6 +165,11 @@ def _overrides(value: Any) -> dict[str, dict]:
             raise _Bad("is not JSON") from None
     if not isinstance(value, Mapping):
         raise _Bad("is not a dict")
+    return value
+
+
+def _overrides(value: Any) -> dict[str, dict]:
+    value = _json_dict(value)
     out = {}
     for name, change in value.items():
         try:
@@ -167,13 +184,7 @@ def _overrides(value: Any) -> dict[str, dict]:
 
 def _lora(value: Any) -> dict[str, Any]:
     """LLMConfig's LoRA fields to change: {"lora_r": 16, "lora_targets": ["all-linear"]}, a dict or its JSON."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise _Bad("is not JSON") from None
-    if not isinstance(value, Mapping):
-        raise _Bad("is not a dict")
+    value = _json_dict(value)
     coerce = {"lora_r": _integer(1), "lora_alpha": _integer(1), "lora_dropout": _fraction,
               "lora_targets": lambda v: tuple(_list_of(_text)(v))}
     out = {}
@@ -186,17 +197,6 @@ def _lora(value: Any) -> dict[str, Any]:
             raise _Bad(f"maps {name!r} to {change!r}, which {bad}") from None
     return out
 
-
-def _fraction(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
-        raise _Bad("is not a number")
-    try:
-        number = float(value)
-    except ValueError:
-        raise _Bad("is not a number") from None
-    if not 0 <= number < 1:
-        raise _Bad("is not in [0, 1)")
-    return number
 
 
 def _text(value: Any) -> str:
