@@ -24,7 +24,8 @@ from collm_lib.fece import HybridEncoder
 from collm_lib.io import run_info, write_json
 from collm_lib.llm import LLMConfig, add_lora, load_llm
 from collm_lib.prompts import default_template, encode_frame
-from collm_lib.train import CoLLM, collate, frozen_prefix, set_trainable
+from collm_lib.model import CoLLM, set_trainable
+from collm_lib.scoring import collate, frozen_prefix
 
 
 def prefix_share(enc) -> float:

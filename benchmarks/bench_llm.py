@@ -23,7 +23,8 @@ from collm_lib import settings
 from collm_lib.io import run_info, write_json
 from collm_lib.llm import DEFAULT_MODEL, LLMConfig, add_lora, bundle_from, load_llm, resolve_model_path
 from collm_lib.prompts import EncodedSplit
-from collm_lib.train import CoLLM, collate, score, set_trainable
+from collm_lib.model import CoLLM, set_trainable
+from collm_lib.scoring import collate, score
 
 VICUNA_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                  num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=2048)

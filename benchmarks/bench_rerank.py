@@ -3,7 +3,7 @@
 Loads the stage-2 checkpoint (default: notebook 04's run of the profile), samples a few warm test users and
 measures, per user: the Faiss top-K search plus the LLM scoring of the K candidates, and the LLM scoring the
 user's whole unseen catalogue (~3,150 prompts), both through the shared-prefix scorer (one history pass per
-user, collm_lib.prefix). Full-prompt scoring (no shared prefix) is measured on the K candidates and on a seeded
+user, collm_lib.scoring). Full-prompt scoring (no shared prefix) is measured on the K candidates and on a seeded
 sample of the first user's catalogue; its whole-catalogue time is extrapolated from that rate (~23 min per user
 on 2 cores) and the JSON says so.
 

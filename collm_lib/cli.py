@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import collab, logs, options, reproduce, runner, settings, stages, train
+from . import baselines, collab, distributed, logs, options, reproduce, runner, settings, stages, train
 from .collab import MFConfig
 from .data import dataset_name, load_dataset
 from .io import read_json
@@ -127,14 +127,7 @@ def _rank0() -> bool:
 def _ensure_mf(splits, config: MFConfig, progress: bool) -> Path:
     """collab.ensure_mf; under torchrun rank 0 trains while the others wait, then find it finished (all ranks
     training one folder at once would race on its files)."""
-    if settings.distributed()[1] > 1:
-        import torch.distributed as dist
-
-        train.init_distributed()
-        if _rank0():
-            collab.ensure_mf(splits, config, progress=progress)
-        dist.barrier()
-    return collab.ensure_mf(splits, config, progress=progress)
+    return distributed.rank0_first(lambda: collab.ensure_mf(splits, config, progress=progress))
 
 
 def _summary(result: dict) -> dict:
@@ -168,7 +161,7 @@ def run_stages(args: argparse.Namespace, only: int | None = None) -> dict:
         second = stages.run_stage(splits, configs[2], stage1_dir=stage1_dir, mf_dir=mf_dir, progress=progress)
         summary["stage2"] = _summary(second)
         if only is None and _rank0():  # a run of its own: one rank makes it
-            same = stages.baselines_on_same_rows(splits, second["run_dir"], mf_dir)
+            same = baselines.baselines_on_same_rows(splits, second["run_dir"], mf_dir)
             summary["mf_same_rows"] = same["MF"]["test"]
     _print(summary)
     return summary

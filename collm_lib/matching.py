@@ -3,15 +3,17 @@
 A user without train rows borrows the mean MF vector of the warm users nearest to it (cosine over pooled MF
 vectors of the warm items in its history); an item without train rows borrows from the warm items nearest by a
 text representation of its title. `MatchedEncoder` wraps the MF with those overrides and is swapped into
-`model.hybrid.collab`, so the FECE slot carries g(borrowed vector) with no model change. Settings come from
-`rerank.RerankConfig` (n_neighbors, neighbor_curve, weighting, item_text).
+`model.hybrid.collab`, so the FECE slot carries g(borrowed vector) with no model change. This module is matching's
+one home: the borrowing itself (`borrow_vectors`, `pool_history` over a Faiss index from `retrieval`) and its
+settings, `MatchingConfig` (notebook 05 builds it from its `rerank.RerankConfig`: `config.matching`, so a rerank
+run's identity keeps hashing the same fields).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,8 +24,27 @@ from tqdm.auto import tqdm
 from . import metrics, retrieval, settings
 from .data import Splits
 from .prompts import default_template, encode_frame
-from .rerank import RerankConfig, item_titles, mf_tables, timed, train_ids
-from .train import score
+from .rerank import item_titles, mf_tables, timed, train_ids
+from .scoring import score
+
+
+@dataclass(frozen=True)
+class MatchingConfig:
+    """Cold-id matching settings (the matching fields of rerank.RerankConfig, which builds one: `config.matching`)."""
+
+    n_neighbors: int = 10  # warm neighbours a cold id borrows from
+    neighbor_curve: tuple[int, ...] = (1, 5, 10, 20, 50)  # cold AUC vs number of neighbours
+    weighting: Literal["uniform", "similarity"] = "uniform"  # how borrowed neighbour vectors are averaged
+    item_text: Literal["llm", "hashed"] = "llm"  # cold-item title representation: frozen LLM or char n-grams
+    score_batch_size: int = 16
+    seed: int = 2023
+
+    @classmethod
+    def of(cls, config: Any) -> "MatchingConfig":
+        """`config` itself, or the matching fields of any config holding them (rerank.RerankConfig)."""
+        if isinstance(config, cls):
+            return config
+        return cls(**{f: getattr(config, f) for f in cls.__dataclass_fields__})
 
 
 class MatchedEncoder(nn.Module):
@@ -81,6 +102,70 @@ def title_vectors(texts: list[str], method: str, bundle=None, batch_size: int = 
     raise ValueError(f"item_text={method!r}; choose 'llm' or 'hashed'")
 
 
+def borrow_vectors(query_repr: np.ndarray, warm_repr: np.ndarray, warm_vectors: np.ndarray, n_neighbors: int = 10,
+                   weighting: Literal["uniform", "similarity"] = "uniform",
+                   config: retrieval.IndexConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Collaborative vectors for cold ids, borrowed from their nearest warm neighbours (cosine, via Faiss).
+
+    query_repr: (n_cold, r) representation available for cold ids; warm_repr: (n_warm, r) the same space
+    for warm ids; warm_vectors: (n_warm, d) the collaborative vectors to borrow. "similarity" weights
+    neighbours by their cosine clipped at 0 (uniform when all are <= 0). A query row that is all zeros or
+    has a NaN (e.g. a cold user with no history) falls back to the mean warm vector; the warm side must be finite.
+    Returns (vectors (n_cold, d), fallback_mask (n_cold,) bool).
+    """
+    if weighting not in ("uniform", "similarity"):
+        raise ValueError(f"weighting={weighting!r}; choose 'uniform' or 'similarity'")
+    warm_repr = retrieval._as_matrix(warm_repr, "warm_repr")
+    warm_vectors = retrieval._as_matrix(warm_vectors, "warm_vectors")
+    query_repr = retrieval._as_matrix(query_repr, "query_repr", warm_repr.shape[1], finite=False)  # NaN rows fall back
+    if len(warm_repr) != len(warm_vectors):
+        raise ValueError(f"warm_repr has {len(warm_repr)} rows but warm_vectors has {len(warm_vectors)}")
+    if len(warm_repr) == 0:
+        raise ValueError("borrow_vectors needs at least one warm id")
+    fallback = ~np.isfinite(query_repr).all(1) | ~np.any(query_repr != 0, axis=1)
+    out = np.repeat(warm_vectors.mean(0, keepdims=True), len(query_repr), axis=0)
+    live = np.flatnonzero(~fallback)
+    if len(live):
+        config = config or retrieval.IndexConfig(kind="flat", metric="ip", use_gpu=False)
+        if config.metric != "ip":
+            raise ValueError("borrow_vectors matches by cosine: give an IndexConfig with metric='ip'")
+        index = retrieval.VectorIndex(config).build(retrieval._normalise(warm_repr))
+        k = min(n_neighbors, len(warm_repr))
+        sims, nbrs = index.search(retrieval._normalise(query_repr[live]), k)
+        valid = nbrs >= 0  # approximate indexes may return fewer than k neighbours
+        if weighting == "uniform":
+            w = valid.astype(np.float32)
+        else:
+            w = np.where(valid, np.clip(sims, 0, None), 0).astype(np.float32)
+            w[w.sum(1) == 0] = valid[w.sum(1) == 0]
+        w_sum = w.sum(1, keepdims=True)
+        borrowed = np.einsum("qk,qkd->qd", w, warm_vectors[np.clip(nbrs, 0, None)]) / np.maximum(w_sum, 1e-12)
+        has_nbr = w_sum[:, 0] > 0
+        out[live[has_nbr]] = borrowed[has_nbr]
+        fallback[live[~has_nbr]] = True
+    return out, fallback
+
+
+def pool_history(item_vectors: np.ndarray, histories: list[list[int]],
+                 max_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean item vector of each history (its last `max_len` items); empty histories give zeros + mask True."""
+    item_vectors = retrieval._as_matrix(item_vectors, "item_vectors")
+    pooled = np.zeros((len(histories), item_vectors.shape[1]), dtype=np.float32)
+    empty = np.zeros(len(histories), dtype=bool)
+    for row, hist in enumerate(histories):
+        h = np.asarray(hist, dtype=np.int64)
+        if max_len is not None:
+            h = h[-max_len:] if max_len > 0 else h[:0]
+        if len(h) == 0:
+            empty[row] = True
+            continue
+        if h.min() < 0 or h.max() >= len(item_vectors):
+            raise ValueError(f"history {row} holds item ids outside 0..{len(item_vectors) - 1}: "
+                             "map ids to rows of item_vectors first")
+        pooled[row] = item_vectors[h].mean(0)
+    return pooled, empty
+
+
 def matching_inputs(collab: nn.Module, splits: Splits, frame: pd.DataFrame, item_text: str = "llm",
                     bundle=None) -> MatchingInputs:
     """Cold users / items of `frame` and their representations; a cold user's history is that of its first row."""
@@ -90,10 +175,10 @@ def matching_inputs(collab: nn.Module, splits: Splits, frame: pd.DataFrame, item
     train = splits.collab_rows
     liked = train[train["label"] == 1].groupby("uid")["iid"].agg(list)
     hist = lambda items: [i for i in map(int, items) if i in warm_i]  # noqa: E731 - cold items have no MF signal
-    warm_user_repr, _ = retrieval.pool_history(item_tab, [hist(liked.get(u, [])) for u in warm_users])
+    warm_user_repr, _ = pool_history(item_tab, [hist(liked.get(u, [])) for u in warm_users])
     first = frame[~frame["uid"].isin(warm_u)].sort_values(["uid", "timestamp"], kind="stable").groupby("uid").head(1)
     cold_users = first["uid"].to_numpy(np.int64)
-    cold_user_repr, _ = retrieval.pool_history(item_tab, [hist(h) for h in first["his"]])
+    cold_user_repr, _ = pool_history(item_tab, [hist(h) for h in first["his"]])
     cold_items = np.array(sorted(set(frame["iid"].astype(int)) - warm_i), dtype=np.int64)
     titles = item_titles(splits)
     text, text_seconds = timed(title_vectors, [titles[i] for i in np.concatenate([warm_items, cold_items])],
@@ -114,7 +199,7 @@ def matched_encoder(collab: nn.Module, inputs: MatchingInputs, n_neighbors: int,
     for side, cold, cold_r, warm, warm_r, tab in (
             ("user", inputs.cold_users, inputs.cold_user_repr, inputs.warm_users, inputs.warm_user_repr, user_tab),
             ("item", inputs.cold_items, inputs.cold_item_repr, inputs.warm_items, inputs.warm_item_repr, item_tab)):
-        vecs, fallback = (retrieval.borrow_vectors(cold_r, warm_r, tab[warm], n_neighbors, weighting, index)
+        vecs, fallback = (borrow_vectors(cold_r, warm_r, tab[warm], n_neighbors, weighting, index)
                           if len(cold) else (np.zeros((0, collab.dim)), np.zeros(0, bool)))
         parts[side], counts[f"cold_{side}s"], counts[f"{side}_fallbacks"] = vecs, len(cold), int(fallback.sum())
     enc = MatchedEncoder(collab, len(user_tab), len(item_tab), inputs.cold_users, parts["user"],
@@ -123,12 +208,14 @@ def matched_encoder(collab: nn.Module, inputs: MatchingInputs, n_neighbors: int,
 
 
 def cold_matching(model: nn.Module, bundle, splits: Splits, stage_config, stage_dir: str | Path,
-                  config: RerankConfig, progress: bool = True) -> dict[str, Any]:
-    """AUC / UAUC on warm and cold rows of notebook 04's test rows, with and without matching.
+                  config: MatchingConfig, progress: bool = True) -> dict[str, Any]:
+    """AUC / UAUC on warm and cold rows of notebook 04's test rows, with and without matching (`config`: a
+    MatchingConfig, or a rerank.RerankConfig whose matching fields are used; info["config"] records it as given).
     Rows with no overridden id keep their scores; only rows with a cold user or item are rescored per neighbour
     count. The no-matching scores are the stage's scores_test.csv when a rescored check reproduces them."""
     from .stages import sample_users
 
+    given, config = config, MatchingConfig.of(config)
     settings.set_seed(config.seed)
     frame = sample_users(splits.test, stage_config.test_rows, stage_config.seed).reset_index(drop=True)
     template = stage_config.template or default_template(splits.name, with_ids=True)
@@ -159,7 +246,7 @@ def cold_matching(model: nn.Module, bundle, splits: Splits, stage_config, stage_
     keys = frame[["uid", "iid", "label", "not_cold"]]  # per-row scores in long form: one block per setting
     per_row = pd.concat([keys.assign(setting=name(key), score=rows["without" if key == "without" else f"matched_{key}"])
                          for key in results], ignore_index=True)
-    info = {"config": config, "template": template, "rows": len(frame), "rescored_rows": len(touched),
+    info = {"config": given, "template": template, "rows": len(frame), "rescored_rows": len(touched),
             "baseline_scores": source, "item_text": inputs.item_text, "text_seconds": inputs.text_seconds,
             "counts": counts, "rescore_seconds": seconds, "test_rows": stage_config.test_rows,
             "stage_seed": stage_config.seed, "results": {str(k): v for k, v in results.items()}}

@@ -10,8 +10,7 @@ per-row scores, no weights). A part stopped at its deadline keeps what finished 
 same command resumes it. `python -m collm_lib.runner --replay <out>/*.tar.gz` executes the notebooks over them.
 
 Table 1 (table1_results, table1_replicates): MF, popularity, CTRL(DIN), TALLRec (stage 1 alone) and CoLLM-FaissRet
-(stage 2) on each dataset, scored on the same test rows, with seed replicates. Figure 3 (figure3_sweeps): the LoRA
-lr on ML-1M, the FECE lr on the Amazon-Book substitute, and the technical report's FECE lr on ML-1M and MF size d.
+(stage 2) on each dataset, scored on the same test rows, with seed replicates. Figure 3's sweeps are in `figure3`.
 Every setting goes through sweep.run_sweep and its stage run lives in its identity folder, skipped once finished:
 an interrupted notebook resumes, and a setting equal to another run is that run.
 """
@@ -30,12 +29,12 @@ from typing import Any, Iterator
 import pandas as pd
 import torch
 
-from . import bundle, collab, ctrl, logs, popularity, replicates, runs, settings, stages, train
+from . import baselines, bundle, collab, ctrl, logs, popularity, replicates, runs, settings, stages, train
 from .data import Splits, load_dataset
 from .io import read_json, run_info
 from .llm import LLMConfig
 from .paper import FIGURE3_LRS
-from .sweep import run_sweep, with_overrides
+from .sweep import run_sweep
 
 SUBSTITUTE = "amazon-book-msl"  # stands in for Amazon-Book (Figure 3b) where its raw files are absent
 PARTS = ("mf", "ml-1m", "table1", "figure3")
@@ -123,8 +122,13 @@ def main_runs(profile: str, splits: Splits, seed: int = 2023, llm: LLMConfig | N
     return {"mf": mf, "stage1": first, "stage2": second}
 
 
-def _finished(folder: Path, what: str) -> dict:
-    runs.require_finished(folder, what, "run notebooks 02-04 with this profile first")
+MAKES_ML = "run notebooks 02-04 with this profile first (or: collm reproduce --part mf, then --part ml-1m)"
+MAKES_TABLE1 = "run the table1 part first: collm reproduce --part table1 (notebook 06's Table 1 cells)"
+
+
+def _finished(folder: Path, what: str, how: str = MAKES_ML) -> dict:
+    """results.json of the finished run in `folder`, else FileNotFoundError naming it and `how` to make it."""
+    runs.require_finished(folder, what, how)
     return read_json(folder / "results.json")
 
 
@@ -170,7 +174,7 @@ def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
 
     Per dataset: the profile's MF (notebook 02's checkpoint, trained here if missing), popularity, CTRL(DIN)
     trained here, and the two LLM stages (_llm_stages). MF, popularity and CTRL are scored on the LLM stages' test
-    rows, so the five methods share their rows (checked on (uid, iid) keys by stages.check_same_rows and
+    rows, so the five methods share their rows (checked on (uid, iid) keys by baselines.check_same_rows and
     baselines_on_same_rows).
     """
     llm, phases = llm or LLMConfig(), phases or Phases(progress)
@@ -186,18 +190,18 @@ def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
                                         progress=progress)
         stage_dirs = _llm_stages(plan, name, data, seed, llm, progress, phases)
         s1, s2 = (_finished(d, f"stage {k}") for k, d in zip((1, 2), stage_dirs))
-        rows = stages.check_same_rows(*stage_dirs)
+        rows = baselines.check_same_rows(*stage_dirs)
         with phases(f"{name}: MF, popularity and CTRL(DIN) on the stages' rows"):
-            baselines = stages.baselines_on_same_rows(data, stage_dirs[1], mf_dir, ctrl_record["run_dir"],
-                                                      popularity_dir=popular["run_dir"])
+            same = baselines.baselines_on_same_rows(data, stage_dirs[1], mf_dir, ctrl_record["run_dir"],
+                                                    popularity_dir=popular["run_dir"])
         results |= {("TALLRec", name): s1, ("CoLLM-FaissRet", name): s2}
-        results |= {(method, name): r for method, r in baselines.items()}
+        results |= {(method, name): r for method, r in same.items()}
         sources[name] = {"stage1": str(stage_dirs[0]), "stage2": str(stage_dirs[1]), "mf": str(mf_dir),
                          "ctrl": ctrl_record["run_dir"], "popularity": popular["run_dir"], "test_rows": rows,
                          "train_rows": {"stage1": s1["sample_sizes"]["train"], "stage2": s2["sample_sizes"]["train"]},
                          "scores": {"TALLRec": str(stage_dirs[0] / "scores_test.csv"),
                                     "CoLLM-FaissRet": str(stage_dirs[1] / "scores_test.csv"),
-                                    **{method: r["scores"] for method, r in baselines.items()}}}
+                                    **{method: r["scores"] for method, r in same.items()}}}
     return results, sources
 
 
@@ -221,72 +225,6 @@ def table1_replicates(plan: SweepPlan, splits: dict[str, Splits], seed: int = 20
     return replicates.frame_of(frame.to_dict("records") + rows)
 
 
-def figure3_panels(profile: str) -> dict[str, tuple[str, str, str, str | None, str]]:
-    """Notebook 06's sweep figures: {figure name: (sweep of figure3_sweeps, swept setting, x-axis label, the paper's
-    Figure 3 panel or None, title)}."""
-    return {
-        f"figure3a_{profile}": ("lora_lr_ml-1m", "stage.lr", "LoRA learning rate", "a",
-                                "(a) ML-1M: LoRA learning rate (stage 1)"),
-        f"figure3b_{profile}": (f"fece_lr_{SUBSTITUTE}", "stage.lr", "FECE learning rate", "b",
-                                "(b) Amazon-Book substitute: FECE learning rate (paper: Amazon-Book)"),
-        f"fece_lr_ml-1m_{profile}": ("fece_lr_ml-1m", "stage.lr", "FECE learning rate", None,
-                                     "ML-1M: FECE learning rate (stage 2)"),
-        f"mf_dim_ml-1m_{profile}": ("mf_dim_ml-1m", "mf.dim", "MF embedding size d", None,
-                                    "ML-1M: MF embedding size (stage 2)"),
-    }
-
-
-def figure3_sweeps(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: LLMConfig | None = None,
-                   progress: bool = True, phases: Phases | None = None, jobs: int = 1,
-                   data_dir: str | None = None, deadline: float | None = None) -> dict[str, pd.DataFrame]:
-    """Figure 3 (a) and (b) and the technical report's sweeps; one frame per sweep, one row per setting.
-
-    Stage-2 sweeps on ML-1M stand on notebook 03's LoRA; the substitute's on the stage 1 table1_results made.
-    The embedding-size sweep trains its own MFs (the plan's MF settings), each in its own run folder.
-    """
-    llm, phases = llm or LLMConfig(), phases or Phases(progress)
-    root = runs.sweep_root(plan.profile)
-    ml, sub = splits["ml-1m"], splits[SUBSTITUTE]
-    ml_stage1 = main_runs(plan.profile, ml, seed, llm, progress)["stage1"]
-    _finished(ml_stage1, "ML-1M stage 1")
-    sub_stage1 = stages.stage_dir(sub, stage_run(plan, 1, SUBSTITUTE, seed, llm).stage)
-    _finished(sub_stage1, f"{SUBSTITUTE} stage 1 (made by table1_results: notebook 06's Table 1, part table1)")
-    lrs = {"stage.lr": list(plan.lrs)}
-    sweeps = {  # name: (sweep folder, base run, grid, data, stage 1 it stands on)
-        "lora_lr_ml-1m": ("ml-1m/lora_lr", stage_run(plan, 1, "ml-1m", seed, llm), lrs, ml, None),
-        f"fece_lr_{SUBSTITUTE}": (f"{SUBSTITUTE}/fece_lr", stage_run(plan, 2, SUBSTITUTE, seed, llm), lrs, sub,
-                                  sub_stage1),
-        "fece_lr_ml-1m": ("ml-1m/fece_lr", stage_run(plan, 2, "ml-1m", seed, llm), lrs, ml, ml_stage1),
-        "mf_dim_ml-1m": ("ml-1m/mf_dim", stage_run(plan, 2, "ml-1m", seed, llm, **plan.mf), {"mf.dim": list(plan.dims)},
-                         ml, ml_stage1),
-    }
-    if jobs > 1:  # every setting in its own process, `jobs` at a time; the loop below then finds them finished
-        tasks, seen = [], set()
-        for folder, run, grid, data, stage1_dir in sweeps.values():
-            for name, values in grid.items():
-                for value in values:
-                    same = runs.fingerprint([with_overrides(run, {name: value}), str(stage1_dir), data.name])
-                    if same not in seen:  # one process per distinct run: equal settings share a folder
-                        seen.add(same)
-                        tasks.append((folder, run, {name: [value]}, data.name, stage1_dir, root, data_dir, deadline))
-        with phases(f"sweeps: {len(tasks)} settings, {jobs} at a time"):
-            runs.in_processes(_sweep_setting, tasks, jobs)
-    frames = {}
-    for key, (folder, run, grid, data, stage1_dir) in sweeps.items():
-        with phases(f"sweep {key}"):
-            frames[key] = _sweep(folder, run, grid, data, root, stage1_dir, progress)
-    return frames
-
-
-def _sweep_setting(task: tuple) -> None:
-    """One sweep setting in a worker process (--jobs), stopped at the part's deadline like the parent."""
-    folder, run, grid, dataset, stage1_dir, root, data_dir, deadline = task
-    if deadline is not None:
-        signal.signal(signal.SIGALRM, _alarm)
-        signal.alarm(max(1, int(deadline - time.time())))
-    _sweep(folder, run, grid, load_dataset(dataset, data_dir), root, stage1_dir, progress=False)
-
-
 PART_DATASETS = {"mf": MF_DATASETS, "ml-1m": ("ml-1m",), "table1": TABLE1_DATASETS, "figure3": TABLE1_DATASETS}
 
 
@@ -308,13 +246,14 @@ def _part_runs(part: str, profile: str, data: dict[str, Splits], seed: int, llm:
                              made["stage2"], made["stage1"], made["mf"], progress)
         with phases("ml-1m: MF on the stages' rows"):
             for stage in ("stage1", "stage2"):
-                stages.baselines_on_same_rows(splits, made[stage], made["mf"])
+                baselines.baselines_on_same_rows(splits, made[stage], made["mf"])
     else:  # notebook 06
         plan = plan_for_profile(profile)
         if part == "table1":
             table1_results(plan, data, seed, llm, progress, phases)
             table1_replicates(plan, data, seed, llm, progress, phases, data_dir)
         else:
+            from .figure3 import figure3_sweeps  # figure3 builds on this module's plans and runs
             figure3_sweeps(plan, data, seed, llm, progress, phases, jobs, data_dir, deadline)
 
 

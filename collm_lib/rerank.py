@@ -5,6 +5,8 @@ For each sampled test user a Faiss index over the MF item vectors returns the to
 stage-2 LLM scores only those K prompts and the final list is ordered by its score. Compared with MF alone
 (exact top-K) and, on a few users, the LLM scoring the whole catalogue. All prompts of one user share their
 history, so by default they are scored through one shared-prefix pass per user (`prefix`, same scores).
+`RerankConfig` holds notebook 05's settings, matching's among them (`RerankConfig.matching`); the steps of one
+ranking share a `Ranking` (model, users, catalogue, template), so no helper takes more than a handful of arguments.
 """
 from __future__ import annotations
 
@@ -22,9 +24,8 @@ from torch import nn
 from . import metrics, retrieval, runs, settings
 from .data import Splits
 from .io import read_json
-from .prefix import score_shared_prefix
 from .prompts import default_template, encode_frame
-from .train import score
+from .scoring import score
 
 
 @dataclass
@@ -38,8 +39,39 @@ class RerankConfig:
     item_text: Literal["llm", "hashed"] = "llm"  # cold-item title representation: frozen LLM or char n-grams
     index: retrieval.IndexConfig = field(default_factory=retrieval.IndexConfig)  # top-K retrieval index
     score_batch_size: int = 16
-    shared_prefix: bool = True  # one history pass per user (prefix.score_shared_prefix); False: full prompts
+    shared_prefix: bool = True  # one history pass per user (scoring.score(shared_prefix=True)); False: full prompts
     seed: int = 2023
+
+    @property
+    def matching(self):
+        """Cold-id matching's settings (matching.MatchingConfig): the fields above, so a run's identity, which hashes
+        this config's fields, is the same as before matching had a config of its own."""
+        from .matching import MatchingConfig
+        return MatchingConfig.of(self)
+
+
+@dataclass
+class Ranking:
+    """What the steps of one retrieve-then-rank share: the model, the sampled users and the catalogue."""
+
+    model: nn.Module
+    bundle: Any
+    users: pd.DataFrame  # sample_test_users' rows
+    catalogue: np.ndarray  # every item id with a title and an MF vector
+    titles: dict[int, str]
+    warm_users: set[int]
+    warm_items: set[int]
+    template: str
+    stage_config: Any
+    config: RerankConfig
+    progress: bool = True
+
+    def candidates(self, users: pd.DataFrame, lists: list[np.ndarray]) -> pd.DataFrame:
+        return candidate_frame(users, lists, self.titles, self.warm_users, self.warm_items)
+
+    def llm_scores(self, frame: pd.DataFrame) -> tuple[np.ndarray, float]:
+        return llm_scores(self.model, self.bundle, frame, self.template, self.stage_config.max_history,
+                          self.config.score_batch_size, self.progress, self.config.shared_prefix)
 
 
 def config_for_profile(profile: str | None = None, **overrides: Any) -> RerankConfig:
@@ -131,8 +163,7 @@ def llm_scores(model: nn.Module, bundle, frame: pd.DataFrame, template: str, max
                batch_size: int = 16, progress: bool = True, shared_prefix: bool = True) -> tuple[np.ndarray, float]:
     """Stage-2 logits for every row of `frame` and the seconds spent (tokenising + scoring)."""
     enc, seconds = timed(encode_frame, frame, template, bundle.tokenizer, max_history, 1024, False)
-    scorer = score_shared_prefix if shared_prefix else score
-    scores, more = timed(scorer, model, enc, bundle.tokenizer.pad_token_id, batch_size, progress)
+    scores, more = timed(score, model, enc, bundle.tokenizer.pad_token_id, batch_size, progress, shared_prefix)
     return scores, seconds + more
 
 
@@ -175,11 +206,12 @@ def retrieve_then_rank(model: nn.Module, bundle, splits: Splits, stage_config, c
     exact_ids = np.where(exact_pos >= 0, catalogue[np.clip(exact_pos, 0, None)], -1)
     index, build_seconds = timed(retrieval.VectorIndex(config.index).build, item_tab[catalogue], catalogue)
     (faiss_s, faiss_ids), search_seconds = timed(index.search, user_tab[uids], k_max, seen)
-    cands = candidate_frame(users, list(faiss_ids), titles, warm_users, warm_items)
-    cand_scores, llm_seconds = llm_scores(model, bundle, cands, template, stage_config.max_history,
-                                          config.score_batch_size, progress, config.shared_prefix)
+    ranking = Ranking(model, bundle, users, catalogue, titles, warm_users, warm_items, template, stage_config, config,
+                      progress)
+    cands = ranking.candidates(users, list(faiss_ids))
+    cand_scores, llm_seconds = ranking.llm_scores(cands)
     relevant, per_prompt = list(users["relevant"]), llm_seconds / max(1, len(cands))
-    exact = candidate_frame(users, list(exact_ids), titles, warm_users, warm_items)
+    exact = ranking.candidates(users, list(exact_ids))
     rows = [cands.assign(method="faiss+llm", llm_score=cand_scores,
                          mf_score=faiss_s[pd.Index(uids).get_indexer(cands["uid"]), cands["rank"]]),
             exact.assign(method="mf_exact", llm_score=np.nan,  # MF's own list: every table row recomputes from rows
@@ -204,8 +236,7 @@ def retrieve_then_rank(model: nn.Module, bundle, splits: Splits, stage_config, c
                             "candidates per user (prompts are scored once, the K-lists are prefixes)",
             "users": uids.tolist()}
     if config.n_full_users > 0:
-        full = _full_catalogue(model, bundle, users.head(config.n_full_users), catalogue, titles, warm_users,
-                               warm_items, exact_ids, cands, cand_scores, template, stage_config, config, progress)
+        full = _full_catalogue(ranking, exact_ids, cands, cand_scores)
         table, info["full_catalogue"] = table + full[0], full[2]
         rows.append(full[1])
     rows = pd.concat(rows, ignore_index=True).drop(columns=["his", "his_title"])
@@ -223,14 +254,15 @@ def _row(method: str, k: int, ranked: list, relevant: list, calls: int, seconds:
             "HitRate@K": m[f"hit@{k}"], "llm_calls": calls, "seconds": seconds}
 
 
-def _full_catalogue(model, bundle, users, catalogue, titles, warm_users, warm_items, exact_ids, cands, cand_scores,
-                    template, stage_config, config, progress):
-    """The LLM scores every unseen catalogue item of a few users; MF and re-rank on the same users beside."""
+def _full_catalogue(ranking: Ranking, exact_ids: np.ndarray, cands: pd.DataFrame, cand_scores: np.ndarray
+                    ) -> tuple[list[dict], pd.DataFrame, dict[str, Any]]:
+    """The LLM scores every unseen catalogue item of the first config.n_full_users users; MF and re-rank on the same
+    users beside."""
+    config, users = ranking.config, ranking.users.head(ranking.config.n_full_users)
     uids = users["uid"].to_numpy()
-    lists = [np.setdiff1d(catalogue, np.asarray(s, dtype=np.int64)) for s in users["seen"]]
-    frame = candidate_frame(users, lists, titles, warm_users, warm_items)
-    scores, seconds = llm_scores(model, bundle, frame, template, stage_config.max_history, config.score_batch_size,
-                                 progress, config.shared_prefix)
+    lists = [np.setdiff1d(ranking.catalogue, np.asarray(s, dtype=np.int64)) for s in users["seen"]]
+    frame = ranking.candidates(users, lists)
+    scores, seconds = ranking.llm_scores(frame)
     ranked, relevant, same = _rerank(frame, scores, uids), list(users["relevant"]), cands["uid"].isin(uids).to_numpy()
     sub, sub_scores = cands[same], cand_scores[same]
     sub_ranked = {k: _rerank(sub, sub_scores, uids, top=k) for k in config.ks}

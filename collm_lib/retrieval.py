@@ -1,4 +1,4 @@
-"""Faiss retrieval: top-K candidates over collaborative item vectors, and similarity matching for cold ids.
+"""Faiss retrieval: top-K candidates over collaborative item vectors (cold-id matching: `matching`).
 
 Scores are "higher is better" everywhere: inner product for metric "ip", minus the squared distance for
 metric "l2". Rows that cannot be filled (catalogue smaller than K, or too few ids left after exclusion)
@@ -351,67 +351,3 @@ def synthetic_clusters(n_items: int, dim: int, n_clusters: int, n_queries: int, 
         return out
 
     return draw(n_items), draw(n_queries)
-
-
-def borrow_vectors(query_repr: np.ndarray, warm_repr: np.ndarray, warm_vectors: np.ndarray, n_neighbors: int = 10,
-                   weighting: Literal["uniform", "similarity"] = "uniform",
-                   config: IndexConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Collaborative vectors for cold ids, borrowed from their nearest warm neighbours (cosine, via Faiss).
-
-    query_repr: (n_cold, r) representation available for cold ids; warm_repr: (n_warm, r) the same space
-    for warm ids; warm_vectors: (n_warm, d) the collaborative vectors to borrow. "similarity" weights
-    neighbours by their cosine clipped at 0 (uniform when all are <= 0). A query row that is all zeros or
-    has a NaN (e.g. a cold user with no history) falls back to the mean warm vector; the warm side must be finite.
-    Returns (vectors (n_cold, d), fallback_mask (n_cold,) bool).
-    """
-    if weighting not in ("uniform", "similarity"):
-        raise ValueError(f"weighting={weighting!r}; choose 'uniform' or 'similarity'")
-    warm_repr = _as_matrix(warm_repr, "warm_repr")
-    warm_vectors = _as_matrix(warm_vectors, "warm_vectors")
-    query_repr = _as_matrix(query_repr, "query_repr", warm_repr.shape[1], finite=False)  # NaN rows fall back
-    if len(warm_repr) != len(warm_vectors):
-        raise ValueError(f"warm_repr has {len(warm_repr)} rows but warm_vectors has {len(warm_vectors)}")
-    if len(warm_repr) == 0:
-        raise ValueError("borrow_vectors needs at least one warm id")
-    fallback = ~np.isfinite(query_repr).all(1) | ~np.any(query_repr != 0, axis=1)
-    out = np.repeat(warm_vectors.mean(0, keepdims=True), len(query_repr), axis=0)
-    live = np.flatnonzero(~fallback)
-    if len(live):
-        config = config or IndexConfig(kind="flat", metric="ip", use_gpu=False)
-        if config.metric != "ip":
-            raise ValueError("borrow_vectors matches by cosine: give an IndexConfig with metric='ip'")
-        index = VectorIndex(config).build(_normalise(warm_repr))
-        k = min(n_neighbors, len(warm_repr))
-        sims, nbrs = index.search(_normalise(query_repr[live]), k)
-        valid = nbrs >= 0  # approximate indexes may return fewer than k neighbours
-        if weighting == "uniform":
-            w = valid.astype(np.float32)
-        else:
-            w = np.where(valid, np.clip(sims, 0, None), 0).astype(np.float32)
-            w[w.sum(1) == 0] = valid[w.sum(1) == 0]
-        w_sum = w.sum(1, keepdims=True)
-        borrowed = np.einsum("qk,qkd->qd", w, warm_vectors[np.clip(nbrs, 0, None)]) / np.maximum(w_sum, 1e-12)
-        has_nbr = w_sum[:, 0] > 0
-        out[live[has_nbr]] = borrowed[has_nbr]
-        fallback[live[~has_nbr]] = True
-    return out, fallback
-
-
-def pool_history(item_vectors: np.ndarray, histories: list[list[int]],
-                 max_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Mean item vector of each history (its last `max_len` items); empty histories give zeros + mask True."""
-    item_vectors = _as_matrix(item_vectors, "item_vectors")
-    pooled = np.zeros((len(histories), item_vectors.shape[1]), dtype=np.float32)
-    empty = np.zeros(len(histories), dtype=bool)
-    for row, hist in enumerate(histories):
-        h = np.asarray(hist, dtype=np.int64)
-        if max_len is not None:
-            h = h[-max_len:] if max_len > 0 else h[:0]
-        if len(h) == 0:
-            empty[row] = True
-            continue
-        if h.min() < 0 or h.max() >= len(item_vectors):
-            raise ValueError(f"history {row} holds item ids outside 0..{len(item_vectors) - 1}: "
-                             "map ids to rows of item_vectors first")
-        pooled[row] = item_vectors[h].mean(0)
-    return pooled, empty

@@ -16,14 +16,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import runs, settings
+from . import distributed, runs, settings
 from .collab import MFConfig, ensure_mf, load_mf
 from .data import Splits
 from .fece import HybridEncoder
-from .io import read_json, score_rows, write_frame, write_json
+from .io import read_json, score_rows, write_json
 from .llm import LLMBundle, LLMConfig, add_lora, load_llm
 from .prompts import EncodedSplit, default_template, encode_frame
-from .train import CoLLM, StageConfig, evaluate_and_save, fit, init_distributed, load_adapter_state, set_trainable
+from .model import CoLLM, load_adapter_state, set_trainable
+from .train import StageConfig, evaluate_and_save, fit
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +134,12 @@ def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path | None = 
         log.info("stage %d: %s finished before, read back (not retrained)", config.stage, out_dir)
         return read_json(out_dir / "results.json") | {"run_dir": str(out_dir)}
     frames = sample_frames(splits, config)  # bad samples fail here, before the LLM loads
-    device = init_distributed() if settings.distributed()[1] > 1 else settings.device(config.llm.device)
+    device = distributed.process_device(config.llm.device)
     rank0 = settings.distributed()[0] == 0
     # rank 0 claims the folder and keeps its run.log; the other ranks only read it
     with runs.running(out_dir, f"stage{config.stage}", ident, config, upstream, owned=STAGE_FILES) if rank0 \
             else contextlib.nullcontext():
-        if torch.distributed.is_initialized():
-            torch.distributed.barrier()  # no rank reads last.pt before rank 0 has cleared a foreign one
+        distributed.barrier()  # no rank reads last.pt before rank 0 has cleared a foreign one
         settings.set_seed(config.seed)
         model, bundle = build_model(config, mf_dir=Path(mf_dir) if mf_dir else None, device=device)
         if config.stage == 2:
@@ -186,115 +186,6 @@ def load_trained(out_dir: str | Path, device: torch.device | None = None) -> tup
     load_adapter_state(model, torch.load(weights, map_location="cpu", weights_only=True))
     model.eval()
     return model, bundle, config
-
-
-def scored_keys(stage_dir: str | Path, split: str = "test") -> pd.DataFrame:
-    """The (uid, iid, label) rows a finished stage scored, in its order, read from its per-row scores: the source
-    of truth for which rows other methods must be scored on."""
-    return pd.read_csv(Path(stage_dir) / f"scores_{split}.csv", usecols=["uid", "iid", "label"])
-
-
-def sample_counts(stage_dir: str | Path, split: str = "test") -> dict[str, int]:
-    """How many rows and users a finished stage scored on `split`, and how many users have both labels (UAUC's)."""
-    keys = scored_keys(stage_dir, split)
-    both = keys.groupby("uid")["label"].nunique()
-    return {"rows": len(keys), "users": int(keys["uid"].nunique()), "uauc_users": int((both == 2).sum())}
-
-
-def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
-    """(uid, iid, n): n numbers the repeats of a pair in frame order, so repeated pairs match one to one."""
-    return frame.assign(n=frame.groupby(["uid", "iid"]).cumcount())
-
-
-def _same_keys(keyed: dict[str, pd.DataFrame], what: str) -> int:
-    """Raise unless every frame of `keyed` ({name: rows with uid, iid}) holds the same (uid, iid) multiset; returns
-    its size."""
-    sets = {name: sorted(zip(f["uid"].tolist(), f["iid"].tolist())) for name, f in keyed.items()}
-    first, expected = next(iter(sets.items()))
-    for name, keys in sets.items():
-        if keys != expected:
-            raise ValueError(f"{name} scored other {what} than {first} ({len(keys)} vs {len(expected)} rows, "
-                             "(uid, iid) pairs differ): the results are not comparable")
-    return len(expected)
-
-
-def check_same_rows(*stage_dirs: str | Path, split: str = "test") -> int:
-    """Raise unless every stage scored the same (uid, iid) rows (as a multiset); returns their number."""
-    return _same_keys({str(d): scored_keys(d, split) for d in stage_dirs}, f"{split} rows")
-
-
-def check_same_keys(scores: pd.DataFrame) -> dict[str, int]:
-    """Raise unless, within each dataset of a table's per-row scores (io.score_rows keyed by method and dataset),
-    every method scored the same (uid, iid) rows (as a multiset); returns each dataset's number of rows."""
-    return {dataset: _same_keys({f"{dataset}: {m}": f for m, f in part.groupby("method", sort=False)}, "rows")
-            for dataset, part in scores.groupby("dataset", sort=False)}
-
-
-def rows_of(splits: Splits, stage_dir: str | Path, split: str = "test") -> pd.DataFrame:
-    """The full rows (with histories) of `split` that a finished stage scored, matched on (uid, iid) keys."""
-    keys = _keyed(scored_keys(stage_dir, split))
-    rows = keys[["uid", "iid", "n"]].merge(_keyed(splits.split(split)), on=["uid", "iid", "n"], how="left",
-                                           validate="one_to_one", indicator=True)
-    if (rows["_merge"] != "both").any() or (rows["label"].to_numpy() != keys["label"].to_numpy()).any():
-        raise ValueError(f"{stage_dir}: its scored {split} rows are not all in {splits.name}/{split} with the same "
-                         "labels; was it run on other data?")
-    return rows.drop(columns=["_merge", "n"])
-
-
-BASELINE_FILES = ("results.json", "scores_*.csv")
-
-
-def baselines_on_same_rows(splits: Splits, stage_dir: str | Path, mf_dir: str | Path,
-                           ctrl_dir: str | Path | None = None, split: str = "test",
-                           popularity_dir: str | Path | None = None) -> dict[str, dict]:
-    """MF (and CTRL(DIN), and popularity) scored on exactly the rows a finished LLM stage scored, as
-    {method: {split: evaluate(...), "scores": the per-row score file}}.
-
-    A run of its own (runs/<dataset>/same-rows-<identity>, its identity the fingerprints of the stage, MF and CTRL
-    runs): per-row scores scores_<method>.csv and results.json, so the comparison is recomputable, and a replay
-    (bundles without weights) reads it instead of rescoring."""
-    how = "run it first (notebooks 02-04, 06)"
-    upstream = {"stage": runs.upstream_fingerprint(stage_dir, "LLM stage run", how),
-                "mf": runs.upstream_fingerprint(mf_dir, "MF run", how)}
-    if ctrl_dir is not None:
-        upstream["ctrl"] = runs.upstream_fingerprint(ctrl_dir, "CTRL(DIN) run", how)
-    if popularity_dir is not None:
-        upstream["popularity"] = runs.upstream_fingerprint(popularity_dir, "popularity run", how)
-    ident = runs.identity("same-rows", {"split": split}, upstream)
-    out = runs.run_dir("same-rows", splits.name, ident)
-    if runs.finished(out, ident) is not None:
-        done = read_json(out / "results.json")
-        return {name: m | {"scores": str(out / done["files"][name])} for name, m in done["methods"].items()}
-    with runs.running(out, "same-rows", ident, {"split": split}, upstream, owned=BASELINE_FILES):
-        methods, files = _score_same_rows(splits, out, upstream, stage_dir, mf_dir, ctrl_dir, split, popularity_dir)
-        runs.finish(out, ident, ["results.json", *files.values()])
-    return {name: m | {"scores": str(out / files[name])} for name, m in runs.plain(methods).items()}
-
-
-def _score_same_rows(splits: Splits, out: Path, upstream: dict, stage_dir: str | Path, mf_dir: str | Path,
-                     ctrl_dir: str | Path | None, split: str, popularity_dir: str | Path | None
-                     ) -> tuple[dict[str, dict], dict[str, str]]:
-    """baselines_on_same_rows' work: score files and results.json in `out`; returns (metrics, score file names)."""
-    from . import ctrl, metrics, popularity
-    from .collab import score_mf
-
-    rows = rows_of(splits, stage_dir, split)
-    scored = {"MF": score_mf(load_mf(mf_dir), rows)}
-    if ctrl_dir is not None:
-        model, config = ctrl.load_ctrl(ctrl_dir)
-        scored["CTRL (DIN)"] = ctrl.score_ctrl(model, rows, config)
-    if popularity_dir is not None:
-        scored["Popularity"] = popularity.score_popularity(popularity.load_counts(popularity_dir), rows)
-    columns = [c for c in ("uid", "iid", "label", "not_cold") if c in rows]
-    files = {name: f"scores_{name.split()[0]}.csv" for name in scored}
-    for name, values in scored.items():
-        write_frame(out / files[name], rows[columns].assign(score=values))
-    methods = {name: {split: metrics.evaluate(rows.assign(score=s)) | {"rows": len(rows)}} for name, s in scored.items()}
-    write_json(out / "results.json", {"methods": methods, "files": files, "stage_dir": runs.relative(stage_dir),
-                                      "mf_dir": runs.relative(mf_dir), "upstream": upstream,
-                                      "ctrl_dir": runs.relative(ctrl_dir) if ctrl_dir else None,
-                                      "popularity_dir": runs.relative(popularity_dir) if popularity_dir else None})
-    return methods, files
 
 
 @dataclass

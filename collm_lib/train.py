@@ -1,10 +1,12 @@
-"""Two-stage training and scoring of CoLLM-FaissRet.
+"""Two-stage training of CoLLM-FaissRet: the stage configs and the one training loop.
 
 Stage 1 trains LoRA on text-only prompts (alone, this is TALLRec). Stage 2 freezes LoRA and trains
 the FECE mapping on ID prompts, the collaborative model frozen unless `unfreeze_mf`. One loop serves
 both: AdamW (decay on matrices only), linear warm-up then cosine decay, evaluation on valid_small
-every `eval_every` steps (denser early on with `eval_every_early`), best weights kept, early stopping by patience, gradient accumulation,
-bf16 autocast on GPU, resumable, and unchanged under torchrun (DistributedDataParallel).
+every `eval_every` steps (denser early on with `eval_every_early`), best weights kept, early stopping by
+patience, gradient accumulation, bf16 autocast on GPU, resumable, and unchanged under torchrun
+(DistributedDataParallel). The model is in `model`, scoring in `scoring`, the process group set-up in
+`distributed`.
 """
 from __future__ import annotations
 
@@ -19,15 +21,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import metrics, settings
-from .fece import HybridEncoder, build_inputs_embeds
+from .distributed import broadcast_flag, is_main, rank_world
 from .io import atomic_path, read_json, run_info, write_frame, write_json
-from .llm import LLMBundle, LLMConfig, answer_logits, base_causal_lm
+from .llm import LLMConfig
+from .model import CoLLM, adapter_state, load_adapter_state
 from .prompts import EncodedSplit
+from .scoring import autocast, collate, frozen_prefix, score, scores_frame
 
 log = logging.getLogger(__name__)
 
@@ -90,128 +93,6 @@ def evaluates_at(step: int, config: StageConfig) -> bool:
     return early or step % config.eval_every == 0 or step == config.max_steps
 
 
-class CoLLM(nn.Module):
-    """LLM (+LoRA) scoring a prompt; with a HybridEncoder, the ID slots carry collaborative tokens."""
-
-    def __init__(self, bundle: LLMBundle, hybrid: HybridEncoder | None = None):
-        super().__init__()
-        self.llm = bundle.model
-        self.hybrid = hybrid
-        self.answer_id = bundle.answer_id
-
-    def embed(self, input_ids, user_pos, item_pos, uids, iids) -> torch.Tensor:
-        """Token embeddings with the ID slots (position -1: none in that row) filled by the hybrid encoder."""
-        embedding = base_causal_lm(self.llm).get_input_embeddings()
-        slots = []
-        if self.hybrid is not None:  # no "any slot?" test: it would sync with the GPU on every step
-            user_vec, item_vec = self.hybrid(uids, iids)
-            slots = [(user_pos, user_vec), (item_pos, item_vec)]
-        return build_inputs_embeds(embedding, input_ids, slots)
-
-    def forward(self, input_ids, attention_mask, user_pos, item_pos, uids, iids,
-                split: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
-        """Answer logits; with split = (prefix, lengths) per row, each row's tokens before its ID slots run without
-        autograd (llm.answer_logits)."""
-        embeds = self.embed(input_ids, user_pos, item_pos, uids, iids)
-        return answer_logits(self.llm, embeds, attention_mask, self.answer_id, split)
-
-
-def set_trainable(model: CoLLM, stage: int, unfreeze_mf: bool = False) -> list[str]:
-    """Stage 1: LoRA only. Stage 2: the mapping only (+ MF if asked). Returns the trainable names."""
-    for name, p in model.named_parameters():
-        if stage == 1:
-            p.requires_grad_("lora_" in name)
-        else:
-            p.requires_grad_(name.startswith("hybrid.mapper.") or (unfreeze_mf and name.startswith("hybrid.collab.")))
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    if not names:
-        raise ValueError(f"stage {stage}: nothing to train (no LoRA layers or no hybrid encoder)")
-    return names
-
-
-def adapter_state(model: CoLLM) -> dict[str, torch.Tensor]:
-    """What a checkpoint holds: LoRA and the mapping, plus the collaborative model only while it trains (a frozen
-    MF is reloaded from its own folder; BookCrossing's alone is ~130 MB); never the base LLM."""
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters()
-            if "lora_" in n or n.startswith("hybrid.mapper.") or (n.startswith("hybrid.") and p.requires_grad)}
-
-
-def load_adapter_state(model: CoLLM, state: dict[str, torch.Tensor]) -> None:
-    own = dict(model.named_parameters())
-    unknown = [k for k in state if k not in own]
-    if unknown:
-        raise KeyError(f"checkpoint holds parameters this model lacks: {unknown[:3]} (+{max(0, len(unknown) - 3)})")
-    with torch.no_grad():
-        for k, v in state.items():
-            own[k].copy_(v.to(own[k].device, own[k].dtype))
-
-
-def frozen_prefix(enc: EncodedSplit, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(prefix, lengths) of the rows `idx`: the tokens each row has before its first ID slot, which stage 2 can run
-    forward-only, and its length; None when a row has no such token (nothing to gain, nothing to pack)."""
-    slots = np.stack([enc.user_pos[idx], enc.item_pos[idx]])
-    prefix = np.where(slots >= 0, slots, np.iinfo(np.int64).max).min(axis=0)
-    if (prefix <= 0).any() or (prefix == np.iinfo(np.int64).max).any():
-        return None
-    lengths = np.fromiter((len(enc.input_ids[i]) for i in idx), dtype=np.int64, count=len(idx))  # this batch only
-    return prefix.astype(np.int64), lengths
-
-
-def collate(enc: EncodedSplit, idx: np.ndarray, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right padding: real tokens never attend to pads and keep their natural positions."""
-    seqs = [enc.input_ids[i] for i in idx]
-    width = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(seqs), width), dtype=np.int64)
-    for r, s in enumerate(seqs):
-        ids[r, : len(s)] = s
-        mask[r, : len(s)] = 1
-    as_t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
-    return {"input_ids": as_t(ids), "attention_mask": as_t(mask), "user_pos": as_t(enc.user_pos[idx]),
-            "item_pos": as_t(enc.item_pos[idx]), "uids": as_t(enc.uid[idx]), "iids": as_t(enc.iid[idx])}
-
-
-def autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=settings.compute_dtype(device), enabled=device.type == "cuda")
-
-
-@torch.no_grad()
-def score(model: nn.Module, enc: EncodedSplit, pad_id: int, batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """Answer logits for every prompt; prompts grouped by length so batches carry little padding.
-
-    Under torch.distributed each rank scores its share and the scores are gathered on every rank.
-    """
-    module = model.module if hasattr(model, "module") else model
-    device = next(module.parameters()).device
-    was_training = module.training
-    module.eval()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    order = np.argsort(enc.lengths, kind="stable")[rank::world]
-    out = np.empty(len(order), dtype=np.float32)
-    for start in tqdm(range(0, len(order), batch_size), desc="score", disable=settings.quiet(progress) or rank != 0, leave=False):
-        idx = order[start:start + batch_size]
-        with autocast(device):
-            out[start:start + len(idx)] = module(**collate(enc, idx, pad_id, device)).float().cpu().numpy()
-    module.train(was_training)
-    if world == 1:
-        return _place(len(enc), order, out)
-    gathered: list = [None] * world
-    dist.all_gather_object(gathered, (order, out))
-    return _place(len(enc), np.concatenate([g[0] for g in gathered]), np.concatenate([g[1] for g in gathered]))
-
-
-def _place(n: int, order: np.ndarray, values: np.ndarray) -> np.ndarray:
-    result = np.empty(n, dtype=np.float32)
-    result[order] = values
-    return result
-
-
-def scores_frame(enc: EncodedSplit, scores: np.ndarray) -> pd.DataFrame:
-    """Per-row scores (user, item, label, score, not_cold): enough to recompute every metric."""
-    return pd.DataFrame({"uid": enc.uid, "iid": enc.iid, "label": enc.label.astype(int), "score": scores,
-                         "not_cold": enc.not_cold})
-
-
 def _optimizer(model: nn.Module, config: StageConfig):
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [{"params": [p for _, p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
@@ -237,14 +118,6 @@ class FitResult:
     stopped_early: bool
     train_seconds: float
     best_valid_scores: np.ndarray | None = None  # the kept weights' valid scores: no need to score them again
-
-
-def _broadcast_flag(flag: bool, device: torch.device) -> bool:
-    if not dist.is_initialized():
-        return flag
-    t = torch.tensor([int(flag)], device=device if dist.get_backend() == "nccl" else "cpu")
-    dist.broadcast(t, src=0)
-    return bool(t.item())
 
 
 def _rng_states() -> dict:
@@ -303,7 +176,7 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
     one of another run, or a damaged one, is ignored with a message.
     """
     device = next(model.parameters()).device
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    rank, world = rank_world()
     settings.set_seed(config.seed)
     wrapped = model
     if world > 1:
@@ -368,7 +241,7 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
                 state["bad"] += 1
             state["history"].append({"step": state["step"], "loss": train_loss, "valid_auc": auc,
                                      "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - started})
-            stop = _broadcast_flag(state["bad"] >= config.patience, device)
+            stop = broadcast_flag(state["bad"] >= config.patience, device)
             if rank == 0:
                 log.info("stage %d step %d/%d: train loss %.4f, valid AUC %.4f%s (%.0f s)", config.stage,
                          state["step"], config.max_steps, train_loss, auc, " (best)" if improved else "",
@@ -392,18 +265,6 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
                      stop, time.perf_counter() - started, None if best_scores is None else best_scores.numpy())
 
 
-def init_distributed() -> torch.device:
-    """Join the process group torchrun / accelerate set up (nccl on GPU, gloo on CPU); pick the device."""
-    rank, world, local = settings.distributed()
-    cuda = torch.cuda.is_available()
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    if cuda:
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
-
-
 def evaluate_and_save(model: nn.Module, encs: dict[str, EncodedSplit], pad_id: int, config: StageConfig,
                       out_dir: Path, extra: dict | None = None, progress: bool = True,
                       known: dict[str, np.ndarray] | None = None) -> dict:
@@ -416,10 +277,10 @@ def evaluate_and_save(model: nn.Module, encs: dict[str, EncodedSplit], pad_id: i
         if scores is None or len(scores) != len(enc):
             scores = score(model, enc, pad_id, config.score_batch_size, progress)
         frame = scores_frame(enc, scores)
-        if not dist.is_initialized() or dist.get_rank() == 0:
+        if is_main():
             write_frame(out_dir / f"scores_{split}.csv", frame)
         results[split] = metrics.evaluate(frame) | {"rows": len(frame)}
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if is_main():
         write_json(out_dir / "results.json", results)
     return results
 

@@ -9,7 +9,10 @@ import torch.distributed as dist
 
 from collm_lib import prompts
 from collm_lib.llm import LLMConfig, add_lora, bundle_from
-from collm_lib.train import CoLLM, StageConfig, fit, init_distributed, score, set_trainable
+from collm_lib.distributed import init_distributed
+from collm_lib.model import CoLLM, set_trainable
+from collm_lib.scoring import score
+from collm_lib.train import StageConfig, fit
 from tiny_llm import movie_frame, real_tokenizer, tiny_llama
 
 out = Path(sys.argv[1])

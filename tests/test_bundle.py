@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from collm_lib import bundle, collab, runs, stages
+from collm_lib import baselines, bundle, collab, runs
 from collm_lib.data import common
 from tiny_llm import movie_splits
 
@@ -67,13 +67,13 @@ def test_same_row_baselines_are_a_run_with_per_row_scores(tmp_path, work, monkey
     stage.mkdir()
     rows.to_csv(stage / "scores_test.csv", index=False)
     runs.finish(stage, "x" * 64, ["scores_test.csv"])
-    first = stages.baselines_on_same_rows(splits, stage, mf)
+    first = baselines.baselines_on_same_rows(splits, stage, mf)
     saved = next((work / "runs" / splits.name).glob("same-rows-*"))
     per_row = pd.read_csv(saved / "scores_MF.csv")
     assert per_row[["uid", "iid", "label"]].equals(rows[["uid", "iid", "label"]])
     assert per_row["score"].to_numpy() == pytest.approx(collab.score_mf(collab.load_mf(mf), rows))
-    monkeypatch.setattr(stages, "load_mf", lambda folder: pytest.fail("rescored a finished comparison"))
-    assert stages.baselines_on_same_rows(splits, stage, mf) == first
+    monkeypatch.setattr(baselines, "load_mf", lambda folder: pytest.fail("rescored a finished comparison"))
+    assert baselines.baselines_on_same_rows(splits, stage, mf) == first
 
 
 def test_pack_refuses_a_bundle_over_the_size_limit(tmp_path, work, monkeypatch):

@@ -12,7 +12,8 @@ import torch
 
 from collm_lib import prompts
 from collm_lib.llm import LLMConfig, add_lora, bundle_from
-from collm_lib.train import CoLLM, load_adapter_state, score
+from collm_lib.model import CoLLM, load_adapter_state
+from collm_lib.scoring import score
 from tiny_llm import movie_frame, real_tokenizer, tiny_llama
 
 HERE = Path(__file__).parent

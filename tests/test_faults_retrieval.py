@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("faiss", reason="pip install faiss-cpu to run the retrieval tests")
 
 from collm_lib import metrics  # noqa: E402
+from collm_lib import matching as M  # noqa: E402
 from collm_lib import retrieval as R  # noqa: E402
 
 RANKING = (metrics.recall_at_k, metrics.ndcg_at_k, metrics.hit_rate_at_k)
@@ -70,18 +71,18 @@ def test_borrow_and_pool_reject_nonfinite_warm_side():
     warm_repr = rng.standard_normal((20, 4)).astype(np.float32)
     warm_vectors = rng.standard_normal((20, 3)).astype(np.float32)
     query = np.vstack([warm_repr[:2], np.full((1, 4), np.nan, np.float32)])  # a NaN query row is a fallback
-    vecs, fb = R.borrow_vectors(query, warm_repr, warm_vectors, n_neighbors=1)
+    vecs, fb = M.borrow_vectors(query, warm_repr, warm_vectors, n_neighbors=1)
     np.testing.assert_allclose(vecs[:2], warm_vectors[:2], rtol=1e-6)
     assert fb.tolist() == [False, False, True]
     for col, name in enumerate(("warm_repr", "warm_vectors")):
         args = [warm_repr.copy(), warm_vectors.copy()]
         args[col][7, 1] = np.nan
         with pytest.raises(ValueError, match=rf"{name} has 1 row with NaN or inf \(first: row 7\)"):
-            R.borrow_vectors(query, *args)
+            M.borrow_vectors(query, *args)
     bad_items = warm_vectors.copy()
     bad_items[4] = np.inf
     with pytest.raises(ValueError, match=r"item_vectors has 1 row with NaN or inf \(first: row 4\)"):
-        R.pool_history(bad_items, [[1, 4]])
+        M.pool_history(bad_items, [[1, 4]])
 
 
 @pytest.mark.parametrize("fn", RANKING, ids=lambda f: f.__name__)

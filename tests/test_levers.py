@@ -12,7 +12,8 @@ import torch
 from collm_lib import collab, stages
 from collm_lib.fece import build_inputs_embeds
 from collm_lib.llm import LLMConfig
-from collm_lib.train import StageConfig, frozen_prefix
+from collm_lib.scoring import frozen_prefix
+from collm_lib.train import StageConfig
 from tiny_llm import movie_splits
 
 

@@ -8,8 +8,9 @@ import torch
 from collm_lib import collab, prompts
 from collm_lib.fece import HybridEncoder, build_inputs_embeds
 from collm_lib.llm import LLMConfig, add_lora, answer_logits, bundle_from
-from collm_lib.train import (CoLLM, StageConfig, adapter_state, collate, fit, load_adapter_state, score,
-                             set_trainable)
+from collm_lib.model import CoLLM, adapter_state, load_adapter_state, set_trainable
+from collm_lib.scoring import collate, score
+from collm_lib.train import StageConfig, fit
 from tiny_llm import movie_frame, real_tokenizer, tiny_llama
 
 

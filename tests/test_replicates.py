@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collm_lib import metrics, popularity, replicates, report, stages
+from collm_lib import baselines, metrics, popularity, replicates, report
 from collm_lib.data import Splits
 
 
@@ -60,11 +60,11 @@ def test_intervals_hold_the_value_and_keys_are_checked():
         value = metrics.auc(part["label"], part["score"])
         assert ci.loc[method, "AUC lo"] < value < ci.loc[method, "AUC hi"]
     assert ci.loc["good", "AUC lo"] > ci.loc["noise", "AUC hi"]  # a real gap shows
-    assert stages.check_same_keys(scores) == {"d": 240}
+    assert baselines.check_same_keys(scores) == {"d": 240}
     shifted = scores.copy()
     shifted.loc[shifted.index[-1], "iid"] = 99
     with pytest.raises(ValueError, match="noise scored other"):
-        stages.check_same_keys(shifted)
+        baselines.check_same_keys(shifted)
 
 
 def test_table1_shows_intervals_spread_and_popularity():

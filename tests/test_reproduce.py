@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collm_lib import collab, metrics, paper, replicates, report, reproduce, runs, stages, sweep
+from collm_lib import baselines, collab, figure3, metrics, paper, replicates, report, reproduce, runs, stages, sweep
 from collm_lib.llm import LLMConfig
 from collm_lib.train import StageConfig, load_results
 from tiny_llm import movie_splits, save_tiny
@@ -70,10 +70,10 @@ def test_stage_sweep_over_mf_dim_and_same_row_baselines(tmp_path, monkeypatch):
     assert not Path(frame["run_dir"].iloc[0]).is_absolute()  # records travel: relative to the work dir
     s2_dir = runs.locate(frame["run_dir"].iloc[0])
     assert not list(Path(frame["folder"].iloc[0]).glob("*.pt"))  # the sweep folder records; the run has its own
-    same = stages.baselines_on_same_rows(splits, s2_dir, mf4)
-    rows = stages.rows_of(splits, s2_dir)
+    same = baselines.baselines_on_same_rows(splits, s2_dir, mf4)
+    rows = baselines.rows_of(splits, s2_dir)
     assert same["MF"]["test"]["rows"] == len(rows) == load_results(s2_dir)["sample_sizes"]["test"]
-    assert stages.check_same_rows(stage1["run_dir"], s2_dir) == len(rows)
+    assert baselines.check_same_rows(stage1["run_dir"], s2_dir) == len(rows)
     expected = metrics.auc(rows["label"], collab.score_mf(collab.load_mf(mf4), rows))
     assert same["MF"]["test"]["all"]["auc"] == pytest.approx(expected)
     with pytest.raises(ValueError, match="needs its MF settings"):
@@ -125,3 +125,27 @@ def test_table1_replicates_cover_cheap_models_and_llm_seeds(tmp_path, monkeypatc
         assert metrics.auc(rows["label"], rows["score"]) == pytest.approx(row.AUC)
     spread = replicates.spread(frame).set_index("method")
     assert spread.loc["MF", "replicates"] == 2 and spread.loc["Popularity", "replicates"] == 1
+
+
+def test_figure3_names_the_runs_it_needs_and_what_makes_them(tmp_path, monkeypatch):
+    """figure3_sweeps runs no stage 1 itself: a missing one fails before any sweep, naming the part that makes it
+    (ML-1M's: notebook 03 / part ml-1m; the substitute's: part table1), not by another function's side effect."""
+    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
+    tiny = LLMConfig(model=str(save_tiny(tmp_path / "tiny-llm")))
+    plan = reproduce.plan_for_profile("smoke")
+    splits = {"ml-1m": movie_splits(), reproduce.SUBSTITUTE: movie_splits()}
+    ml_stage1 = tmp_path / "ml-stage1"
+    monkeypatch.setattr(figure3, "main_runs", lambda *a, **k: {"stage1": ml_stage1})
+    monkeypatch.setattr(figure3, "_sweep", lambda *a, **k: pytest.fail("a sweep ran before its inputs were checked"))
+    needs = figure3.figure3_needs(plan, splits, llm=tiny, progress=False)
+    assert list(needs) == ["ML-1M stage 1", f"{reproduce.SUBSTITUTE} stage 1"]
+    assert needs[f"{reproduce.SUBSTITUTE} stage 1"][0] == stages.stage_dir(
+        splits[reproduce.SUBSTITUTE], reproduce.stage_run(plan, 1, reproduce.SUBSTITUTE, llm=tiny).stage)
+    with pytest.raises(FileNotFoundError, match="part ml-1m"):
+        figure3.figure3_sweeps(plan, splits, llm=tiny, progress=False)
+    ml_stage1.mkdir()
+    (ml_stage1 / "results.json").write_text("{}")
+    real = runs.finished
+    monkeypatch.setattr(runs, "finished", lambda folder, ident=None: {} if Path(folder) == ml_stage1 else real(folder))
+    with pytest.raises(FileNotFoundError, match="collm reproduce --part table1"):
+        figure3.figure3_sweeps(plan, splits, llm=tiny, progress=False)

@@ -130,3 +130,16 @@ def test_cold_matching_rescores_only_rows_with_cold_ids(tiny):
     assert not unchanged[cold].all(), "borrowed vectors must change cold rows' scores"
     assert set(out["table"]["setting"]) == {"without matching", "matching, 1 neighbours", "matching, 2 neighbours"}
     assert out["info"]["baseline_scores"].startswith("rescored")
+
+
+def test_matching_config_is_the_rerank_configs_matching_fields():
+    """Matching's settings come from RerankConfig's own fields, so a rerank run's hashed config is unchanged."""
+    from collm_lib import runs
+
+    config = rerank.config_for_profile("cpu", n_neighbors=3, weighting="similarity")
+    assert config.matching == matching.MatchingConfig(n_neighbors=3, neighbor_curve=(1, 10), weighting="similarity",
+                                                      item_text="hashed", score_batch_size=16, seed=2023)
+    settings_ = config.matching
+    assert matching.MatchingConfig.of(settings_) is settings_
+    assert set(runs.plain(config)) == {"ks", "n_users", "n_full_users", "n_neighbors", "neighbor_curve", "weighting",
+                                       "item_text", "index", "score_batch_size", "shared_prefix", "seed"}

@@ -6,6 +6,7 @@ import pytest
 
 pytest.importorskip("faiss", reason="pip install faiss-cpu to run the retrieval tests")
 
+from collm_lib import matching as M  # noqa: E402
 from collm_lib import retrieval as R  # noqa: E402
 
 RECALL_FLOOR = 0.9  # recall@10 the approximate indexes must reach on the clustered data below
@@ -160,14 +161,14 @@ def test_borrow_vectors_planted_neighbour():
     warm_repr = rng.standard_normal((200, 24)).astype(np.float32)
     warm_vectors = rng.standard_normal((200, 6)).astype(np.float32)
     picks = np.array([5, 77, 199])
-    vecs, fb = R.borrow_vectors(warm_repr[picks] * 3.0, warm_repr, warm_vectors, n_neighbors=1)
+    vecs, fb = M.borrow_vectors(warm_repr[picks] * 3.0, warm_repr, warm_vectors, n_neighbors=1)
     np.testing.assert_allclose(vecs, warm_vectors[picks], rtol=1e-6)
     assert not fb.any()
     # k neighbours, uniform: the mean of the k most cosine-similar warm rows
-    vecs, _ = R.borrow_vectors(warm_repr[:2], warm_repr, warm_vectors, n_neighbors=5)
+    vecs, _ = M.borrow_vectors(warm_repr[:2], warm_repr, warm_vectors, n_neighbors=5)
     nbrs = R.exact_topk_torch(R._normalise(warm_repr[:2]), R._normalise(warm_repr), 5, device="cpu")[1]
     np.testing.assert_allclose(vecs, warm_vectors[nbrs].mean(1), rtol=1e-5, atol=1e-6)
-    sim, _ = R.borrow_vectors(warm_repr[:2], warm_repr, warm_vectors, n_neighbors=5, weighting="similarity")
+    sim, _ = M.borrow_vectors(warm_repr[:2], warm_repr, warm_vectors, n_neighbors=5, weighting="similarity")
     assert not np.allclose(sim, vecs)  # similarity weighting differs from the plain mean
 
 
@@ -175,19 +176,19 @@ def test_borrow_vectors_empty_history_falls_back():
     rng = np.random.default_rng(4)
     item_vectors = rng.standard_normal((30, 8)).astype(np.float32)
     warm_vectors = rng.standard_normal((30, 5)).astype(np.float32)
-    pooled, empty = R.pool_history(item_vectors, [[1, 2, 3], [], [4, 5, 6, 7]], max_len=2)
+    pooled, empty = M.pool_history(item_vectors, [[1, 2, 3], [], [4, 5, 6, 7]], max_len=2)
     assert list(empty) == [True if h == 1 else False for h in range(3)]
     np.testing.assert_allclose(pooled[0], item_vectors[[2, 3]].mean(0), rtol=1e-6)
     np.testing.assert_allclose(pooled[2], item_vectors[[6, 7]].mean(0), rtol=1e-6)
     assert (pooled[1] == 0).all()
     pooled[2, 0] = np.nan
-    vecs, fb = R.borrow_vectors(pooled, item_vectors, warm_vectors, n_neighbors=3)
+    vecs, fb = M.borrow_vectors(pooled, item_vectors, warm_vectors, n_neighbors=3)
     assert list(fb) == [False, True, True]
     np.testing.assert_allclose(vecs[1], warm_vectors.mean(0), rtol=1e-6)
     np.testing.assert_allclose(vecs[2], warm_vectors.mean(0), rtol=1e-6)
     assert np.isfinite(vecs).all()
     with pytest.raises(ValueError, match="outside"):
-        R.pool_history(item_vectors, [[30]])
+        M.pool_history(item_vectors, [[30]])
 
 
 def test_bad_config_and_empty_catalogue():

@@ -8,7 +8,8 @@ import pytest
 from collm_lib import collab, train
 from collm_lib.llm import LLMConfig, load_llm
 from collm_lib.stages import load_trained, run_stage, sample_users
-from collm_lib.train import StageConfig, score
+from collm_lib.scoring import score
+from collm_lib.train import StageConfig
 from collm_lib.prompts import encode_frame
 from tiny_llm import movie_splits, save_tiny
 
@@ -58,7 +59,7 @@ def test_user_sampling_keeps_whole_users():
 def test_real_embedded_model_loads_and_scores():
     bundle = load_llm(LLMConfig())
     assert bundle.info["hidden_size"] == 576 and bundle.tokenizer.convert_ids_to_tokens(bundle.answer_id) == "ĠYes"
-    from collm_lib.train import CoLLM
+    from collm_lib.model import CoLLM
 
     frame = movie_splits().test.head(3)
     enc = encode_frame(frame, "movie_text", bundle.tokenizer, progress=False)

@@ -1,4 +1,4 @@
-"""Shared-prefix scoring (collm_lib.prefix) gives the scores of scoring every full prompt."""
+"""Shared-prefix scoring (collm_lib.scoring, shared_prefix=True) gives the scores of scoring every full prompt."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +9,8 @@ import torch
 from collm_lib import collab, prompts
 from collm_lib.fece import HybridEncoder
 from collm_lib.llm import LLMConfig, add_lora, bundle_from
-from collm_lib.prefix import score_shared_prefix, shared_length
-from collm_lib.train import CoLLM, score
+from collm_lib.model import CoLLM
+from collm_lib.scoring import score, shared_length
 from tiny_llm import TITLES, movie_frame, real_tokenizer, tiny_llama
 
 
@@ -45,7 +45,7 @@ def test_shared_prefix_scores_equal_full_prompt_scores(tok, template, hybrid):
     model = _model(tok, hybrid)
     enc = prompts.encode_frame(_catalogue_frame(), template, tok, progress=False)
     full = score(model, enc, tok.pad_token_id, batch_size=7, progress=False)
-    shared = score_shared_prefix(model, enc, tok.pad_token_id, batch_size=5, progress=False)
+    shared = score(model, enc, tok.pad_token_id, batch_size=5, progress=False, shared_prefix=True)
     np.testing.assert_allclose(shared, full, rtol=1e-4, atol=1e-4)
     assert np.std(full) > 1e-3, "scores must differ across items for the comparison to mean anything"
 
@@ -54,7 +54,7 @@ def test_shared_prefix_on_rows_with_different_histories(tok):
     """A test split: the rows of one user carry different histories, so the shared part is shorter."""
     model = _model(tok, hybrid=True)
     enc = prompts.encode_frame(movie_frame(30, 4, 20, 1, seed=3), "movie_id", tok, progress=False)
-    np.testing.assert_allclose(score_shared_prefix(model, enc, tok.pad_token_id, 4, progress=False),
+    np.testing.assert_allclose(score(model, enc, tok.pad_token_id, 4, progress=False, shared_prefix=True),
                                score(model, enc, tok.pad_token_id, 8, progress=False), rtol=1e-4, atol=1e-4)
 
 
