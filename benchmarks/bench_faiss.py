@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +22,9 @@ import numpy as np
 import torch
 
 from collm_lib import io, retrieval as R, settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from synthetic import synthetic_clusters  # noqa: E402  (test data, not library code)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIN_RECALL, MIN_SPEEDUP = 0.95, 10.0  # the target this benchmark checks
@@ -56,7 +60,7 @@ def parse_args() -> argparse.Namespace:
 
 def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
     if args.vectors is None:
-        items, queries = R.synthetic_clusters(args.items, args.dim, args.clusters, args.queries, args.spread, args.seed)
+        items, queries = synthetic_clusters(args.items, args.dim, args.clusters, args.queries, args.spread, args.seed)
         return items, queries, f"synthetic {args.clusters} gaussian clusters, spread {args.spread}, L2-normalised"
     if not args.vectors.exists():
         raise SystemExit(f"--vectors {args.vectors}: no such file (an .npy array of item vectors, n x d)")
@@ -69,7 +73,7 @@ def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
         scale = 0.1 * items.std(0, keepdims=True)
         queries = items[rows] + scale * rng.standard_normal((args.queries, items.shape[1]), dtype=np.float32)
     if not args.no_normalize:
-        items, queries = R._normalise(items), R._normalise(queries)
+        items, queries = R.normalise(items), R.normalise(queries)
     return items, queries, f"{args.vectors} ({'L2-normalised' if not args.no_normalize else 'raw norms'})"
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runs, settings
-from .io import read_json, write_json
+from .io import write_json
 
 MANIFEST = "bundle.json"
 WEIGHTS = ("*.pt", "*.safetensors", "*.bin")  # never travel: the bundle is results, not checkpoints
@@ -100,9 +100,3 @@ def unpack(bundle: str | os.PathLike, work_dir: str | os.PathLike | None = None)
                                                     "left_behind": entry["left_behind"]})
     write_json(work_dir / "bundles" / f"{bundle.name}.json", manifest)
     return manifest
-
-
-def replayed_manifests(work_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-    """The bundle.json of every bundle unpacked into `work_dir`, in name order."""
-    folder = settings.work_dir(work_dir) / "bundles"
-    return [read_json(p) for p in sorted(folder.glob("*.json"))]

@@ -22,14 +22,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import baselines, collab, distributed, logs, options, reproduce, runner, settings, stages, train
+from . import baselines, collab, distributed, logs, options, profiles, reproduce, runner, settings, stages
 from .collab import MFConfig
 from .data import dataset_name, load_dataset
 from .io import read_json
 from .train import StageConfig
 
 STAGE, MF = "stage", "mf"  # the namespace groups of the generated options (options.overrides)
-COMMON_HELP = "Options not given take the profile's value (config_for_profile), shown as 'profile default'."
+COMMON_HELP = "Options not given take the profile's value (collm_lib/profiles.py), shown as 'profile default'."
 
 
 def stage_options(exclude: tuple[str, ...] = ()) -> list[options.Option]:
@@ -43,11 +43,11 @@ def mf_options(prefix: str = "") -> list[options.Option]:
 
 
 def _stage_variants(profile: str) -> list[StageConfig]:
-    return [train.config_for_profile(profile, 1), train.config_for_profile(profile, 2)]
+    return [profiles.stage(profile, 1), profiles.stage(profile, 2)]
 
 
 def _mf_variants(profile: str) -> list[MFConfig]:
-    return [collab.config_for_profile(profile, dataset="ml-1m")]
+    return [profiles.mf(profile, "ml-1m")]
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +63,7 @@ def _add_stage_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
                                  custom)
     options.add_config_arguments(parser, mf_options("mf-"), MF, _mf_variants,
                                  "the MF under stage 2 (MFConfig; profile defaults for ML-1M, other datasets adjust "
-                                 "some: collab.DATASET_DEFAULTS); --mf-seed defaults to --seed")
+                                 "some: profiles.MF_DATASET, MF_MODEL); --mf-seed defaults to --seed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,22 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     mf.add_argument("--dataset", default="ml-1m", help="a dataset name or folder (default: ml-1m)")
     options.add_config_arguments(mf, mf_options(), MF, _mf_variants,
                                  "MF settings (MFConfig; profile defaults for ML-1M, other datasets adjust some: "
-                                 "collab.DATASET_DEFAULTS)")
+                                 "profiles.MF_DATASET, MF_MODEL)")
     return parser
 
 
 def stage_config(args: argparse.Namespace, stage: int) -> StageConfig:
     """The StageConfig of `stage` the options ask for: the profile's, with the given options replaced."""
     given = {path: value for path, value in options.overrides(args, STAGE).items() if path != ("stage",)}
-    config = options.apply(train.config_for_profile(settings.profile_name(args.profile), stage), given)
+    config = options.apply(profiles.stage(args.profile, stage), given)
     # a dataset folder's path becomes its name: the name, not where the folder happens to be, keys runs
     return replace(config, dataset=dataset_name(config.dataset, args.data_dir))
 
 
 def mf_config(args: argparse.Namespace, dataset: str, seed: int | None = None) -> MFConfig:
     """The MFConfig the options ask for: the profile's for `dataset` (seed: `seed` unless given), options replaced."""
-    config = collab.config_for_profile(settings.profile_name(args.profile), dataset=dataset,
-                                       **({} if seed is None else {"seed": seed}))
+    config = profiles.mf(args.profile, dataset, **({} if seed is None else {"seed": seed}))
     return options.apply(config, options.overrides(args, MF))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import logging
 import os
 import time
@@ -79,9 +78,9 @@ class MatrixFactorization(nn.Module):
 
 
 @dataclass
-class MFConfig:
+class MFConfig:  # each profile's values, and each dataset's: collm_lib/profiles.py
     dim: int = 256  # embedding size d (the paper sweeps 64, 128, 256; docs/protocol.md §4)
-    bias: bool = False  # user, item and global biases (docs/protocol.md §4; on for BookCrossing, DATASET_MODEL)
+    bias: bool = False  # user, item and global biases (docs/protocol.md §4; on for BookCrossing: profiles.MF_MODEL)
     lr: float = 1e-3  # Adam learning rate
     weight_decay: float = 1e-4  # Adam's L2 term (applies to every row, also ids unseen in train)
     batch_size: int = 2048
@@ -93,25 +92,6 @@ class MFConfig:
     eval_batch_size: int = 65536
     cpu_threads: int | None = 1  # torch threads while training on CPU; MF's ops are too small to gain
     # from more, and on a shared machine extra threads made each epoch ~10x slower. None: leave as is.
-
-
-# A BookCrossing / Amazon-substitute CPU epoch costs ~10-30x ML-1M's, and valid AUC stops moving early there
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "bookcrossing": {"patience": 5}, "bookcrossing-multi": {"patience": 5}, "amazon-book-msl": {"patience": 10}}
-# The model itself, at every profile. BookCrossing's labels are mostly a user's habit (implicit 0s), and a bias-free
-# dot product cannot carry it to books it has barely seen (90k items, 195k rows): valid AUC 0.51 without biases,
-# 0.70 with them (docs/protocol.md §4).
-DATASET_MODEL: dict[str, dict[str, Any]] = {"bookcrossing": {"bias": True}, "bookcrossing-multi": {"bias": True}}
-
-
-def config_for_profile(profile: str, dataset: str | None = None, **overrides: Any) -> MFConfig:
-    """smoke: 2 epochs, to check plumbing; cpu and gpu: the full protocol (MF on these data is cheap), with the
-    dataset's entry of DATASET_DEFAULTS applied when `dataset` is given; DATASET_MODEL at every profile; then
-    `overrides`."""
-    profile = settings.profile_name(profile)
-    base = {"smoke": {"max_epochs": 2, "patience": 1}, "cpu": {}, "gpu": {}}[profile]
-    per_dataset = DATASET_DEFAULTS.get(dataset, {}) if profile != "smoke" else {}
-    return dataclasses.replace(MFConfig(**base), **per_dataset | DATASET_MODEL.get(dataset, {}) | overrides)
 
 
 @dataclass

@@ -15,7 +15,6 @@ Keeping only the liked books instead gave BookCrossing test AUC 0.54 against 0.7
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import os
 import re
@@ -39,7 +38,7 @@ TextEncoder = Callable[[list[str]], np.ndarray]
 
 
 @dataclass
-class CTRLConfig:
+class CTRLConfig:  # each profile's values: collm_lib/profiles.py
     embed_dim: int = 32  # id embedding size (users and items)
     attention_hidden: tuple[int, ...] = (80, 40)  # DIN's local activation unit
     mlp_hidden: tuple[int, ...] = (200, 80)  # the click head before the final logit
@@ -62,18 +61,6 @@ class CTRLConfig:
     device: str | None = None  # None: settings.device()
     cpu_threads: int | None = 1  # torch threads on CPU (shared machine); None: leave as is
     eval_batch_size: int = 8192
-
-
-def config_for_profile(profile: str, **overrides: Any) -> CTRLConfig:
-    """smoke: seconds; cpu: 1500 aligned rows (~5 min of LLM encoding on 2 cores); gpu: every train row."""
-    profile = settings.profile_name(profile)
-    base = {
-        "smoke": dict(embed_dim=8, attention_hidden=(16, 8), mlp_hidden=(16, 8), proj_dim=16, align_rows=64,
-                      align_epochs=2, max_epochs=2, patience=1, align_batch_size=32),
-        "cpu": {},
-        "gpu": dict(align_rows=None, align_epochs=10, align_batch_size=512, max_epochs=50, patience=5),
-    }[profile]
-    return dataclasses.replace(CTRLConfig(**base), **overrides)
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -345,6 +332,8 @@ def _train(splits: Splits, config: CTRLConfig, text_encoder: TextEncoder | None,
     test = splits.test.assign(score=score_ctrl(model, splits.test, config))
     return CTRLResult(
         model=model, history=pd.DataFrame(history), config=config, alignment=align, best_epoch=best_epoch,
+        # warm_gt3 counts the rows this model learned from, as MF's counts its own (Splits.collab_rows): DIN trains on
+        # train, the rows with a history and a prompt; collab_train (BookCrossing) has neither, so it is not used here.
         metrics={"valid": metrics.evaluate(valid, train_frame=splits.train),
                  "test": metrics.evaluate(test, train_frame=splits.train)},
         test_scores=test[[c for c in ("uid", "iid", "label", "score", "not_cold") if c in test]],

@@ -61,6 +61,12 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def plain(obj: Any) -> Any:
+    """The JSON round trip of `obj` (dataclasses to dicts, tuples to lists, paths to str, numpy values to Python
+    ones): what a later read_json of write_json(obj) returns."""
+    return json.loads(json.dumps(obj, default=_jsonable))
+
+
 def write_frame(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
     """Write a frame atomically; the format follows the suffix (.csv, .csv.gz, .md, .pkl)."""
     path = Path(path)

@@ -129,9 +129,9 @@ def borrow_vectors(query_repr: np.ndarray, warm_repr: np.ndarray, warm_vectors: 
         config = config or retrieval.IndexConfig(kind="flat", metric="ip", use_gpu=False)
         if config.metric != "ip":
             raise ValueError("borrow_vectors matches by cosine: give an IndexConfig with metric='ip'")
-        index = retrieval.VectorIndex(config).build(retrieval._normalise(warm_repr))
+        index = retrieval.VectorIndex(config).build(retrieval.normalise(warm_repr))
         k = min(n_neighbors, len(warm_repr))
-        sims, nbrs = index.search(retrieval._normalise(query_repr[live]), k)
+        sims, nbrs = index.search(retrieval.normalise(query_repr[live]), k)
         valid = nbrs >= 0  # approximate indexes may return fewer than k neighbours
         if weighting == "uniform":
             w = valid.astype(np.float32)

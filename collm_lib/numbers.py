@@ -17,14 +17,14 @@ from typing import Any, Sequence
 import pandas as pd
 
 from . import metrics, settings
-from .io import read_json, run_info, write_json
+from .io import plain, read_json, run_info, write_json
 
 METRICS = ("auc", "uauc", "rows", "uauc_users")  # what `recompute` can recompute from rows
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-safe number: numpy scalars as Python ones, NaN (pandas' "undefined") as None."""
-    value = value.item() if hasattr(value, "item") else value
+def _strict(value: Any) -> Any:
+    """io.plain of a number, with NaN (pandas' "undefined") as None: strict JSON."""
+    value = plain(value)
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
@@ -33,8 +33,8 @@ def from_rows(value: float | int | None, table: str, metric: str, subset: str = 
     `metric` ("auc", "uauc", "rows", "uauc_users") of metrics.evaluate's `subset` ("all", "warm", "cold")."""
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r}: choose one of {METRICS}")
-    return {"value": _plain(value), "rows": table, "metric": metric, "subset": subset,
-            "where": {k: _plain(v) for k, v in where.items()}}
+    return {"value": _strict(value), "rows": table, "metric": metric, "subset": subset,
+            "where": {k: _strict(v) for k, v in where.items()}}
 
 
 def from_table(frame: pd.DataFrame, table: str, keys: Sequence[str], columns: dict[str, str],
@@ -55,7 +55,7 @@ def record(notebook: str, profile: str, numbers: dict[str, Any], started: float,
            out_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """Write the notebook's key numbers (plain values or `from_rows` entries) with its wall time (since the
     time.time() `started`) and machine; print that footer line and return the numbers as a table to show."""
-    numbers = {name: entry if isinstance(entry, dict) else _plain(entry) for name, entry in numbers.items()}
+    numbers = {name: entry if isinstance(entry, dict) else _strict(entry) for name, entry in numbers.items()}
     info = run_info(seed)
     wall = time.time() - started
     write_json(path(notebook, profile, out_dir), {"notebook": notebook, "profile": profile, "seed": seed,

@@ -4,7 +4,7 @@ Every field becomes an option named after it (`max_steps` -> `--max-steps`); a n
 is flattened into its fields (`--lora-r`), a nested name that clashes with another field's taking its parent's name
 as prefix (`--llm-seed`, were LLMConfig to get a seed). Types: int, float, str; bool as `--flag / --no-flag`;
 `X | None` also takes "none"; tuple[X, ...] takes one or more values. The help text is the field's comment in the
-class source; the defaults shown are the profiles' (config_for_profile), which only the options given override.
+class source; the defaults shown are the profiles' (collm_lib/profiles.py), which only the options given override.
 """
 from __future__ import annotations
 

@@ -16,8 +16,7 @@ import pandas as pd
 
 from . import paper as paper_numbers
 from . import settings
-from .io import atomic_path, run_info, write_frame, write_json
-from .runs import plain
+from .io import atomic_path, plain, run_info, write_frame, write_json
 
 
 def rounded(frame: pd.DataFrame, digits: int = 4) -> pd.DataFrame:

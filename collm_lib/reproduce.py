@@ -1,4 +1,4 @@
-"""Table 1 and Figure 3: the runs notebook 06 executes, sized per profile; and the whole reproduction without
+"""Table 1 and Figure 3: the runs notebook 06 executes, sized by profiles.plan; and the whole reproduction without
 Jupyter, in parts that a GPU box runs and bundles (see scripts/device/README.md):
 
     python -m collm_lib.reproduce --profile gpu --part all --out bundles/ [--deadline 540]
@@ -29,11 +29,10 @@ from typing import Any, Iterator
 import pandas as pd
 import torch
 
-from . import baselines, bundle, collab, ctrl, logs, popularity, replicates, runs, settings, stages, train
+from . import baselines, bundle, collab, ctrl, logs, popularity, profiles, replicates, runs, settings, stages
 from .data import Splits, load_dataset
 from .io import read_json, run_info
 from .llm import LLMConfig
-from .paper import FIGURE3_LRS
 from .sweep import run_sweep
 
 SUBSTITUTE = "amazon-book-msl"  # stands in for Amazon-Book (Figure 3b) where its raw files are absent
@@ -67,45 +66,25 @@ class Phases:
 @dataclasses.dataclass
 class SweepPlan:
     """The grids of Figure 3 and the other sweeps, and the size of every run in them and of the extra
-    datasets' runs of Table 1 (ML-1M's Table 1 entries come from notebooks 02-04 at the profile's size)."""
+    datasets' runs of Table 1 (ML-1M's Table 1 entries come from notebooks 02-04 at the profile's size).
+    Each profile's plan: profiles.plan (collm_lib/profiles.py)."""
 
     profile: str
     lrs: tuple[float, ...]  # LoRA (Figure 3a) and FECE (3b, ML-1M) learning rates
     dims: tuple[int, ...]  # MF embedding sizes d
-    stage: dict[str, Any]  # StageConfig overrides over train.config_for_profile(profile, ...)
+    stage: dict[str, Any]  # StageConfig overrides over profiles.stage(profile, ...)
     mf: dict[str, Any]  # MFConfig overrides for the MFs of the embedding-size sweep
-    ctrl: dict[str, Any]  # CTRLConfig overrides over ctrl.config_for_profile(profile)
+    ctrl: dict[str, Any]  # CTRLConfig overrides over profiles.ctrl(profile)
     n_seeds: int = 1  # Table 1's seed spread: MF and CTRL(DIN) over this many seeds on the full test splits
     n_llm_seeds: int = 1  # ... and the LLM stages over this many (the first seed is the notebooks' own run)
     jobs: int = 1  # processes making the MF and CTRL(DIN) seed replicates at once (each trains on one thread)
 
 
-def plan_for_profile(profile: str | None = None, **overrides: Any) -> SweepPlan:
-    """smoke: plumbing only; cpu: the two ends of the paper's lr grid and runs of 16 training prompts (2 steps),
-    so the whole cpu main job stays under an hour on 2 cores: a pipeline run, its curves are noise at this size
-    (an ML-1M run costs ~50 s, mostly scoring its test users), and 5 seeds of MF and CTRL(DIN) (cheap); gpu: the
-    paper's grids at the gpu profile's size, 5 seeds of the cheap models and 3 of the LLM stages."""
-    profile = settings.profile_name(profile)
-    plans = {
-        "smoke": SweepPlan("smoke", (1e-3,), (32,),
-                           dict(train_rows=8, eval_rows=8, test_rows=16, batch_size=4, max_steps=2, eval_every=2,
-                                warmup_steps=1, patience=1, score_batch_size=16),
-                           dict(max_epochs=2, patience=1), dict(align_rows=32), n_seeds=2, jobs=2),
-        "cpu": SweepPlan("cpu", (1e-4, 1e-3), (64, 128, 256),
-                         dict(train_rows=16, eval_rows=8, test_rows=32, batch_size=8, max_steps=2, eval_every=2,
-                              warmup_steps=1, patience=1, score_batch_size=16),
-                         dict(max_epochs=40, patience=10), dict(align_rows=48), n_seeds=5, jobs=2),
-        "gpu": SweepPlan("gpu", FIGURE3_LRS, (64, 128, 256), {}, {}, {}, n_seeds=5, n_llm_seeds=3, jobs=4),
-    }
-    return dataclasses.replace(plans[profile], **overrides)
-
-
 def stage_run(plan: SweepPlan, stage: int, dataset: str, seed: int = 2023, llm: LLMConfig | None = None,
               **mf_changes: Any) -> stages.StageRun:
     """A stage run of the plan's size; stage 2 sits on the profile's MF for the dataset, changed by `mf_changes`."""
-    config = train.config_for_profile(plan.profile, stage, dataset=dataset, seed=seed, llm=llm or LLMConfig(),
-                                      **plan.stage)
-    mf = collab.config_for_profile(plan.profile, dataset=dataset, seed=seed, **mf_changes) if stage == 2 else None
+    config = profiles.stage(plan.profile, stage, dataset=dataset, seed=seed, llm=llm or LLMConfig(), **plan.stage)
+    mf = profiles.mf(plan.profile, dataset, seed=seed, **mf_changes) if stage == 2 else None
     return stages.StageRun(config, mf)
 
 
@@ -115,10 +94,9 @@ def main_runs(profile: str, splits: Splits, seed: int = 2023, llm: LLMConfig | N
     The MF is trained if missing; the stage folders are named whether or not they ran (stage 2's needs a
     finished stage 1, whose fingerprint is part of its identity)."""
     llm = llm or LLMConfig()
-    mf = collab.ensure_mf(splits, collab.config_for_profile(profile, dataset=splits.name, seed=seed), progress=progress)
-    first = stages.stage_dir(splits, train.config_for_profile(profile, 1, dataset=splits.name, seed=seed, llm=llm))
-    second = stages.stage_dir(splits, train.config_for_profile(profile, 2, dataset=splits.name, seed=seed, llm=llm),
-                              first, mf)
+    mf = collab.ensure_mf(splits, profiles.mf(profile, splits.name, seed=seed), progress=progress)
+    first = stages.stage_dir(splits, profiles.stage(profile, 1, dataset=splits.name, seed=seed, llm=llm))
+    second = stages.stage_dir(splits, profiles.stage(profile, 2, dataset=splits.name, seed=seed, llm=llm), first, mf)
     return {"mf": mf, "stage1": first, "stage2": second}
 
 
@@ -151,9 +129,9 @@ def _llm_stages(plan: SweepPlan, name: str, data: Splits, seed: int, llm: LLMCon
         made = main_runs(plan.profile, data, seed, llm, progress)
         if make_ml:
             with phases(f"ml-1m seed {seed}: stages 1 and 2"):
-                stages.run_stage(data, train.config_for_profile(plan.profile, 1, dataset=name, seed=seed, llm=llm),
+                stages.run_stage(data, profiles.stage(plan.profile, 1, dataset=name, seed=seed, llm=llm),
                                  progress=progress)
-                stages.run_stage(data, train.config_for_profile(plan.profile, 2, dataset=name, seed=seed, llm=llm),
+                stages.run_stage(data, profiles.stage(plan.profile, 2, dataset=name, seed=seed, llm=llm),
                                  made["stage2"], made["stage1"], made["mf"], progress)
         return made["stage1"], made["stage2"]
     root = runs.sweep_root(plan.profile)
@@ -182,11 +160,10 @@ def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
     results, sources = {}, {}
     for name, data in splits.items():
         with phases(f"{name}: MF and popularity"):
-            mf_dir = collab.ensure_mf(data, collab.config_for_profile(plan.profile, dataset=name, seed=seed),
-                                      progress=progress)
+            mf_dir = collab.ensure_mf(data, profiles.mf(plan.profile, name, seed=seed), progress=progress)
             popular = popularity.ensure_popularity(data)
         with phases(f"{name}: CTRL(DIN)"):
-            ctrl_record = ctrl.run_ctrl(data, ctrl.config_for_profile(plan.profile, seed=seed, **plan.ctrl), encoder,
+            ctrl_record = ctrl.run_ctrl(data, profiles.ctrl(plan.profile, seed=seed, **plan.ctrl), encoder,
                                         progress=progress)
         stage_dirs = _llm_stages(plan, name, data, seed, llm, progress, phases)
         s1, s2 = (_finished(d, f"stage {k}") for k, d in zip((1, 2), stage_dirs))
@@ -234,21 +211,21 @@ def _part_runs(part: str, profile: str, data: dict[str, Splits], seed: int, llm:
     if part == "mf":  # notebook 02
         for name, splits in data.items():
             with phases(f"{name}: MF"):
-                collab.ensure_mf(splits, collab.config_for_profile(profile, dataset=name, seed=seed), progress=progress)
+                collab.ensure_mf(splits, profiles.mf(profile, name, seed=seed), progress=progress)
     elif part == "ml-1m":  # notebooks 03 and 04
         splits = data["ml-1m"]
         with phases("ml-1m: stage 1"):
-            stages.run_stage(splits, train.config_for_profile(profile, 1, dataset="ml-1m", seed=seed, llm=llm),
+            stages.run_stage(splits, profiles.stage(profile, 1, dataset="ml-1m", seed=seed, llm=llm),
                              progress=progress)
         made = main_runs(profile, splits, seed, llm, progress)
         with phases("ml-1m: stage 2"):
-            stages.run_stage(splits, train.config_for_profile(profile, 2, dataset="ml-1m", seed=seed, llm=llm),
+            stages.run_stage(splits, profiles.stage(profile, 2, dataset="ml-1m", seed=seed, llm=llm),
                              made["stage2"], made["stage1"], made["mf"], progress)
         with phases("ml-1m: MF on the stages' rows"):
             for stage in ("stage1", "stage2"):
                 baselines.baselines_on_same_rows(splits, made[stage], made["mf"])
     else:  # notebook 06
-        plan = plan_for_profile(profile)
+        plan = profiles.plan(profile)
         if part == "table1":
             table1_results(plan, data, seed, llm, progress, phases)
             table1_replicates(plan, data, seed, llm, progress, phases, data_dir)

@@ -29,7 +29,7 @@ from .scoring import score
 
 
 @dataclass
-class RerankConfig:
+class RerankConfig:  # each profile's values: collm_lib/profiles.py
     ks: tuple[int, ...] = (10, 20, 50)  # cut-offs; the largest is how many candidates the LLM scores per user
     n_users: int | None = 20  # seeded sample of warm test users with a test positive (None: all)
     n_full_users: int = 0  # users (first of that sample) whose whole catalogue the LLM scores
@@ -72,24 +72,6 @@ class Ranking:
     def llm_scores(self, frame: pd.DataFrame) -> tuple[np.ndarray, float]:
         return llm_scores(self.model, self.bundle, frame, self.template, self.stage_config.max_history,
                           self.config.score_batch_size, self.progress, self.config.shared_prefix)
-
-
-def config_for_profile(profile: str | None = None, **overrides: Any) -> RerankConfig:
-    """smoke: ~1 min; cpu: 20 users x 50 candidates and 2 users' whole catalogue (~7,300 prompts, ~11 min at
-    ~11 prompts/s with shared-prefix scoring on 2 cores); gpu: every warm test user, 20 whole catalogues.
-
-    cpu uses HNSW: on ML-1M's 3,255 MF item vectors IVF (83 lists, nprobe 16) reaches recall@50 0.77 only,
-    HNSW efSearch 128 reaches 0.97 (benchmarks/results/faiss_cpu_ml1m.json)."""
-    profile = settings.profile_name(profile)
-    base = {
-        "smoke": dict(ks=(5, 10), n_users=2, neighbor_curve=(1, 10), item_text="hashed",
-                      index=retrieval.IndexConfig(kind="flat", use_gpu=False)),
-        # cold-item LLM title vectors: > 9 min on 2 busy cores, so hashed n-grams
-        "cpu": dict(n_users=20, n_full_users=2, neighbor_curve=(1, 10), item_text="hashed",
-                    index=retrieval.IndexConfig(kind="hnsw", use_gpu=False)),
-        "gpu": dict(n_users=None, n_full_users=20, score_batch_size=256, index=retrieval.config_for_profile("gpu")),
-    }[profile]
-    return dataclasses.replace(RerankConfig(**base), **overrides)
 
 
 def run_folder(config: RerankConfig, stage_dir: str | Path) -> Path:

@@ -38,7 +38,7 @@ def _faiss():
 
 
 @dataclass
-class IndexConfig:
+class IndexConfig:  # each profile's values: collm_lib/profiles.py
     kind: Literal["flat", "ivf", "hnsw"] = "flat"  # flat = exact search; ivf / hnsw = approximate
     metric: Literal["ip", "l2"] = "ip"  # ip on L2-normalised vectors is cosine similarity
     nlist: int = 1024  # IVF lists; capped at n/39 so small catalogues still train sensibly
@@ -57,17 +57,6 @@ class IndexConfig:
             raise ValueError(f"IndexConfig.metric={self.metric!r}; choose one of {METRICS}")
         if self.use_gpu not in ("auto", True, False):
             raise ValueError(f"IndexConfig.use_gpu={self.use_gpu!r}; choose 'auto', True or False")
-
-
-def config_for_profile(profile: str | None = None, **overrides: Any) -> IndexConfig:
-    """smoke: exact Flat on CPU (tiny catalogues); cpu: IVF tuned on the 2-core benchmark; gpu: IVF on GPU."""
-    profile = settings.profile_name(profile)
-    base = {
-        "smoke": dict(kind="flat", use_gpu=False),
-        "cpu": dict(kind="ivf", nlist=2048, nprobe=16),
-        "gpu": dict(kind="ivf", nlist=4096, nprobe=64, use_gpu="auto"),
-    }[profile]
-    return IndexConfig(**{**base, **overrides})
 
 
 def _as_matrix(x: np.ndarray, name: str, dim: int | None = None, finite: bool = True) -> np.ndarray:
@@ -328,26 +317,6 @@ def recall_vs_exact(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
     return float(np.mean(hits) / k)
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero): inner product becomes cosine similarity."""
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def synthetic_clusters(n_items: int, dim: int, n_clusters: int, n_queries: int, spread: float = 1.5,
-                       seed: int = 2023, chunk: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded L2-normalised gaussian clusters (items, queries) for tests and benchmarks.
-
-    Each point is a unit-norm centre plus noise of total norm ~`spread`, then normalised; queries are
-    drawn the same way around random centres. Generated in chunks so 1M x 256 needs no float64 copy.
-    """
-    rng = np.random.default_rng(seed)
-    centres = _normalise(rng.standard_normal((n_clusters, dim), dtype=np.float32))
-
-    def draw(n: int) -> np.ndarray:
-        out = np.empty((n, dim), dtype=np.float32)
-        for start in range(0, n, chunk):
-            m = min(chunk, n - start)
-            noise = rng.standard_normal((m, dim), dtype=np.float32) * np.float32(spread / np.sqrt(dim))
-            out[start:start + m] = _normalise(centres[rng.integers(0, n_clusters, m)] + noise)
-        return out
-
-    return draw(n_items), draw(n_queries)

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 
 from . import logs, settings
 from .data.common import sha256_file
-from .io import _jsonable, read_json, write_json
+from .io import plain, read_json, write_json  # runs.plain: the JSON form configs are fingerprinted in
 
 IDENTITY, DONE = "identity.json", "run.json"
 REPLAYED = "replayed.json"  # written by bundle.unpack: the run came from a bundle, its weights stayed behind
@@ -60,11 +60,6 @@ def mark_used(folder: str | os.PathLike) -> None:
     """Add a finished run's folder to every open track() (finish and finished do this themselves)."""
     for found in _TRACKERS:
         found.add(Path(folder).resolve())
-
-
-def plain(obj: Any) -> Any:
-    """The JSON round trip of a config (dataclasses to dicts, tuples to lists, paths to str)."""
-    return json.loads(json.dumps(obj, default=_jsonable))
 
 
 def fingerprint(obj: Any) -> str:

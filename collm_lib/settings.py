@@ -1,7 +1,11 @@
-"""The one place that reads the environment: paths, device, dtype, seeds, run profile.
+"""The one place that reads the library's environment variables ($COLLM_*) and torchrun's (RANK, WORLD_SIZE,
+LOCAL_RANK): paths, device, dtype, seeds, run profile, your dataset folders.
 
 Everything else in the library takes these values as arguments, so a notebook or a test can
-override any of them without touching environment variables.
+override any of them without touching environment variables. Elsewhere, only model_source.py reads the environment
+(Hugging Face's HF_HUB_CACHE, HF_HOME, HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, at call time), and these set variables
+for this process and the ones it starts: cli.py (--no-progress: COLLM_PROGRESS=0), runner.py (the notebook kernels'
+KERNEL_ENV; COLLM_WORK_DIR and COLLM_REPLAY for a replay) and data, through add_dataset_folder (COLLM_DATASETS).
 """
 from __future__ import annotations
 
@@ -48,6 +52,19 @@ def cache_dir() -> Path:
     """Model cache (safetensors copy of the embedded GGUF model): $COLLM_CACHE_DIR or ~/.cache/collm."""
     env = os.environ.get("COLLM_CACHE_DIR")
     return Path(env).expanduser().resolve() if env else Path.home() / ".cache" / "collm"
+
+
+DATASETS_ENV = "COLLM_DATASETS"  # your dataset folders known by name (os.pathsep-separated)
+
+
+def dataset_folders() -> list[Path]:
+    """The folders listed in $COLLM_DATASETS, resolved (collm_lib.data.own_datasets checks them)."""
+    return [Path(p).expanduser().resolve() for p in os.environ.get(DATASETS_ENV, "").split(os.pathsep) if p]
+
+
+def add_dataset_folder(folder: str | os.PathLike) -> None:
+    """Append `folder` to $COLLM_DATASETS: its name works from then on, in this process and the ones it starts."""
+    os.environ[DATASETS_ENV] = os.pathsep.join(p for p in (os.environ.get(DATASETS_ENV, ""), str(folder)) if p)
 
 
 def quiet(progress: bool = True) -> bool:

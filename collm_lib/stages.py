@@ -1,5 +1,8 @@
 """The two training stages end to end: load, tokenise once, train, score valid and test, save.
 
+A stage's "valid" (its sample, scores_valid.csv, results.json's "valid" and fit.best_valid_auc) is a seeded user
+sample of the dataset's valid_small split, never of valid: CoLLM selects checkpoints on valid_small.
+
 These are what notebooks 03 / 04, the sweep runner and the GPU script call. A stage run's folder and identity
 come from `runs` (config + data + LLM + its stage-1 run and MF); a finished folder holds identity.json,
 config.json, best.pt (LoRA / mapping / MF only), results.json, per-row scores and run.json (written last).
@@ -48,7 +51,8 @@ def sample_users(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
 
 
 def sample_frames(splits: Splits, config: StageConfig) -> dict[str, pd.DataFrame]:
-    """The seeded train / valid / test samples of a stage, checked before any model loads."""
+    """The seeded train / valid / test samples of a stage, checked before any model loads: "valid" is sampled from
+    valid_small (eval_rows users), test from test (test_rows users), train from train (train_rows rows)."""
     frames = {"train": sample_rows(splits.train, config.train_rows, config.seed),
               "valid": sample_users(splits.valid_small, config.eval_rows, config.seed),
               "test": sample_users(splits.test, config.test_rows, config.seed)}
@@ -205,7 +209,8 @@ def sweep_scores(frame: pd.DataFrame, split: str = "test") -> pd.DataFrame:
 
 
 def stage_summary(result: dict) -> dict:
-    """The numbers a sweep or a table needs from a results.json: test / valid metrics, rows, best step."""
+    """The numbers a sweep or a table needs from a results.json: test / valid (valid_small sample) metrics, rows,
+    best step."""
     test = result["test"]
     row = {"test_auc": test["all"]["auc"], "test_uauc": test["all"]["uauc"], "test_rows": test["rows"],
            "uauc_users": test["all"]["uauc_users"], "valid_auc": result["valid"]["all"]["auc"],

@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from . import metrics, settings
 from .distributed import broadcast_flag, is_main, rank_world
-from .io import atomic_path, read_json, run_info, write_frame, write_json
+from .io import atomic_path, run_info, write_frame, write_json
 from .llm import LLMConfig
 from .model import CoLLM, adapter_state, load_adapter_state
 from .prompts import EncodedSplit
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class StageConfig:
+class StageConfig:  # each profile's values: collm_lib/profiles.py
     stage: int = 1  # 1: LoRA on text prompts; 2: FECE mapping on ID prompts
     dataset: str = "ml-1m"
     template: str | None = None  # None: movie_/book_ text (stage 1) or id (stage 2)
@@ -65,30 +65,9 @@ class StageConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
 
 
-def config_for_profile(profile: str, stage: int, **overrides) -> StageConfig:
-    """smoke: seconds, for CI; cpu: a seeded subsample, ~8 min a stage on 2 cores; gpu: the full protocol."""
-    profile = settings.profile_name(profile)
-    base = {
-        "smoke": dict(train_rows=24, eval_rows=24, test_rows=40, batch_size=4, max_steps=4, eval_every=2,
-                      warmup_steps=1, patience=2, score_batch_size=16),
-        # ~1.1 train and ~3.4 scoring prompts/s on 2 idle cores: 320 train prompts, 2 evaluations of ~100
-        # rows, ~400 test rows (whole users): about 8 minutes a stage
-        "cpu": dict(train_rows=320, eval_rows=96, test_rows=400, batch_size=8, max_steps=40, eval_every=20,
-                    warmup_steps=5, patience=2, score_batch_size=16),
-        # all rows; fewer steps than the authors' 10,000 at batch 16 (530 at 64 is an epoch of ML-1M)
-        "gpu": dict(batch_size=64, max_steps=800, eval_every=100, warmup_steps=80, patience=4,
-                    score_batch_size=1024),  # scoring at 1024 ran 3,939 prompts/s on an H200
-    }[profile]
-    if profile == "gpu":
-        # On the H200, stage 1 still improved at step 800 and stage 2 peaked at its first evaluation (step 100):
-        # stage 1 gets room to plateau, stage 2 an evaluation every 20 steps while its curve moves
-        base |= dict(max_steps=2400) if stage == 1 else dict(eval_every_early=20, early_until=300, patience=6)
-    return replace(StageConfig(stage=stage, **base), **overrides)
-
-
 def evaluates_at(step: int, config: StageConfig) -> bool:
-    """Whether the loop evaluates on valid after `step`: every eval_every steps, every eval_every_early steps up to
-    early_until, and at the last step."""
+    """Whether the loop evaluates on valid (valid_small's sample) after `step`: every eval_every steps, every
+    eval_every_early steps up to early_until, and at the last step."""
     early = config.eval_every_early > 0 and step <= config.early_until and step % config.eval_every_early == 0
     return early or step % config.eval_every == 0 or step == config.max_steps
 
@@ -112,7 +91,7 @@ def _optimizer(model: nn.Module, config: StageConfig):
 @dataclass
 class FitResult:
     best_step: int
-    best_valid_auc: float
+    best_valid_auc: float  # on the stage's valid sample, which stages.sample_frames draws from valid_small
     steps: int
     history: pd.DataFrame
     stopped_early: bool
@@ -283,7 +262,3 @@ def evaluate_and_save(model: nn.Module, encs: dict[str, EncodedSplit], pad_id: i
     if is_main():
         write_json(out_dir / "results.json", results)
     return results
-
-
-def load_results(out_dir: Path) -> dict:
-    return read_json(Path(out_dir) / "results.json")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from collm_lib import cli, collab, options, runs, train
+from collm_lib import cli, options, profiles, runs
 from collm_lib.collab import MFConfig
 from collm_lib.train import StageConfig
 
@@ -66,17 +66,17 @@ def test_given_options_reach_the_config_and_the_rest_is_the_profiles():
     args = parser.parse_args(["stage", "--stage", "1", "--profile", "smoke", "--lr", "0.01", "--lora-r", "4",
                               "--lora-targets", "all-linear", "--max-steps", "3", "--train-rows", "none",
                               "--no-prefix-no-grad"])
-    base = train.config_for_profile("smoke", 1)
+    base = profiles.stage("smoke", 1)
     assert cli.stage_config(args, 1) == dataclasses.replace(
         base, lr=0.01, max_steps=3, train_rows=None, prefix_no_grad=False,
         llm=dataclasses.replace(base.llm, lora_r=4, lora_targets=("all-linear",)))
     # stage 2's config takes the same options over stage 2's profile values (what `collm stages` runs)
-    assert cli.stage_config(args, 2).eval_every == train.config_for_profile("smoke", 2).eval_every
+    assert cli.stage_config(args, 2).eval_every == profiles.stage("smoke", 2).eval_every
     assert cli.stage_config(args, 2).stage == 2 and cli.stage_config(args, 2).lr == 0.01
 
     args = parser.parse_args(["mf", "--profile", "cpu", "--dataset", "bookcrossing", "--dim", "8", "--no-bias"])
     assert cli.mf_config(args, args.dataset) == dataclasses.replace(
-        collab.config_for_profile("cpu", dataset="bookcrossing"), dim=8, bias=False)  # over DATASET_MODEL's bias
+        profiles.mf("cpu", dataset="bookcrossing"), dim=8, bias=False)  # over profiles.MF_MODEL's bias
     args = parser.parse_args(["stages", "--profile", "cpu", "--seed", "7", "--mf-lr", "0.1"])
     assert (cli.mf_config(args, "ml-1m", 7).seed, cli.mf_config(args, "ml-1m", 7).lr) == (7, 0.1)
     args = parser.parse_args(["stages", "--seed", "7", "--mf-seed", "9"])

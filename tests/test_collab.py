@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from collm_lib import collab, metrics
+from collm_lib import collab, metrics, profiles
 from collm_lib.data import Splits
 
 N_USERS, N_ITEMS = 60, 80  # real ids 1..N-1; 0 is padding
@@ -37,8 +37,7 @@ def splits() -> Splits:
 
 @pytest.fixture(scope="module")
 def trained(splits):
-    config = collab.config_for_profile("cpu", dim=16, lr=1e-2, batch_size=256, max_epochs=60,
-                                       patience=5, device="cpu")
+    config = profiles.mf("cpu", dim=16, lr=1e-2, batch_size=256, max_epochs=60, patience=5, device="cpu")
     return collab.train_mf(splits, config, progress=False)
 
 
@@ -57,7 +56,7 @@ def test_best_weights_kept_and_early_stop(trained):
 
 
 def test_embedding_dim_respected(splits):
-    config = collab.config_for_profile("smoke", dim=8, device="cpu")
+    config = profiles.mf("smoke", dim=8, device="cpu")
     result = collab.train_mf(splits, config, progress=False)
     assert result.model.user_embedding.weight.shape == (N_USERS, 8)
     assert result.model.item_vectors(torch.tensor([1, 2])).shape == (2, 8)
@@ -86,10 +85,10 @@ def test_bad_ids_rejected(trained):
 
 
 def test_profiles():
-    assert collab.config_for_profile("smoke").max_epochs < collab.config_for_profile("cpu").max_epochs
-    assert collab.config_for_profile("gpu", dim=64).dim == 64
+    assert profiles.mf("smoke").max_epochs < profiles.mf("cpu").max_epochs
+    assert profiles.mf("gpu", dim=64).dim == 64
     with pytest.raises(ValueError):
-        collab.config_for_profile("laptop")
+        profiles.mf("laptop")
 
 
 def _habit_splits(seed: int = 0) -> Splits:
@@ -112,12 +111,12 @@ def test_biases_carry_a_users_habit_to_unseen_items():
     splits = _habit_splits()
     aucs = {}
     for bias in (False, True):
-        config = collab.config_for_profile("cpu", dim=8, lr=1e-2, batch_size=256, max_epochs=30, patience=3,
-                                           device="cpu", bias=bias)
+        config = profiles.mf("cpu", dim=8, lr=1e-2, batch_size=256, max_epochs=30, patience=3, device="cpu",
+                             bias=bias)
         aucs[bias] = collab.train_mf(splits, config, progress=False).metrics["test"]["all"]["auc"]
     assert aucs[True] > 0.7 and aucs[True] > aucs[False] + 0.1, aucs
-    assert collab.config_for_profile("cpu", dataset="bookcrossing").bias
-    assert not collab.config_for_profile("cpu", dataset="ml-1m").bias  # CoLLM's MF: no biases
+    assert profiles.mf("cpu", dataset="bookcrossing").bias
+    assert not profiles.mf("cpu", dataset="ml-1m").bias  # CoLLM's MF: no biases
 
 
 def test_biased_vectors_give_the_score_and_survive_saving(tmp_path):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from collm_lib import ctrl, io
+from collm_lib import ctrl, io, profiles
 from collm_lib.data import Splits
 
 N_USERS, N_ITEMS, TEXT_DIM = 40, 61, 24  # ids 1..N-1; 0 is padding
@@ -53,7 +53,7 @@ def _config(**overrides) -> ctrl.CTRLConfig:
     base = dict(embed_dim=12, attention_hidden=(16,), mlp_hidden=(32, 16), proj_dim=16, lr=5e-3, batch_size=128,
                 max_epochs=25, patience=8, align_rows=800, align_epochs=8, align_batch_size=64, align_lr=5e-3,
                 template="movie_text", encoder="planted", device="cpu")
-    return ctrl.config_for_profile("cpu", **(base | overrides))
+    return profiles.ctrl("cpu", **(base | overrides))
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +172,8 @@ def test_run_ctrl_skips_finished(aligned, splits, tmp_path):
 
 
 def test_profiles_and_bad_input(splits):
-    assert ctrl.config_for_profile("gpu").align_rows is None
-    assert ctrl.config_for_profile("smoke", seed=3).seed == 3
+    assert profiles.ctrl("gpu").align_rows is None
+    assert profiles.ctrl("smoke", seed=3).seed == 3
     empty = Splits(name="x", train=splits.train.iloc[:0], valid=splits.valid, valid_small=splits.valid_small,
                    test=splits.test, n_users=N_USERS, n_items=N_ITEMS)
     with pytest.raises(ValueError, match="train split is empty"):

@@ -67,3 +67,14 @@ def test_malformed_blocks_raise_naming_the_line(tmp_path, body, line, words):
         readme_tables.render(readme, tmp_path)
     assert readme_tables.main(["--readme", str(readme)]) == 2
     assert readme.read_text(encoding="utf-8") == body, "nothing is written on an error"
+
+
+def test_the_architecture_lists_every_module_and_no_gone_one():
+    """The README's module map is what a newcomer reads first: a module added, moved or deleted must show there."""
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text[text.index("## Architecture"):].split("collm_lib/\n", 1)[1].split("```", 1)[0]
+    listed = set(re.findall(r"^  ([a-z0-9_]+\.py|data/)", block, re.MULTILINE))
+    modules = {p.name for p in (ROOT / "collm_lib").glob("*.py") if p.name != "__init__.py"} | {"data/"}
+    assert listed == modules, f"README lists {sorted(listed - modules)} that do not exist, lacks {sorted(modules - listed)}"

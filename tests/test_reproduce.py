@@ -8,31 +8,33 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collm_lib import baselines, collab, figure3, metrics, paper, replicates, report, reproduce, runs, stages, sweep
+from collm_lib import (baselines, collab, figure3, metrics, paper, profiles, replicates, report, reproduce, runs, stages,
+                       sweep)
 from collm_lib.llm import LLMConfig
-from collm_lib.train import StageConfig, load_results
+from collm_lib.io import read_json
+from collm_lib.train import StageConfig
 from tiny_llm import movie_splits, save_tiny
 
 
 def test_plans_use_the_papers_grid_and_share_the_default_lr():
     default_lr = StageConfig().lr
     for profile in ("smoke", "cpu", "gpu"):
-        plan = reproduce.plan_for_profile(profile)
+        plan = profiles.plan(profile)
         assert set(plan.lrs) <= set(paper.FIGURE3_LRS) and default_lr in plan.lrs  # Table 1's run is a sweep point
-    assert reproduce.plan_for_profile("gpu").lrs == paper.FIGURE3_LRS
-    assert reproduce.plan_for_profile("gpu").stage == {}  # gpu: the profile's full-size runs
-    assert reproduce.plan_for_profile("cpu").dims == (64, 128, 256)
-    assert reproduce.plan_for_profile("cpu", lrs=(1e-3,)).lrs == (1e-3,)
+    assert profiles.plan("gpu").lrs == paper.FIGURE3_LRS
+    assert profiles.plan("gpu").stage == {}  # gpu: the profile's full-size runs
+    assert profiles.plan("cpu").dims == (64, 128, 256)
+    assert profiles.plan("cpu", lrs=(1e-3,)).lrs == (1e-3,)
     with pytest.raises(ValueError):
-        reproduce.plan_for_profile("laptop")
+        profiles.plan("laptop")
 
 
 def test_stage_run_overrides_reach_nested_configs():
-    run = reproduce.stage_run(reproduce.plan_for_profile("cpu"), 2, "ml-1m", seed=7, patience=3)
+    run = reproduce.stage_run(profiles.plan("cpu"), 2, "ml-1m", seed=7, patience=3)
     assert run.stage.train_rows == 16 and run.stage.seed == 7 and run.mf.patience == 3 and run.mf.seed == 7
     changed = sweep.with_overrides(run, {"stage.lr": 3e-4, "mf.dim": 64})
     assert (changed.stage.lr, changed.mf.dim) == (3e-4, 64) and run.mf.dim == 256
-    assert reproduce.stage_run(reproduce.plan_for_profile("cpu"), 1, "ml-1m").mf is None
+    assert reproduce.stage_run(profiles.plan("cpu"), 1, "ml-1m").mf is None
 
 
 def test_ensure_mf_retrains_only_when_settings_differ(tmp_path, monkeypatch):
@@ -72,7 +74,7 @@ def test_stage_sweep_over_mf_dim_and_same_row_baselines(tmp_path, monkeypatch):
     assert not list(Path(frame["folder"].iloc[0]).glob("*.pt"))  # the sweep folder records; the run has its own
     same = baselines.baselines_on_same_rows(splits, s2_dir, mf4)
     rows = baselines.rows_of(splits, s2_dir)
-    assert same["MF"]["test"]["rows"] == len(rows) == load_results(s2_dir)["sample_sizes"]["test"]
+    assert same["MF"]["test"]["rows"] == len(rows) == read_json(s2_dir / "results.json")["sample_sizes"]["test"]
     assert baselines.check_same_rows(stage1["run_dir"], s2_dir) == len(rows)
     expected = metrics.auc(rows["label"], collab.score_mf(collab.load_mf(mf4), rows))
     assert same["MF"]["test"]["all"]["auc"] == pytest.approx(expected)
@@ -112,10 +114,10 @@ def test_table1_replicates_cover_cheap_models_and_llm_seeds(tmp_path, monkeypatc
     seeds, each replicate its own run whose per-row scores give its metrics."""
     monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
     tiny = LLMConfig(model=str(save_tiny(tmp_path / "tiny-llm")))
-    plan = reproduce.plan_for_profile("smoke", n_seeds=2, n_llm_seeds=2, jobs=1,
-                                      stage=dict(train_rows=8, eval_rows=None, test_rows=None, batch_size=4, max_steps=1,
-                                                 eval_every=1, warmup_steps=1, patience=1, score_batch_size=8),
-                                      ctrl=dict(align_rows=16))
+    plan = profiles.plan("smoke", n_seeds=2, n_llm_seeds=2, jobs=1,
+                         stage=dict(train_rows=8, eval_rows=None, test_rows=None, batch_size=4, max_steps=1,
+                                    eval_every=1, warmup_steps=1, patience=1, score_batch_size=8),
+                         ctrl=dict(align_rows=16))
     frame = reproduce.table1_replicates(plan, {"ml-synthetic": movie_splits()}, seed=7, llm=tiny, progress=False)
     counts = frame.groupby("method")["seed"].apply(lambda s: sorted(s.dropna().tolist())).to_dict()
     assert counts == {"CTRL (DIN)": [7, 8], "CoLLM-FaissRet": [7, 8], "MF": [7, 8], "Popularity": [], "TALLRec": [7, 8]}
@@ -132,7 +134,7 @@ def test_figure3_names_the_runs_it_needs_and_what_makes_them(tmp_path, monkeypat
     (ML-1M's: notebook 03 / part ml-1m; the substitute's: part table1), not by another function's side effect."""
     monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
     tiny = LLMConfig(model=str(save_tiny(tmp_path / "tiny-llm")))
-    plan = reproduce.plan_for_profile("smoke")
+    plan = profiles.plan("smoke")
     splits = {"ml-1m": movie_splits(), reproduce.SUBSTITUTE: movie_splits()}
     ml_stage1 = tmp_path / "ml-stage1"
     monkeypatch.setattr(figure3, "main_runs", lambda *a, **k: {"stage1": ml_stage1})

@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("faiss", reason="pip install faiss-cpu to run the re-rank tests")
 
-from collm_lib import collab, matching, rerank, retrieval  # noqa: E402
+from collm_lib import collab, matching, profiles, rerank, retrieval  # noqa: E402
 from collm_lib.llm import LLMConfig  # noqa: E402
 from collm_lib.stages import build_model  # noqa: E402
 from collm_lib.train import StageConfig  # noqa: E402
@@ -136,7 +136,7 @@ def test_matching_config_is_the_rerank_configs_matching_fields():
     """Matching's settings come from RerankConfig's own fields, so a rerank run's hashed config is unchanged."""
     from collm_lib import runs
 
-    config = rerank.config_for_profile("cpu", n_neighbors=3, weighting="similarity")
+    config = profiles.rerank("cpu", n_neighbors=3, weighting="similarity")
     assert config.matching == matching.MatchingConfig(n_neighbors=3, neighbor_curve=(1, 10), weighting="similarity",
                                                       item_text="hashed", score_batch_size=16, seed=2023)
     settings_ = config.matching

@@ -7,14 +7,16 @@ import pytest
 pytest.importorskip("faiss", reason="pip install faiss-cpu to run the retrieval tests")
 
 from collm_lib import matching as M  # noqa: E402
+from collm_lib import profiles  # noqa: E402
 from collm_lib import retrieval as R  # noqa: E402
+from synthetic import synthetic_clusters  # noqa: E402
 
 RECALL_FLOOR = 0.9  # recall@10 the approximate indexes must reach on the clustered data below
 
 
 @pytest.fixture(scope="module")
 def clustered():
-    items, queries = R.synthetic_clusters(n_items=8000, dim=32, n_clusters=40, n_queries=200, spread=1.0, seed=7)
+    items, queries = synthetic_clusters(n_items=8000, dim=32, n_clusters=40, n_queries=200, spread=1.0, seed=7)
     return items, queries
 
 
@@ -166,7 +168,7 @@ def test_borrow_vectors_planted_neighbour():
     assert not fb.any()
     # k neighbours, uniform: the mean of the k most cosine-similar warm rows
     vecs, _ = M.borrow_vectors(warm_repr[:2], warm_repr, warm_vectors, n_neighbors=5)
-    nbrs = R.exact_topk_torch(R._normalise(warm_repr[:2]), R._normalise(warm_repr), 5, device="cpu")[1]
+    nbrs = R.exact_topk_torch(R.normalise(warm_repr[:2]), R.normalise(warm_repr), 5, device="cpu")[1]
     np.testing.assert_allclose(vecs, warm_vectors[nbrs].mean(1), rtol=1e-5, atol=1e-6)
     sim, _ = M.borrow_vectors(warm_repr[:2], warm_repr, warm_vectors, n_neighbors=5, weighting="similarity")
     assert not np.allclose(sim, vecs)  # similarity weighting differs from the plain mean
@@ -198,8 +200,8 @@ def test_bad_config_and_empty_catalogue():
         R.VectorIndex().build(np.empty((0, 4), np.float32))
 
 
-def test_config_for_profile():
-    assert R.config_for_profile("smoke").kind == "flat"
-    assert R.config_for_profile("cpu", nprobe=3).nprobe == 3
+def test_profile_index():
+    assert profiles.index("smoke").kind == "flat"
+    assert profiles.index("cpu", nprobe=3).nprobe == 3
     with pytest.raises(ValueError, match="profile"):
-        R.config_for_profile("laptop")
+        profiles.index("laptop")

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collm_lib import collab, train
+from collm_lib import collab, profiles, train
 from collm_lib.llm import LLMConfig, load_llm
 from collm_lib.stages import load_trained, run_stage, sample_users
 from collm_lib.scoring import score
@@ -68,9 +68,9 @@ def test_real_embedded_model_loads_and_scores():
 
 
 def test_gpu_stage_schedules_see_their_best_point():
-    first, second = (train.config_for_profile("gpu", s) for s in (1, 2))
+    first, second = (profiles.stage("gpu", s) for s in (1, 2))
     assert first.max_steps > 800 and first.eval_every_early == 0
     steps = [s for s in range(1, second.max_steps + 1) if train.evaluates_at(s, second)]
     assert steps[:5] == [20, 40, 60, 80, 100] and 400 in steps and 420 not in steps and steps[-1] == second.max_steps
-    cpu = train.config_for_profile("cpu", 2)
+    cpu = profiles.stage("cpu", 2)
     assert [s for s in range(1, cpu.max_steps + 1) if train.evaluates_at(s, cpu)] == [20, 40]

@@ -47,7 +47,7 @@ class UnknownDataset(ValueError):
     """A name that is neither built in nor one of your dataset folders."""
 
 
-OWN_ENV = "COLLM_DATASETS"  # own dataset folders known by name (os.pathsep-separated); inherited by child processes
+OWN_ENV = settings.DATASETS_ENV  # $COLLM_DATASETS: own dataset folders known by name; inherited by child processes
 OWN_BUILDER = "custom:prepare_folder"
 
 
@@ -59,7 +59,7 @@ def own_datasets(data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """Your datasets known by name: the folders in $COLLM_DATASETS and every <data_dir>/<name>/ holding a
     dataset.json. A name given to two different folders, or a built-in's name, is an error naming the fix."""
     root = settings.data_dir(data_dir)
-    listed = [Path(p).expanduser().resolve() for p in os.environ.get(OWN_ENV, "").split(os.pathsep) if p]
+    listed = settings.dataset_folders()
     found = sorted(p.parent for p in root.glob("*/dataset.json")) if root.is_dir() else []
     own: dict[str, Path] = {}
     for folder in [p for p in listed if _is_own_folder(p)] + found:
@@ -86,7 +86,7 @@ def _resolve(name: str | os.PathLike, data_dir: str | os.PathLike | None) -> tup
             raise ValueError(f"dataset folder {folder}: its name {folder.name!r} is taken by {own[folder.name]}; "
                              "rename one of them (the name keys the processed cache and the runs)")
         if folder.name not in own:
-            os.environ[OWN_ENV] = os.pathsep.join(p for p in (os.environ.get(OWN_ENV, ""), str(folder)) if p)
+            settings.add_dataset_folder(folder)
     if folder is None:
         raise UnknownDataset(f"unknown dataset {name!r}. Built-in: {list(DATASETS)}; yours (in "
                              f"{settings.data_dir(data_dir)} or ${OWN_ENV}): {sorted(own)}. To use your own data, "
@@ -134,12 +134,6 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
     return prepare_dataset(name, data_dir, work_dir)
 
 
-def available(data_dir: str | os.PathLike | None = None) -> dict[str, bool]:
-    """Which datasets have their raw folder under the data dir (files are checked when building)."""
-    root = settings.data_dir(data_dir)
-    return {name: (root / info.folder).is_dir() for name, info in DATASETS.items()}
-
-
-__all__ = ["DATASETS", "DatasetInfo", "InteractionSpec", "Splits", "UnknownDataset", "available", "dataset_name",
+__all__ = ["DATASETS", "DatasetInfo", "InteractionSpec", "Splits", "UnknownDataset", "dataset_name",
            "from_interactions", "load_dataset", "own_datasets", "prepare_dataset", "processed_dir",
            "save_dataset_folder", "split_stats", "validate_frame"]

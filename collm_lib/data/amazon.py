@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import (SPLIT_NAMES, Splits, add_history, add_not_cold, check_columns, make_splits, remap_ids,
-                     require_files, source_record)
+from .common import (FLAGS, SPLIT_NAMES, Splits, add_history, add_not_cold, by_flag, check_columns, make_splits,
+                     remap_ids, require_files, source_record)
 
 REVIEWS, META = "Books_5.json.gz", "meta_Books.json.gz"
 AMAZON_HOW = ("Get the Amazon review data (2018) of J. McAuley's lab (UCSD), category Books: the 5-core reviews "
@@ -83,11 +83,11 @@ def build_amazon_stream(reviews: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFra
     if data.empty:
         raise ValueError(f"no 2017 reviews left after keeping users and items with > {MIN_COUNT} ratings")
     data["label"] = (data["overall"].astype(float) == 5).astype("int64")
-    data["flag"] = -1
+    data["flag"] = FLAGS["train"]
     december = data[data["month"] == 12].sort_values("timestamp", kind="stable")
     half = len(december) // 2
-    data.loc[december.index[:half], "flag"] = 0
-    data.loc[december.index[half:], "flag"] = 1
+    data.loc[december.index[:half], "flag"] = FLAGS["valid"]
+    data.loc[december.index[half:], "flag"] = FLAGS["test"]
     # As for ML-1M: ties on (user, timestamp) follow the pandas (< 2.2) merge order (grouped by item).
     data["item_rank"] = data["asin"].map(first_seen)
     data = data.sort_values(["reviewerID", "timestamp", "item_rank"], kind="stable").reset_index(drop=True)
@@ -99,7 +99,7 @@ def build_amazon_stream(reviews: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFra
 def prepare_amazon_book(folder: Path) -> Splits:
     reviews, meta, paths = read_amazon(folder)
     stream = build_amazon_stream(reviews, meta)
-    frames = {name: stream[stream["flag"] == flag] for name, flag in (("train", -1), ("valid", 0), ("test", 1))}
+    frames = by_flag(stream)
     frames["valid_small"] = frames["valid"].sample(frac=VALID_SMALL_FRAC, random_state=VALID_SMALL_SEED)
     columns = ["uid", "iid", "label", "timestamp", "his", "his_title", "title", "flag", "not_cold",
                "reviewerID", "asin"]
@@ -180,14 +180,13 @@ def prepare_msl(folder: Path) -> Splits:
     test_w = test_w.sort_values("timestamp", kind="stable").reset_index(drop=True)
     half = len(test_w) // 2
     parts = {"train": train_w, "valid": test_w.iloc[:half], "test": test_w.iloc[half:]}
-    flags = {"train": -1, "valid": 0, "test": 1}
-    stream = pd.concat([_windows_to_rows(parts[n], titles, touched, rng).assign(flag=flags[n])
+    stream = pd.concat([_windows_to_rows(parts[n], titles, touched, rng).assign(flag=FLAGS[n])
                         for n in ("train", "valid", "test")], ignore_index=True)
     stream = stream.sort_values(["user", "timestamp"], kind="stable").reset_index(drop=True)
     users = {u: k + 1 for k, u in enumerate(sorted(stream["user"].unique()))}
     stream["uid"] = stream["user"].map(users)
     stream = add_not_cold(stream)
-    frames = {n: stream[stream["flag"] == flags[n]] for n in ("train", "valid", "test")}
+    frames = by_flag(stream)
     frames["valid_small"] = frames["valid"].sample(frac=VALID_SMALL_FRAC, random_state=VALID_SMALL_SEED)
     meta = {
         "protocol": "SUBSTITUTE (docs/protocol.md §2.4): MSL's Amazon Books sliding windows (not CoLLM's Amazon-Book)",

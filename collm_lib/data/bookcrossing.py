@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .. import settings
 
-from .common import SPLIT_NAMES, Splits, check_columns, make_splits, source_record
+from .common import FLAGS, SPLIT_NAMES, Splits, by_flag, check_columns, make_splits, source_record
 
 FILES = {"books": "BX-Books.csv", "ratings": "BX-Book-Ratings.csv", "users": "BX-Users.csv"}
 HOW = ("Put BX-Books.csv, BX-Book-Ratings.csv and BX-Users.csv (plain or .xz) in <data_dir>/bookcrossing-raw/; "
@@ -103,8 +103,7 @@ def build(folder: Path, multi: bool, expected_books: int | None = EXPECTED_BOOKS
     cols = {c: seq[c].to_numpy() for c in ("User-ID", "ISBN", "Book-Title", "Book-Author", "label",
                                             "tallrec_item_id")}
     users = cols["User-ID"][starts]
-    flag_of = {"train": -1, "valid": 0, "test": 1}
-    user_flag = {u: flag_of[name] for name, group in split_users(users.tolist()).items() for u in group}
+    user_flag = {u: FLAGS[name] for name, group in split_users(users.tolist()).items() for u in group}
     rows, collab = [], []
     for user, start, n in tqdm(zip(users, starts, lengths), total=len(users), desc="BookCrossing users",
                                disable=settings.quiet(), leave=False, mininterval=2):
@@ -120,14 +119,14 @@ def build(folder: Path, multi: bool, expected_books: int | None = EXPECTED_BOOKS
                          "tallrec_item_id": int(cols["tallrec_item_id"][pos]), "title": cols["Book-Title"][pos],
                          "author": cols["Book-Author"][pos], "label": int(cols["label"][pos]),
                          "timestamp": int(pos - start), "flag": flag, **his})
-            if flag == -1:
+            if flag == FLAGS["train"]:
                 collab.append((int(user), cols["ISBN"][pos], int(cols["label"][pos])))
     frame = pd.DataFrame(rows)
     collab_frame = pd.DataFrame(collab, columns=["user", "isbn", "label"])
     frame, collab_frame = _assign_ids(frame, collab_frame)
     warm_users, warm_items = set(collab_frame["uid"]), set(collab_frame["iid"])
     frame["not_cold"] = (frame["uid"].isin(warm_users) & frame["iid"].isin(warm_items)).astype("int64")
-    frames = {name: frame[frame["flag"] == flag_of[name]] for name in ("train", "valid", "test")}
+    frames = by_flag(frame)
     valid_users = pd.Series(sorted(frames["valid"]["uid"].unique()))
     small_users = set(valid_users.sample(frac=0.5, random_state=VALID_SMALL_SEED))
     frames["valid_small"] = frames["valid"][frames["valid"]["uid"].isin(small_users)]

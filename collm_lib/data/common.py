@@ -20,7 +20,7 @@ BASE_COLUMNS = ("uid", "iid", "label", "timestamp", "his", "his_title", "title",
 BOOK_COLUMNS = ("author", "his_author", "his_label")
 INT_COLUMNS = ("uid", "iid", "label", "timestamp", "flag", "not_cold")
 LIST_COLUMNS = ("his", "his_title", "his_author", "his_label")
-FLAGS = {"train": -1, "valid": 0, "valid_small": 0, "test": 1}
+FLAGS = {"train": -1, "valid": 0, "test": 1}  # the "flag" column: a row's split (valid_small rows are valid ones)
 # Bumped whenever the processed format or a builder changes, so stale caches are rebuilt.
 FORMAT_VERSION = 2  # 2: meta.json holds the frames' content sha256 (content_sha256)
 
@@ -111,7 +111,7 @@ def validate_frame(df: pd.DataFrame, name: str = "frame") -> None:
         raise ValueError(f"{name}: uid / iid must start at 1 (0 is padding)")
     if not df["label"].isin((0, 1)).all() or not df["not_cold"].isin((0, 1)).all():
         raise ValueError(f"{name}: columns label and not_cold must be 0/1")
-    if not df["flag"].isin((-1, 0, 1)).all():
+    if not df["flag"].isin(FLAGS.values()).all():
         raise ValueError(f"{name}: column flag must be -1 (train), 0 (valid) or 1 (test)")
     aligned = [c for c in ("his_title", "his_author", "his_label") if c in df]
     lengths = df["his"].map(len)
@@ -200,9 +200,14 @@ def remap_ids(stream: pd.DataFrame, user_col: str, item_col: str) -> tuple[pd.Da
     return stream, user_map, item_map
 
 
+def by_flag(stream: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The train, valid and test rows of `stream`, by its flag column (FLAGS)."""
+    return {name: stream[stream["flag"] == flag] for name, flag in FLAGS.items()}
+
+
 def add_not_cold(stream: pd.DataFrame) -> pd.DataFrame:
     """not_cold = 1 when both the user and the item occur in the train split (flag == -1)."""
-    train = stream[stream["flag"] == -1]
+    train = stream[stream["flag"] == FLAGS["train"]]
     warm_users, warm_items = set(train["uid"]), set(train["iid"])
     stream = stream.copy()
     stream["not_cold"] = (stream["uid"].isin(warm_users) & stream["iid"].isin(warm_items)).astype("int64")

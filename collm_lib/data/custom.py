@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 
 from ..io import write_frame, write_json
-from .common import SPLIT_NAMES, Splits, add_history, add_not_cold, make_splits, remap_ids, source_record
+from .common import (FLAGS, SPLIT_NAMES, Splits, add_history, add_not_cold, by_flag, make_splits, remap_ids,
+                     source_record)
 
 SPLIT_KINDS = ("temporal", "user")
 FOLDER_FILES = ("interactions.csv", "items.csv", "dataset.json")
 BUILDER_VERSION = 1  # recorded in meta; a change here makes cached folder datasets stale (load_dataset rebuilds)
 DOCS = "see docs/own_data.md"
-FLAG_OF = {"train": -1, "valid": 0, "test": 1}
 
 
 @dataclass
@@ -171,7 +171,7 @@ def _temporal_flags(stream: pd.DataFrame, fractions: tuple[float, ...]) -> tuple
     first, note1 = _cut(stamps, round(n * fractions[0]), 1, n - 2)
     second, note2 = _cut(stamps, round(n * (fractions[0] + fractions[1])), first + 1, n - 1)
     flags = np.empty(n, dtype="int64")
-    flags[order] = np.repeat([-1, 0, 1], [first, max(second - first, 0), max(n - max(second, first), 0)])
+    flags[order] = np.repeat(list(FLAGS.values()), [first, max(second - first, 0), max(n - max(second, first), 0)])
     return flags, [note for note in (note1, note2) if note]
 
 
@@ -180,7 +180,8 @@ def _user_flags(stream: pd.DataFrame, fractions: tuple[float, ...], seed: int) -
     users = sorted(stream["user"].unique())
     random.Random(seed).shuffle(users)
     cut1, cut2 = int(len(users) * fractions[0]), int(len(users) * (fractions[0] + fractions[1]))
-    flag_of = {u: -1 for u in users[:cut1]} | {u: 0 for u in users[cut1:cut2]} | {u: 1 for u in users[cut2:]}
+    flag_of = ({u: FLAGS["train"] for u in users[:cut1]} | {u: FLAGS["valid"] for u in users[cut1:cut2]}
+               | {u: FLAGS["test"] for u in users[cut2:]})
     return stream["user"].map(flag_of).to_numpy(dtype="int64")
 
 
@@ -211,7 +212,7 @@ def from_interactions(interactions: pd.DataFrame, titles: pd.DataFrame, spec: In
     stream = stream.sort_values(["user", "timestamp", "order"], kind="stable").reset_index(drop=True)
     stream, _, _ = remap_ids(stream, "user", "item")
     stream = add_not_cold(add_history(stream))
-    frames = {s: stream[stream["flag"] == FLAG_OF[s]] for s in ("train", "valid", "test")}
+    frames = by_flag(stream)
     frames["valid_small"] = _valid_small(frames["valid"], spec)
     for split_name, part in frames.items():
         if len(part) == 0:

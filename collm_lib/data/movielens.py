@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .common import (SPLIT_NAMES, Splits, add_history, add_not_cold, check_columns, make_splits,
+from .common import (FLAGS, SPLIT_NAMES, Splits, add_history, add_not_cold, by_flag, check_columns, make_splits,
                      remap_ids, require_files, sha256_bytes, source_record)
 
 COLLM_ZIP = "ml-1m.zip"
@@ -26,7 +26,6 @@ RAW_HOW = ("Download ml-1m.zip from grouplens.org/datasets/movielens/1m/ and put
            "ratings.dat.gz) and movies.dat in <data_dir>/ml-1m-raw/.")
 # Month index m = (year - 2000) * 12 + month - 4 (April 2000 = 0); inclusive windows of docs/protocol.md §2.1.
 WINDOWS = {"train": (14, 23), "valid": (24, 28), "test": (29, 33)}
-FLAG_OF = {"train": -1, "valid": 0, "test": 1}
 VALID_SMALL_FRAC, VALID_SMALL_SEED = 0.5, 2023
 
 
@@ -109,7 +108,7 @@ def build_stream(ratings: pd.DataFrame, movies: pd.DataFrame) -> pd.DataFrame:
     ratings["month"] = month_index(ratings["timestamp"])
     ratings["flag"] = pd.NA
     for split_name, (lo, hi) in WINDOWS.items():
-        ratings.loc[ratings["month"].between(lo, hi), "flag"] = FLAG_OF[split_name]
+        ratings.loc[ratings["month"].between(lo, hi), "flag"] = FLAGS[split_name]
     stream = ratings.dropna(subset=["flag"]).copy()
     stream["flag"] = stream["flag"].astype("int64")
     stream["label"] = (stream["rating"] >= 4).astype("int64")
@@ -128,7 +127,7 @@ def build_stream(ratings: pd.DataFrame, movies: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_stream(stream: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    frames = {name: stream[stream["flag"] == FLAG_OF[name]].copy() for name in ("train", "valid", "test")}
+    frames = by_flag(stream)
     frames["valid_small"] = frames["valid"].sample(frac=VALID_SMALL_FRAC, random_state=VALID_SMALL_SEED)
     return {name: frames[name] for name in SPLIT_NAMES}
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -33,18 +33,9 @@ EXPECTED_NOTES = {
 
 
 @dataclass
-class PrepareConfig:
+class PrepareConfig:  # each profile's values: collm_lib/profiles.py
     datasets: tuple[str, ...] = field(default_factory=lambda: tuple(DATASETS))
     rebuild: bool = False  # True: ignore processed caches and build from the raw files again
-
-
-def config_for_profile(profile: str, **overrides) -> PrepareConfig:
-    """smoke skips bookcrossing-multi (a second ~30-60 s BookCrossing build); cpu and gpu prepare everything."""
-    profile = settings.profile_name(profile)
-    config = PrepareConfig()
-    if profile == "smoke":
-        config = PrepareConfig(datasets=tuple(n for n in DATASETS if n != "bookcrossing-multi"))
-    return replace(config, **overrides)
 
 
 def prepare_all(config: PrepareConfig, data_dir: str | os.PathLike | None = None,

@@ -1,0 +1,180 @@
+"""What each run profile runs: every setting of every step for "smoke", "cpu" and "gpu", in this one file.
+
+A profile is a size. smoke: seconds, to check the plumbing (CI, nbval); cpu: seeded subsamples that a 2-core laptop
+finishes (a real run of every step, its numbers noisy); gpu: the full data on one GPU. Each table
+below holds, per profile, only the fields that differ from the dataclass defaults, with why. The dataclasses live
+with their code (PrepareConfig in data/prepare.py, MFConfig in collab.py, StageConfig in train.py, CTRLConfig in
+ctrl.py, IndexConfig in retrieval.py, RerankConfig in rerank.py, SweepPlan in reproduce.py); the functions at the
+end build them, keyword arguments replacing fields:
+
+    profiles.prepare(profile)           notebook 01: the datasets to build
+    profiles.mf(profile, dataset)       notebook 02: the collaborative model (MF), with the dataset's adjustments
+    profiles.stage(profile, stage)      notebooks 03 / 04: stage 1 (LoRA on text) and stage 2 (FECE on IDs)
+    profiles.index(profile)             notebook 05: the Faiss index
+    profiles.rerank(profile)            notebook 05: retrieve-then-rank and cold-id matching
+    profiles.ctrl(profile)              notebook 06: the CTRL(DIN) baseline
+    profiles.plan(profile)              notebook 06: Table 1's other datasets and seeds, Figure 3's sweeps
+
+`profile` None stands for $COLLM_PROFILE, else "cpu" (settings.profile_name). A run's identity hashes its config,
+so a value changed here makes new runs: tests/test_profiles.py holds every config to tests/expected/profiles.json
+(its docstring says how to regenerate it after a deliberate change). docs/profiles.md tabulates the key sizes.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from . import settings
+from .collab import MFConfig
+from .ctrl import CTRLConfig
+from .data import DATASETS
+from .data.prepare import PrepareConfig
+from .paper import FIGURE3_LRS
+from .rerank import RerankConfig
+from .retrieval import IndexConfig
+from .train import StageConfig
+
+if TYPE_CHECKING:
+    from .reproduce import SweepPlan
+
+# Notebook 01 (PrepareConfig): cpu and gpu build every dataset; smoke skips bookcrossing-multi, a second
+# ~30-60 s BookCrossing build.
+PREPARE: dict[str, dict[str, Any]] = {
+    "smoke": dict(datasets=tuple(name for name in DATASETS if name != "bookcrossing-multi")),
+    "cpu": {},
+    "gpu": {},
+}
+
+# Notebook 02 (MFConfig): MF on these data is cheap, so cpu and gpu run the full protocol (up to 1000 epochs,
+# patience 100); smoke runs 2 epochs, to check the plumbing.
+MF: dict[str, dict[str, Any]] = {
+    "smoke": dict(max_epochs=2, patience=1),
+    "cpu": {},
+    "gpu": {},
+}
+# Per dataset, over MF on cpu and gpu (not smoke): a BookCrossing / Amazon-substitute CPU epoch costs ~10-30x
+# ML-1M's, and valid AUC stops moving early there.
+MF_DATASET: dict[str, dict[str, Any]] = {
+    "bookcrossing": {"patience": 5}, "bookcrossing-multi": {"patience": 5}, "amazon-book-msl": {"patience": 10}}
+# Per dataset, at every profile: the model itself. BookCrossing's labels are mostly a user's habit (implicit 0s), and
+# a bias-free dot product cannot carry it to books it has barely seen (90k items, 195k rows): valid AUC 0.51 without
+# biases, 0.70 with them (docs/protocol.md §4).
+MF_MODEL: dict[str, dict[str, Any]] = {"bookcrossing": {"bias": True}, "bookcrossing-multi": {"bias": True}}
+
+# Notebooks 03 and 04 (StageConfig), both stages; StageConfig's defaults are the authors' schedule (batch 16,
+# 10,000 steps), which no profile runs.
+STAGE: dict[str, dict[str, Any]] = {
+    "smoke": dict(train_rows=24, eval_rows=24, test_rows=40, batch_size=4, max_steps=4, eval_every=2,
+                  warmup_steps=1, patience=2, score_batch_size=16),
+    # ~1.1 train and ~3.4 scoring prompts/s on 2 idle cores: 320 train prompts, 2 evaluations of ~100 rows,
+    # ~400 test rows (whole users): about 8 minutes a stage
+    "cpu": dict(train_rows=320, eval_rows=96, test_rows=400, batch_size=8, max_steps=40, eval_every=20,
+                warmup_steps=5, patience=2, score_batch_size=16),
+    # all rows; fewer steps than the authors' 10,000 at batch 16 (530 at 64 is an epoch of ML-1M); scoring at 1024
+    # ran 3,939 prompts/s on an H200
+    "gpu": dict(batch_size=64, max_steps=800, eval_every=100, warmup_steps=80, patience=4, score_batch_size=1024),
+}
+# Per stage, over STAGE. On the H200, stage 1 still improved at step 800 and stage 2 peaked at its first evaluation
+# (step 100): stage 1 gets room to plateau, stage 2 an evaluation every 20 steps while its curve moves.
+STAGE_BY_STAGE: dict[str, dict[int, dict[str, Any]]] = {
+    "gpu": {1: dict(max_steps=2400), 2: dict(eval_every_early=20, early_until=300, patience=6)},
+}
+
+# Notebook 05's index (IndexConfig), also what the gpu re-rank retrieves with.
+INDEX: dict[str, dict[str, Any]] = {
+    "smoke": dict(kind="flat", use_gpu=False),  # exact search on CPU: the catalogues are tiny
+    "cpu": dict(kind="ivf", nlist=2048, nprobe=16),  # tuned on the 2-core benchmark
+    "gpu": dict(kind="ivf", nlist=4096, nprobe=64, use_gpu="auto"),
+}
+
+# Notebook 05 (RerankConfig); `index` holds IndexConfig's fields.
+RERANK: dict[str, dict[str, Any]] = {
+    "smoke": dict(ks=(5, 10), n_users=2, neighbor_curve=(1, 10), item_text="hashed", index=INDEX["smoke"]),
+    # 20 users x 50 candidates and 2 users' whole catalogue: ~7,300 prompts, ~11 min at ~11 prompts/s with
+    # shared-prefix scoring on 2 cores. Cold-item LLM title vectors take > 9 min on 2 busy cores: hashed n-grams.
+    # HNSW, not cpu's IVF: on ML-1M's 3,255 MF item vectors IVF (83 lists, nprobe 16) reaches recall@50 0.77 only,
+    # HNSW efSearch 128 reaches 0.97 (benchmarks/results/faiss_cpu_ml1m.json).
+    "cpu": dict(n_users=20, n_full_users=2, neighbor_curve=(1, 10), item_text="hashed",
+                index=dict(kind="hnsw", use_gpu=False)),
+    # every warm test user, 20 whole catalogues
+    "gpu": dict(n_users=None, n_full_users=20, score_batch_size=256, index=INDEX["gpu"]),
+}
+
+# Notebook 06's CTRL(DIN) baseline (CTRLConfig). cpu keeps the defaults: 1500 aligned rows, ~5 min of LLM encoding
+# on 2 cores.
+CTRL: dict[str, dict[str, Any]] = {
+    "smoke": dict(embed_dim=8, attention_hidden=(16, 8), mlp_hidden=(16, 8), proj_dim=16, align_rows=64,
+                  align_epochs=2, max_epochs=2, patience=1, align_batch_size=32),
+    "cpu": {},
+    "gpu": dict(align_rows=None, align_epochs=10, align_batch_size=512, max_epochs=50, patience=5),  # every train row
+}
+
+# Notebook 06 (SweepPlan): Figure 3's grids, and the size of the runs notebook 06 makes itself (Table 1's other
+# datasets, Figure 3's sweep points) as overrides over STAGE / MF / CTRL; ML-1M's Table 1 entries are notebooks
+# 02-04's runs at the sizes above. Seeds: Table 1's spread (docs/protocol.md §7.5).
+PLAN: dict[str, dict[str, Any]] = {
+    "smoke": dict(lrs=(1e-3,), dims=(32,),
+                  stage=dict(train_rows=8, eval_rows=8, test_rows=16, batch_size=4, max_steps=2, eval_every=2,
+                             warmup_steps=1, patience=1, score_batch_size=16),
+                  mf=dict(max_epochs=2, patience=1), ctrl=dict(align_rows=32), n_seeds=2, jobs=2),
+    # The two ends of the paper's lr grid and runs of 16 training prompts (2 steps), so the whole cpu main job stays
+    # under an hour on 2 cores: a pipeline run, its curves are noise at this size (an ML-1M run costs ~50 s, mostly
+    # scoring its test users); 5 seeds of MF and CTRL(DIN), which are cheap.
+    "cpu": dict(lrs=(1e-4, 1e-3), dims=(64, 128, 256),
+                stage=dict(train_rows=16, eval_rows=8, test_rows=32, batch_size=8, max_steps=2, eval_every=2,
+                           warmup_steps=1, patience=1, score_batch_size=16),
+                mf=dict(max_epochs=40, patience=10), ctrl=dict(align_rows=48), n_seeds=5, jobs=2),
+    # The paper's grids at the gpu sizes above; 5 seeds of the cheap models and 3 of the LLM stages.
+    "gpu": dict(lrs=FIGURE3_LRS, dims=(64, 128, 256), stage={}, mf={}, ctrl={}, n_seeds=5, n_llm_seeds=3, jobs=4),
+}
+
+
+def _table(table: dict[str, Any], profile: str | None) -> tuple[str, dict[str, Any]]:
+    """The profile's name and a copy of its entry (callers may change what they get)."""
+    name = settings.profile_name(profile)
+    return name, copy.deepcopy(table[name])
+
+
+def prepare(profile: str | None = None, **overrides: Any) -> PrepareConfig:
+    """Notebook 01's PrepareConfig of the profile, `overrides` replacing fields."""
+    return dataclasses.replace(PrepareConfig(**_table(PREPARE, profile)[1]), **overrides)
+
+
+def mf(profile: str | None = None, dataset: str | None = None, **overrides: Any) -> MFConfig:
+    """The profile's MFConfig; with `dataset`, its MF_DATASET entry (not on smoke) and MF_MODEL entry; then
+    `overrides`."""
+    name, base = _table(MF, profile)
+    per_dataset = MF_DATASET.get(dataset, {}) if name != "smoke" else {}
+    return dataclasses.replace(MFConfig(**base), **per_dataset | MF_MODEL.get(dataset, {}) | overrides)
+
+
+def stage(profile: str | None, stage: int, **overrides: Any) -> StageConfig:
+    """The profile's StageConfig of `stage` (1 or 2), `overrides` replacing fields."""
+    name, base = _table(STAGE, profile)
+    base |= STAGE_BY_STAGE.get(name, {}).get(stage, {})
+    return dataclasses.replace(StageConfig(stage=stage, **base), **overrides)
+
+
+def index(profile: str | None = None, **overrides: Any) -> IndexConfig:
+    """The profile's IndexConfig, `overrides` replacing fields."""
+    return IndexConfig(**_table(INDEX, profile)[1] | overrides)
+
+
+def rerank(profile: str | None = None, **overrides: Any) -> RerankConfig:
+    """The profile's RerankConfig, `overrides` replacing fields (`index`: an IndexConfig)."""
+    base = _table(RERANK, profile)[1]
+    return dataclasses.replace(RerankConfig(**base | {"index": IndexConfig(**base["index"])}), **overrides)
+
+
+def ctrl(profile: str | None = None, **overrides: Any) -> CTRLConfig:
+    """The profile's CTRLConfig, `overrides` replacing fields."""
+    return dataclasses.replace(CTRLConfig(**_table(CTRL, profile)[1]), **overrides)
+
+
+def plan(profile: str | None = None, **overrides: Any) -> SweepPlan:
+    """The profile's SweepPlan, `overrides` replacing fields."""
+    from .reproduce import SweepPlan  # reproduce builds on this module
+
+    name, base = _table(PLAN, profile)
+    return dataclasses.replace(SweepPlan(name, **base), **overrides)
