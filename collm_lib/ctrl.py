@@ -18,7 +18,7 @@ import copy
 import hashlib
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,7 +56,7 @@ class CTRLConfig:  # each profile's values: collm_lib/profiles.py
     align_seed: int = 2023  # that sample's seed, apart from `seed`: seed replicates reuse the cached encodings
     temperature: float = 0.1  # InfoNCE
     template: str | None = None  # None: movie_text / book_text by dataset
-    encoder: str = "smollm2-135m"  # names the text encoder in the cache key and results
+    encoder: str = "smollm2-135m"  # names the text encoder in the run identity and encoding cache (run_ctrl: an LLM's)
     seed: int = 2023
     device: str | None = None  # None: settings.device()
     cpu_threads: int | None = 1  # torch threads on CPU (shared machine); None: leave as is
@@ -166,30 +166,6 @@ def score_ctrl(model: CTRL, frame: pd.DataFrame, config: CTRLConfig) -> np.ndarr
 
 
 # ---------------------------------------------------------------- LLM encodings, cached
-
-def llm_text_encoder(llm_config=None, batch_size: int | None = None, progress: bool = True) -> TextEncoder:
-    """A text encoder over the frozen LLM (llm.encode_texts); the LLM loads on the first call only, so
-    a run whose encodings are cached never loads it. Texts are batched by length to limit padding; batch_size
-    None: 16 on a CPU (larger batches only add padding there), 256 on a GPU (the same encodings up to float
-    rounding, tests/test_levers.py)."""
-    from .llm import encode_texts, load_llm
-
-    state: dict = {}
-
-    def encode(texts: list[str]) -> np.ndarray:
-        if "bundle" not in state:
-            state["bundle"] = load_llm(llm_config)
-        on_gpu = next(state["bundle"].model.parameters()).device.type == "cuda"
-        batch = batch_size or (256 if on_gpu else 16)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        out = np.empty((len(texts), state["bundle"].model.config.hidden_size), dtype=np.float32)
-        for start in tqdm(range(0, len(texts), batch), desc="LLM encode", disable=settings.quiet(progress)):
-            idx = order[start:start + batch]
-            out[idx] = encode_texts(state["bundle"], [texts[i] for i in idx], batch_size=batch).numpy()
-        return out
-
-    return encode
-
 
 def cached_encodings(texts: list[str], encoder: TextEncoder, cache_dir: Path, key: str) -> tuple[np.ndarray, Path]:
     """encoder(texts), stored once as cache_dir/<key>_<texts hash>.npy and read back on later calls."""
@@ -386,9 +362,12 @@ def run_ctrl(splits: Splits, config: CTRLConfig, text_encoder: TextEncoder | Non
              out_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
              progress: bool = True) -> dict[str, Any]:
     """results.json of a finished run of `config` on `splits` (with or without the text encoder), training first
-    unless its folder (default: runs.run_dir("ctrl", dataset, identity)) holds one intact; adds "run_dir"."""
+    unless its folder (default: runs.run_dir("ctrl", dataset, identity)) holds one intact; adds "run_dir". An
+    encoder from llm.text_encoder sets config.encoder to its LLM's name."""
     from . import runs
 
+    # an LLM text encoder names its model: runs and cached encodings of another LLM are never taken for this one's
+    config = replace(config, encoder=getattr(text_encoder, "model", config.encoder))
     upstream = {"data": runs.data_fingerprint(splits), "encoder": config.encoder if text_encoder else None}
     ident = runs.identity("ctrl", config, upstream)
     out = Path(out_dir) if out_dir else runs.run_dir("ctrl", splits.name, ident)

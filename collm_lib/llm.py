@@ -19,11 +19,12 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from . import settings
 from .data.common import sha256_file
@@ -343,3 +344,28 @@ def encode_texts(bundle: LLMBundle, texts: list[str], batch_size: int = 32, max_
         mask = batch["attention_mask"].unsqueeze(-1).float()
         out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu())
     return torch.cat(out) if out else torch.empty(0, lm.config.hidden_size)
+
+
+def text_encoder(config: LLMConfig | None = None, batch_size: int | None = None,
+                 progress: bool = True) -> Callable[[list[str]], np.ndarray]:
+    """The frozen LLM as a text encoder (encode_texts) for CTRL(DIN) and cold items; it loads on the first call only,
+    so a run whose encodings are cached never loads it. Texts are batched by length to limit padding; batch_size
+    None: 16 on a CPU (larger batches only add padding there), 256 on a GPU (the same encodings up to float rounding,
+    tests/test_levers.py). Its `model` attribute names the LLM: ctrl.run_ctrl keys runs and encodings by it."""
+    config = config or LLMConfig()
+    state: dict = {}
+
+    def encode(texts: list[str]) -> np.ndarray:
+        if "bundle" not in state:
+            state["bundle"] = load_llm(config)
+        on_gpu = next(state["bundle"].model.parameters()).device.type == "cuda"
+        batch = batch_size or (256 if on_gpu else 16)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), state["bundle"].model.config.hidden_size), dtype=np.float32)
+        for start in tqdm(range(0, len(texts), batch), desc="LLM encode", disable=settings.quiet(progress)):
+            idx = order[start:start + batch]
+            out[idx] = encode_texts(state["bundle"], [texts[i] for i in idx], batch_size=batch).numpy()
+        return out
+
+    encode.model = config.model
+    return encode

@@ -16,7 +16,7 @@ import pandas as pd
 from . import collab, ctrl, io, metrics, popularity, profiles, runs
 from .data import Splits, load_dataset
 from .io import score_rows
-from .llm import LLMConfig
+from .llm import LLMConfig, text_encoder
 
 BOOTSTRAP = {"n_boot": 1000, "level": 0.95}
 
@@ -49,7 +49,7 @@ def _cheap_seed(task: tuple) -> None:
     """_mf_and_ctrl in a worker process (cheap_replicates with jobs > 1)."""
     profile, name, seed, ctrl_overrides, llm, data_dir = task
     _mf_and_ctrl(profile, load_dataset(name, data_dir), seed, ctrl_overrides,
-                 ctrl.llm_text_encoder(llm, progress=False) if llm else None, progress=False)
+                 text_encoder(llm, progress=False) if llm else None, progress=False)
 
 
 def cheap_replicates(profile: str, splits: dict[str, Splits], seeds: tuple[int, ...], ctrl_overrides: dict[str, Any],
@@ -62,7 +62,7 @@ def cheap_replicates(profile: str, splits: dict[str, Splits], seeds: tuple[int, 
     if jobs > 1:
         tasks = [(profile, name, seed, ctrl_overrides, llm, data_dir) for name in splits for seed in seeds]
         runs.in_processes(_cheap_seed, tasks, jobs)
-    encoder = ctrl.llm_text_encoder(llm, progress=progress) if llm else None
+    encoder = text_encoder(llm, progress=progress) if llm else None
     rows = []
     for name, data in splits.items():
         made = popularity.ensure_popularity(data)

@@ -32,7 +32,7 @@ import torch
 from . import baselines, bundle, collab, ctrl, logs, popularity, profiles, replicates, runs, settings, stages
 from .data import Splits, load_dataset
 from .io import read_json, run_info
-from .llm import LLMConfig
+from .llm import LLMConfig, text_encoder
 from .sweep import run_sweep
 
 SUBSTITUTE = "amazon-book-msl"  # stands in for Amazon-Book (Figure 3b) where its raw files are absent
@@ -156,7 +156,7 @@ def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
     baselines_on_same_rows).
     """
     llm, phases = llm or LLMConfig(), phases or Phases(progress)
-    encoder = ctrl.llm_text_encoder(llm, progress=progress)
+    encoder = text_encoder(llm, progress=progress)
     results, sources = {}, {}
     for name, data in splits.items():
         with phases(f"{name}: MF and popularity"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import torch
 
 from collm_lib import ctrl, io, profiles
 from collm_lib.data import Splits
+from collm_lib.llm import LLMConfig, text_encoder
 
 N_USERS, N_ITEMS, TEXT_DIM = 40, 61, 24  # ids 1..N-1; 0 is padding
 CLUSTER = np.arange(N_ITEMS) % 3  # item i belongs to cluster i % 3
@@ -178,3 +180,20 @@ def test_profiles_and_bad_input(splits):
                    test=splits.test, n_users=N_USERS, n_items=N_ITEMS)
     with pytest.raises(ValueError, match="train split is empty"):
         ctrl.train_ctrl(empty, _config(), None, progress=False)
+
+
+def test_an_llm_encoders_model_keys_the_run(aligned, splits, tmp_path, monkeypatch):
+    """A CTRL run made with one LLM's encodings is never found finished for another LLM (notebook 06's `model`)."""
+    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path))
+    config = aligned["result"].config
+    named = {}
+    for model in ("org/llm-a", "org/llm-b"):
+        encoder = PlantedEncoder()
+        encoder.model = model  # what llm.text_encoder sets
+        named[model] = ctrl.run_ctrl(splits, replace(config, max_epochs=1, align_epochs=1), encoder,
+                                     cache_dir=tmp_path / "cache", progress=False)
+        assert encoder.calls == 1, "each LLM encodes its own texts: no cached encodings of the other"
+        assert named[model]["config"]["encoder"] == model
+    assert named["org/llm-a"]["run_dir"] != named["org/llm-b"]["run_dir"]
+    assert text_encoder(LLMConfig(model="org/llm-a")).model == "org/llm-a"
+    assert text_encoder().model == LLMConfig().model == profiles.ctrl("cpu").encoder  # default: unchanged

@@ -11,7 +11,7 @@ import torch
 
 from collm_lib import collab, stages
 from collm_lib.fece import build_inputs_embeds
-from collm_lib.llm import LLMConfig
+from collm_lib.llm import LLMConfig, text_encoder
 from collm_lib.scoring import frozen_prefix
 from collm_lib.train import StageConfig
 from tiny_llm import movie_splits
@@ -104,6 +104,6 @@ def test_text_encodings_do_not_depend_on_the_batch(tiny):
     from collm_lib import ctrl
 
     texts = [f"Movie {i} " * (1 + i % 5) for i in range(12)]
-    small = ctrl.llm_text_encoder(LLMConfig(model=str(tiny)), batch_size=2, progress=False)(texts)
-    large = ctrl.llm_text_encoder(LLMConfig(model=str(tiny)), batch_size=12, progress=False)(texts)
+    small = text_encoder(LLMConfig(model=str(tiny)), batch_size=2, progress=False)(texts)
+    large = text_encoder(LLMConfig(model=str(tiny)), batch_size=12, progress=False)(texts)
     assert np.abs(small - large).max() <= 1e-5 * max(1.0, np.abs(small).max())
