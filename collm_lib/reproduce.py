@@ -100,6 +100,19 @@ def main_runs(profile: str, splits: Splits, seed: int = 2023, llm: LLMConfig | N
     return {"mf": mf, "stage1": first, "stage2": second}
 
 
+def ml1m_stages(profile: str, splits: Splits, seed: int, llm: LLMConfig, progress: bool, phases: Phases,
+                label: str = "ml-1m") -> dict[str, Path]:
+    """Notebooks 03 and 04 at `seed`, made unless finished, in the order their identities need: stage 1, then the
+    MF and stage 2's folder (named by stage 1's fingerprint), then stage 2. Returns main_runs' folders."""
+    with phases(f"{label}: stage 1"):
+        stages.run_stage(splits, profiles.stage(profile, 1, dataset=splits.name, seed=seed, llm=llm), progress=progress)
+    made = main_runs(profile, splits, seed, llm, progress)
+    with phases(f"{label}: stage 2"):
+        stages.run_stage(splits, profiles.stage(profile, 2, dataset=splits.name, seed=seed, llm=llm),
+                         made["stage2"], made["stage1"], made["mf"], progress)
+    return made
+
+
 MAKES_ML = "run notebooks 02-04 with this profile first (or: collm reproduce --part mf, then --part ml-1m)"
 MAKES_TABLE1 = "run the table1 part first: collm reproduce --part table1 (notebook 06's Table 1 cells)"
 
@@ -126,13 +139,8 @@ def _llm_stages(plan: SweepPlan, name: str, data: Splits, seed: int, llm: LLMCon
     `make_ml`: seed replicates), the others' are made here at the plan's size (stage 2 at the default FECE lr, a
     point of that dataset's FECE lr sweep)."""
     if name == "ml-1m":
-        made = main_runs(plan.profile, data, seed, llm, progress)
-        if make_ml:
-            with phases(f"ml-1m seed {seed}: stages 1 and 2"):
-                stages.run_stage(data, profiles.stage(plan.profile, 1, dataset=name, seed=seed, llm=llm),
-                                 progress=progress)
-                stages.run_stage(data, profiles.stage(plan.profile, 2, dataset=name, seed=seed, llm=llm),
-                                 made["stage2"], made["stage1"], made["mf"], progress)
+        made = (ml1m_stages(plan.profile, data, seed, llm, progress, phases, f"ml-1m seed {seed}") if make_ml
+                else main_runs(plan.profile, data, seed, llm, progress))
         return made["stage1"], made["stage2"]
     root = runs.sweep_root(plan.profile)
     with phases(f"{name} seed {seed}: stage 1"):
@@ -214,13 +222,7 @@ def _part_runs(part: str, profile: str, data: dict[str, Splits], seed: int, llm:
                 collab.ensure_mf(splits, profiles.mf(profile, name, seed=seed), progress=progress)
     elif part == "ml-1m":  # notebooks 03 and 04
         splits = data["ml-1m"]
-        with phases("ml-1m: stage 1"):
-            stages.run_stage(splits, profiles.stage(profile, 1, dataset="ml-1m", seed=seed, llm=llm),
-                             progress=progress)
-        made = main_runs(profile, splits, seed, llm, progress)
-        with phases("ml-1m: stage 2"):
-            stages.run_stage(splits, profiles.stage(profile, 2, dataset="ml-1m", seed=seed, llm=llm),
-                             made["stage2"], made["stage1"], made["mf"], progress)
+        made = ml1m_stages(profile, splits, seed, llm, progress, phases)
         with phases("ml-1m: MF on the stages' rows"):
             for stage in ("stage1", "stage2"):
                 baselines.baselines_on_same_rows(splits, made[stage], made["mf"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pandas as pd
@@ -151,3 +152,15 @@ def test_figure3_names_the_runs_it_needs_and_what_makes_them(tmp_path, monkeypat
     monkeypatch.setattr(runs, "finished", lambda folder, ident=None: {} if Path(folder) == ml_stage1 else real(folder))
     with pytest.raises(FileNotFoundError, match="collm reproduce --part table1"):
         figure3.figure3_sweeps(plan, splits, llm=tiny, progress=False)
+
+
+def test_an_ml1m_seed_replicate_makes_stage_1_before_stage_2(tmp_path, monkeypatch):
+    """The gpu plan's extra ML-1M seeds (n_llm_seeds > 1) make notebooks 03 / 04's runs at that seed, stage 1 first:
+    stage 2's folder is named by stage 1's fingerprint."""
+    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
+    tiny = LLMConfig(model=str(save_tiny(tmp_path / "tiny-llm")))
+    ml = dataclasses.replace(movie_splits(), name="ml-1m")
+    first, second = reproduce._llm_stages(profiles.plan("smoke"), "ml-1m", ml, 8, tiny, False, reproduce.Phases(False),
+                                          make_ml=True)
+    assert runs.finished(first) and runs.finished(second)
+    assert reproduce.main_runs("smoke", ml, 8, tiny, progress=False) == {"mf": ANY, "stage1": first, "stage2": second}
