@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import baselines, collab, distributed, logs, options, profiles, reproduce, runner, settings, stages
+from . import baselines, collab, distributed, logs, options, profiles, reproduce, runner, stages
 from .collab import MFConfig
 from .data import dataset_name, load_dataset
 from .io import read_json
@@ -119,10 +119,6 @@ def mf_config(args: argparse.Namespace, dataset: str, seed: int | None = None) -
     return options.apply(config, options.overrides(args, MF))
 
 
-def _rank0() -> bool:
-    return settings.distributed()[0] == 0
-
-
 def _ensure_mf(splits, config: MFConfig, progress: bool) -> Path:
     """collab.ensure_mf; under torchrun rank 0 trains while the others wait, then find it finished (all ranks
     training one folder at once would race on its files)."""
@@ -136,7 +132,7 @@ def _summary(result: dict) -> dict:
 
 
 def _print(summary: dict) -> None:
-    if _rank0():
+    if distributed.is_main():
         print(json.dumps(summary, indent=1, default=str), flush=True)
 
 
@@ -159,7 +155,7 @@ def run_stages(args: argparse.Namespace, only: int | None = None) -> dict:
     if only != 1:
         second = stages.run_stage(splits, configs[2], stage1_dir=stage1_dir, mf_dir=mf_dir, progress=progress)
         summary["stage2"] = _summary(second)
-        if only is None and _rank0():  # a run of its own: one rank makes it
+        if only is None and distributed.is_main():  # a run of its own: one rank makes it
             same = baselines.baselines_on_same_rows(splits, second["run_dir"], mf_dir)
             summary["mf_same_rows"] = same["MF"]["test"]
     _print(summary)

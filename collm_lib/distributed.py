@@ -40,8 +40,9 @@ def rank_world() -> tuple[int, int]:
 
 
 def is_main() -> bool:
-    """Whether this process writes shared files: rank 0 of the group, or the only process."""
-    return rank_world()[0] == 0
+    """Whether this process writes shared files: rank 0 of the joined group; before joining one (a torchrun job's
+    log files, printing), rank 0 as torchrun set it; the only process otherwise."""
+    return dist.get_rank() == 0 if dist.is_initialized() else settings.distributed()[0] == 0
 
 
 def barrier() -> None:

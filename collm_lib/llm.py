@@ -254,7 +254,7 @@ def add_lora(bundle: LLMBundle, config: LLMConfig) -> LLMBundle:
     from peft.tuners.lora import LoraLayer
 
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=_lora_target_modules(bundle.model, tuple(config.lora_targets)), bias="none",
+                      target_modules=_lora_target_modules(bundle.model, config.lora_targets), bias="none",
                       task_type="CAUSAL_LM")
     with warnings.catch_warnings():
         # peft (0.21) probes transformers 5's deprecated `is_gradient_checkpointing`; nothing of ours uses it

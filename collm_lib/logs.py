@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 from tqdm.auto import tqdm
 
-from . import settings
+from . import distributed
 from .io import run_info
 
 RUN_LOG = "run.log"
@@ -65,7 +65,7 @@ def log_file(path: str | os.PathLike) -> Iterator[Path]:
 @contextlib.contextmanager
 def _attached(path: Path) -> Iterator[logging.Handler | None]:
     """log_file's work; yields the file's handler (None on ranks other than 0)."""
-    if settings.distributed()[0] != 0:
+    if not distributed.is_main():
         yield None
         return
     path.parent.mkdir(parents=True, exist_ok=True)

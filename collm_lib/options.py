@@ -19,7 +19,7 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
-PROFILES = ("smoke", "cpu", "gpu")
+from .settings import PROFILES
 
 
 @dataclass(frozen=True)

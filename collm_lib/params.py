@@ -25,7 +25,6 @@ from typing import Any
 # (tests keep the copies in step).
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 ITEM_TEXTS = ("llm", "hashed")
-LORA_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets")  # llm.LLMConfig's LoRA fields
 _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
@@ -185,14 +184,12 @@ def _overrides(value: Any) -> dict[str, dict]:
 def _lora(value: Any) -> dict[str, Any]:
     """LLMConfig's LoRA fields to change: {"lora_r": 16, "lora_targets": ["all-linear"]}, a dict or its JSON."""
     value = _json_dict(value)
-    coerce = {"lora_r": _integer(1), "lora_alpha": _integer(1), "lora_dropout": _fraction,
-              "lora_targets": lambda v: tuple(_list_of(_text)(v))}
     out = {}
     for name, change in value.items():
-        if name not in coerce:
+        if name not in _LORA:
             raise _Bad(f"has key {name!r}, which is not one of {_listing(LORA_FIELDS)}")
         try:
-            out[name] = coerce[name](change)
+            out[name] = _LORA[name](change)
         except _Bad as bad:
             raise _Bad(f"maps {name!r} to {change!r}, which {bad}") from None
     return out
@@ -212,6 +209,11 @@ def _path(value: Any) -> str:
 _BOOL = "True or False (or true/false, yes/no, 1/0)"
 _PROFILE = "the profile's value"
 _PLAN = "the profile's plan"
+
+# llm.LLMConfig's LoRA fields, each with its coercion (tests keep the names in step with LLMConfig)
+_LORA: dict[str, Callable[[Any], Any]] = {"lora_r": _integer(1), "lora_alpha": _integer(1), "lora_dropout": _fraction,
+                                         "lora_targets": lambda v: tuple(_list_of(_text)(v))}
+LORA_FIELDS = tuple(_LORA)
 
 SPECS: dict[str, Spec] = {
     "profile": Spec(_choice(_profiles), "a run profile name", "$COLLM_PROFILE, else 'cpu'"),

@@ -139,7 +139,7 @@ def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path | None = 
         return read_json(out_dir / "results.json") | {"run_dir": str(out_dir)}
     frames = sample_frames(splits, config)  # bad samples fail here, before the LLM loads
     device = distributed.process_device(config.llm.device)
-    rank0 = settings.distributed()[0] == 0
+    rank0 = distributed.is_main()
     # rank 0 claims the folder and keeps its run.log; the other ranks only read it
     with runs.running(out_dir, f"stage{config.stage}", ident, config, upstream, owned=STAGE_FILES) if rank0 \
             else contextlib.nullcontext():

@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 
 from .. import settings
 
-from .common import FLAGS, SPLIT_NAMES, Splits, by_flag, check_columns, make_splits, source_record
+from .common import (FLAGS, SPLIT_NAMES, Splits, by_flag, check_columns, make_splits, sample_valid_users,
+                     source_record, split_users)
 
 FILES = {"books": "BX-Books.csv", "ratings": "BX-Book-Ratings.csv", "users": "BX-Users.csv"}
 HOW = ("Put BX-Books.csv, BX-Book-Ratings.csv and BX-Users.csv (plain or .xz) in <data_dir>/bookcrossing-raw/; "
@@ -89,21 +90,14 @@ def user_sequences(books: pd.DataFrame, ratings: pd.DataFrame) -> tuple[pd.DataF
     return joined.iloc[order].reset_index(drop=True), starts, lengths
 
 
-def split_users(users: list[int]) -> dict[str, list[int]]:
-    """8:1:1 with TALLRec's int() cut points, over the users shuffled with our recorded seed."""
-    order = sorted(users)
-    random.Random(USER_SPLIT_SEED).shuffle(order)
-    cut1, cut2 = int(len(order) * 0.8), int(len(order) * 0.9)
-    return {"train": order[:cut1], "valid": order[cut1:cut2], "test": order[cut2:]}
-
-
 def build(folder: Path, multi: bool, expected_books: int | None = EXPECTED_BOOKS) -> Splits:
     books, ratings, paths = read_raw(folder, expected_books)
     seq, starts, lengths = user_sequences(books, ratings)
     cols = {c: seq[c].to_numpy() for c in ("User-ID", "ISBN", "Book-Title", "Book-Author", "label",
                                             "tallrec_item_id")}
     users = cols["User-ID"][starts]
-    user_flag = {u: FLAGS[name] for name, group in split_users(users.tolist()).items() for u in group}
+    user_flag = {u: FLAGS[name] for name, group in split_users(users.tolist(), USER_SPLIT_SEED, (0.8, 0.9)).items()
+                 for u in group}  # 8:1:1 with our recorded seed
     rows, collab = [], []
     for user, start, n in tqdm(zip(users, starts, lengths), total=len(users), desc="BookCrossing users",
                                disable=settings.quiet(), leave=False, mininterval=2):
@@ -127,9 +121,7 @@ def build(folder: Path, multi: bool, expected_books: int | None = EXPECTED_BOOKS
     warm_users, warm_items = set(collab_frame["uid"]), set(collab_frame["iid"])
     frame["not_cold"] = (frame["uid"].isin(warm_users) & frame["iid"].isin(warm_items)).astype("int64")
     frames = by_flag(frame)
-    valid_users = pd.Series(sorted(frames["valid"]["uid"].unique()))
-    small_users = set(valid_users.sample(frac=0.5, random_state=VALID_SMALL_SEED))
-    frames["valid_small"] = frames["valid"][frames["valid"]["uid"].isin(small_users)]
+    frames["valid_small"] = sample_valid_users(frames["valid"], 0.5, VALID_SMALL_SEED)
     name = "bookcrossing-multi" if multi else "bookcrossing"
     meta = {
         "protocol": "docs/protocol.md §2.3 (TALLRec BookCrossing) built from the raw BX dump"

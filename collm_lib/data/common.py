@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -203,6 +204,21 @@ def remap_ids(stream: pd.DataFrame, user_col: str, item_col: str) -> tuple[pd.Da
 def by_flag(stream: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The train, valid and test rows of `stream`, by its flag column (FLAGS)."""
     return {name: stream[stream["flag"] == flag] for name, flag in FLAGS.items()}
+
+
+def split_users(users: Iterable, seed: int, cuts: tuple[float, float]) -> dict[str, list]:
+    """TALLRec's user split (docs/protocol.md §2.3): the users, ascending, shuffled with `seed`, cut with int() at the
+    two cut points (shares of users: BookCrossing's 0.8 and 0.9)."""
+    order = sorted(users)
+    random.Random(seed).shuffle(order)
+    cut1, cut2 = int(len(order) * cuts[0]), int(len(order) * cuts[1])
+    return {"train": order[:cut1], "valid": order[cut1:cut2], "test": order[cut2:]}
+
+
+def sample_valid_users(valid: pd.DataFrame, frac: float, seed: int) -> pd.DataFrame:
+    """A user split's valid_small: every row of a seeded sample of valid's users."""
+    users = pd.Series(sorted(valid["uid"].unique()))
+    return valid[valid["uid"].isin(set(users.sample(frac=frac, random_state=seed)))]
 
 
 def add_not_cold(stream: pd.DataFrame) -> pd.DataFrame:

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import write_frame, write_json
+from ..io import plain, write_frame, write_json
 from .common import (FLAGS, SPLIT_NAMES, Splits, add_history, add_not_cold, by_flag, make_splits, remap_ids,
-                     source_record)
+                     sample_valid_users, source_record, split_users)
 
 SPLIT_KINDS = ("temporal", "user")
-FOLDER_FILES = ("interactions.csv", "items.csv", "dataset.json")
+FOLDER_FILES = INTERACTIONS, ITEMS, SPEC = ("interactions.csv", "items.csv", "dataset.json")
 BUILDER_VERSION = 1  # recorded in meta; a change here makes cached folder datasets stale (load_dataset rebuilds)
 DOCS = "see docs/own_data.md"
 
@@ -176,12 +176,9 @@ def _temporal_flags(stream: pd.DataFrame, fractions: tuple[float, ...]) -> tuple
 
 
 def _user_flags(stream: pd.DataFrame, fractions: tuple[float, ...], seed: int) -> np.ndarray:
-    """TALLRec's user split: users (ascending) shuffled with `seed`, cut with int() at the fractions."""
-    users = sorted(stream["user"].unique())
-    random.Random(seed).shuffle(users)
-    cut1, cut2 = int(len(users) * fractions[0]), int(len(users) * (fractions[0] + fractions[1]))
-    flag_of = ({u: FLAGS["train"] for u in users[:cut1]} | {u: FLAGS["valid"] for u in users[cut1:cut2]}
-               | {u: FLAGS["test"] for u in users[cut2:]})
+    """TALLRec's user split at the fractions (common.split_users)."""
+    groups = split_users(stream["user"].unique(), seed, (fractions[0], fractions[0] + fractions[1]))
+    flag_of = {user: FLAGS[name] for name, group in groups.items() for user in group}
     return stream["user"].map(flag_of).to_numpy(dtype="int64")
 
 
@@ -189,8 +186,7 @@ def _valid_small(valid: pd.DataFrame, spec: InteractionSpec) -> pd.DataFrame:
     """temporal: a row sample of valid (CoLLM's); user: all rows of a sample of valid users (as bookcrossing)."""
     if spec.split == "temporal":
         return valid.sample(frac=spec.valid_small_frac, random_state=spec.seed)
-    users = pd.Series(sorted(valid["uid"].unique()))
-    return valid[valid["uid"].isin(set(users.sample(frac=spec.valid_small_frac, random_state=spec.seed)))]
+    return sample_valid_users(valid, spec.valid_small_frac, spec.seed)
 
 
 def from_interactions(interactions: pd.DataFrame, titles: pd.DataFrame, spec: InteractionSpec | None = None,
@@ -225,7 +221,7 @@ def from_interactions(interactions: pd.DataFrame, titles: pd.DataFrame, spec: In
     meta = {
         "protocol": ("docs/protocol.md §2.1 (CoLLM's temporal protocol)" if spec.split == "temporal" else
                      "docs/protocol.md §2.3 (TALLRec's user split)") + " on your own interactions (docs/own_data.md)",
-        "spec": asdict(spec) | {"fractions": list(spec.fractions)},  # as read back from meta.json
+        "spec": plain(spec),  # as read back from meta.json
         "builder_version": BUILDER_VERSION, "source": source or {"rows": len(frame)},
         "seeds": {"valid_small": spec.seed} | ({"user_split": spec.seed} if spec.split == "user" else {}),
         "notes": [
@@ -265,10 +261,10 @@ def save_dataset_folder(folder: str | Path, interactions: pd.DataFrame, titles: 
     spec = spec or InteractionSpec()
     from_interactions(interactions, titles, spec, folder.name)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "dataset.json").unlink(missing_ok=True)  # written last: a half-written folder is not discovered
-    write_frame(folder / "interactions.csv", interactions)
-    write_frame(folder / "items.csv", titles)
-    write_json(folder / "dataset.json", asdict(spec))
+    (folder / SPEC).unlink(missing_ok=True)  # written last: a half-written folder is not discovered
+    write_frame(folder / INTERACTIONS, interactions)
+    write_frame(folder / ITEMS, titles)
+    write_json(folder / SPEC, asdict(spec))
     return folder
 
 
@@ -295,9 +291,9 @@ def prepare_folder(folder: Path) -> Splits:
     folder = Path(folder)
     source = folder_source(folder)
     try:
-        spec = InteractionSpec.from_dict(json.loads((folder / "dataset.json").read_text()))
+        spec = InteractionSpec.from_dict(json.loads((folder / SPEC).read_text()))
     except (ValueError, TypeError) as err:
-        raise ValueError(f"{folder / 'dataset.json'}: not a valid spec ({err}); {DOCS}") from err
-    interactions = pd.read_csv(folder / "interactions.csv", dtype={spec.item: str})
-    titles = pd.read_csv(folder / "items.csv", dtype={spec.item: str}, keep_default_na=False)
+        raise ValueError(f"{folder / SPEC}: not a valid spec ({err}); {DOCS}") from err
+    interactions = pd.read_csv(folder / INTERACTIONS, dtype={spec.item: str})
+    titles = pd.read_csv(folder / ITEMS, dtype={spec.item: str}, keep_default_na=False)
     return from_interactions(interactions, titles, spec, folder.name, source)
