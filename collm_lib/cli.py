@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import baselines, collab, distributed, logs, options, profiles, reproduce, runner, stages
+from . import baselines, collab, distributed, logs, options, profiles, reproduce, runner, settings, stages
 from .collab import MFConfig
 from .data import dataset_name, load_dataset
 from .io import read_json
@@ -60,7 +60,8 @@ def _add_stage_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
                          custom: dict[str, dict[str, Any]] | None = None) -> None:
     options.add_config_arguments(parser, stage_options(exclude), STAGE, _stage_variants,
                                  "stage settings (StageConfig, LLMConfig); profile defaults as stage 1 / stage 2",
-                                 custom)
+                                 {"precision": {"choices": settings.PRECISIONS, "metavar": "|".join(settings.PRECISIONS)}}
+                                 | (custom or {}))
     options.add_config_arguments(parser, mf_options("mf-"), MF, _mf_variants,
                                  "the MF under stage 2 (MFConfig; profile defaults for ML-1M, other datasets adjust "
                                  "some: profiles.MF_DATASET, MF_MODEL); --mf-seed defaults to --seed")

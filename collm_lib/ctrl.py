@@ -170,7 +170,7 @@ def score_ctrl(model: CTRL, frame: pd.DataFrame, config: CTRLConfig) -> np.ndarr
 def cached_encodings(texts: list[str], encoder: TextEncoder, cache_dir: Path, key: str) -> tuple[np.ndarray, Path]:
     """encoder(texts), stored once as cache_dir/<key>_<texts hash>.npy and read back on later calls."""
     digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.@-]+', '-', key)}_{len(texts)}_{digest}.npy"
+    path = Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.@+-]+', '-', key)}_{len(texts)}_{digest}.npy"
     if path.is_file():
         return np.load(path), path
     vectors = np.asarray(encoder(texts), dtype=np.float32)

@@ -1,7 +1,8 @@
 """Figure 3's data: the sweeps notebook 06 plots (and part "figure3" of reproduce runs) and their panels.
 
 figure3_sweeps: the LoRA lr on ML-1M, the FECE lr on the Amazon-Book substitute, and the technical report's FECE lr
-on ML-1M and MF size d, each through sweep.run_sweep at the plan's size (reproduce.SweepPlan). The stage-2 sweeps
+on ML-1M and MF size d, each through sweep.run_sweep at the size of the plan's sweep points (reproduce.SweepPlan:
+plan.sweep over plan.stage). The stage-2 sweeps
 stand on stage-1 runs made elsewhere, named by figure3_needs with what makes each (notebook 03; the table1 part),
 and checked before anything runs. figure3_panels says which sweep each figure of notebook 06 draws.
 """
@@ -64,12 +65,12 @@ def figure3_sweeps(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
     ml_stage1, sub_stage1 = needs["ML-1M stage 1"][0], needs[f"{SUBSTITUTE} stage 1"][0]
     lrs = {"stage.lr": list(plan.lrs)}
     sweeps = {  # name: (sweep folder, base run, grid, data, stage 1 it stands on)
-        "lora_lr_ml-1m": ("ml-1m/lora_lr", stage_run(plan, 1, "ml-1m", seed, llm), lrs, ml, None),
-        f"fece_lr_{SUBSTITUTE}": (f"{SUBSTITUTE}/fece_lr", stage_run(plan, 2, SUBSTITUTE, seed, llm), lrs, sub,
-                                  sub_stage1),
-        "fece_lr_ml-1m": ("ml-1m/fece_lr", stage_run(plan, 2, "ml-1m", seed, llm), lrs, ml, ml_stage1),
-        "mf_dim_ml-1m": ("ml-1m/mf_dim", stage_run(plan, 2, "ml-1m", seed, llm, **plan.mf), {"mf.dim": list(plan.dims)},
-                         ml, ml_stage1),
+        "lora_lr_ml-1m": ("ml-1m/lora_lr", stage_run(plan, 1, "ml-1m", seed, llm, sweep=True), lrs, ml, None),
+        f"fece_lr_{SUBSTITUTE}": (f"{SUBSTITUTE}/fece_lr", stage_run(plan, 2, SUBSTITUTE, seed, llm, sweep=True), lrs,
+                                  sub, sub_stage1),
+        "fece_lr_ml-1m": ("ml-1m/fece_lr", stage_run(plan, 2, "ml-1m", seed, llm, sweep=True), lrs, ml, ml_stage1),
+        "mf_dim_ml-1m": ("ml-1m/mf_dim", stage_run(plan, 2, "ml-1m", seed, llm, sweep=True, **plan.mf),
+                         {"mf.dim": list(plan.dims)}, ml, ml_stage1),
     }
     if jobs > 1:  # every setting in its own process, `jobs` at a time; the loop below then finds them finished
         tasks, seen = [], set()

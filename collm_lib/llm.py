@@ -8,7 +8,8 @@ Face cache first, then a download unless offline). Its folder is checked before 
 LM (no randomly initialised head). LoRA wraps the named projections (`lora_targets`) or every linear layer
 ("all-linear"); a name that matches no module is an error. Prompts reach the model as plain text (no chat
 template); bundle.info, which stage results record, says so, with the answer token and the model source.
-Device and dtype come from `settings` (bf16 weights on GPU, fp32 on CPU).
+Device and precision come from `settings`: bf16 weights on a GPU and on a CPU with bf16 matrix units, fp32 elsewhere
+(LLMConfig.precision or $COLLM_PRECISION force one).
 """
 from __future__ import annotations
 
@@ -53,12 +54,23 @@ class LLMConfig:
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")  # module names, or ("all-linear",)
     device: str | None = None  # None: GPU when present (settings.device)
+    # auto: bf16 on a GPU or a CPU with bf16 matrix units (AMX / AVX-512 BF16), fp32 elsewhere ($COLLM_PRECISION
+    # overrides auto); bf16: frozen weights bf16, LoRA / FECE / MF fp32, autocast. A run records the resolved one.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         # lora_targets="all-linear" (a str) would otherwise be iterated as its letters
         if isinstance(self.lora_targets, str):
             self.lora_targets = (self.lora_targets,)
         self.lora_targets = tuple(self.lora_targets)
+        if self.precision not in settings.PRECISIONS:
+            raise ValueError(f"LLMConfig.precision {self.precision!r}: choose one of {settings.PRECISIONS}")
+
+
+def precision_of(config: LLMConfig) -> str:
+    """What `config`'s precision means on this machine, "bf16" or "fp32" (settings.precision): runs hash it into
+    their identity, so a bf16 run never reuses an fp32 one, nor the reverse."""
+    return settings.precision(settings.device(config.device), config.precision)
 
 
 @dataclass
@@ -203,7 +215,7 @@ def load_llm(config: LLMConfig | None = None, cache: Path | None = None) -> LLMB
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    dtype = settings.compute_dtype(dev)
+    dtype = settings.compute_dtype(dev, config.precision)
     model, loading = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True)
     if loading["missing_keys"]:  # transformers would have filled them with random values
         missing = sorted(loading["missing_keys"])
@@ -212,6 +224,7 @@ def load_llm(config: LLMConfig | None = None, cache: Path | None = None) -> LLMB
                          f"saved for another task or is incomplete. {_CAUSAL_ADVICE}")
     bundle = bundle_from(model.to(dev), tokenizer, config, source=str(path))
     bundle.info["model_source"] = describe(config.model, path)
+    bundle.info["precision"] = settings.precision_note(dev, config.precision)
     return bundle
 
 
@@ -283,33 +296,83 @@ def answer_logits(model: nn.Module, inputs_embeds: torch.Tensor, attention_mask:
     Runs the decoder only and applies one row of the output head to one position per prompt,
     instead of projecting every position onto the whole vocabulary.
 
-    split = (prefix, lengths), per row on the host: each row's first `prefix` tokens run under no_grad, packed to
-    the batch's longest prefix, and their keys/values feed a second pass over the rows' remaining tokens, whose
-    attention mask skips the packing gaps and whose positions continue each row's own. The same logits as one
-    pass (up to float rounding), without a backward pass through the prefixes.
+    split = (prefix, lengths), per row on the host: each row's first `prefix` tokens run under no_grad
+    (prefix_states), and their keys/values feed a second pass over the rows' remaining tokens (continue_logits).
+    The same logits as one pass (up to float rounding), without a backward pass through the prefixes.
     """
     lm = base_causal_lm(model)
-    decoder = lm.get_decoder()
     if split is None:
-        hidden = decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+        hidden = lm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
         return answer_head(lm, last_positions(hidden, attention_mask.sum(dim=1) - 1), answer_id)
-    from transformers import DynamicCache
-
     prefix, lengths = split
-    rest = lengths - prefix
-    pre, post = np.arange(int(prefix.max()))[None], np.arange(int(rest.max()))[None]
+    with torch.no_grad():
+        states = prefix_states(lm, inputs_embeds, prefix)
+    return continue_logits(lm, inputs_embeds, prefix, lengths, states, answer_id)
+
+
+def prefix_states(lm: nn.Module, inputs_embeds: torch.Tensor, prefix: np.ndarray) -> PrefixStates:
+    """Keys/values of each row's first prefix[r] >= 1 tokens of `inputs_embeds` (one decoder pass, rows packed to
+    the longest prefix, right-padded). Padding repeats a row's last prefix token: masked for every later query, and
+    never a query without a key to attend to (no NaN)."""
+    decoder = lm.get_decoder()
+    pre = np.arange(int(prefix.max()))[None]
     as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), device=inputs_embeds.device)  # noqa: E731
     rows = as_t(np.arange(len(prefix))[:, None])
-    pre_mask, post_mask = pre < prefix[:, None], post < rest[:, None]
-    cache, arg = DynamicCache(), cache_arg_name(decoder)
-    with torch.no_grad():  # gaps repeat a row's last prefix token: masked for every query, never NaN
-        decoder(inputs_embeds=inputs_embeds[rows, as_t(np.minimum(pre, prefix[:, None] - 1))],
-                attention_mask=as_t(pre_mask.astype(np.int64)), position_ids=as_t(np.repeat(pre, len(prefix), 0)),
-                use_cache=True, **{arg: cache})
+    mask = pre < prefix[:, None]
+    cache, arg = _cache(), cache_arg_name(decoder)
+    decoder(inputs_embeds=inputs_embeds[rows, as_t(np.minimum(pre, prefix[:, None] - 1))],
+            attention_mask=as_t(mask.astype(np.int64)), position_ids=as_t(np.repeat(pre, len(prefix), 0)),
+            use_cache=True, **{arg: cache})
+    return PrefixStates(layer_tensors(cache), mask)
+
+
+def continue_logits(lm: nn.Module, inputs_embeds: torch.Tensor, prefix: np.ndarray, lengths: np.ndarray,
+                    states: PrefixStates, answer_id: int) -> torch.Tensor:
+    """Answer logits of rows whose first prefix[r] tokens are in `states` (one row of states per row): a pass over
+    each row's remaining tokens, at positions continuing its own, attending to its prefix and not to the padding."""
+    decoder = lm.get_decoder()
+    rest = lengths - prefix
+    post = np.arange(int(rest.max()))[None]
+    as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), device=inputs_embeds.device)  # noqa: E731
+    rows = as_t(np.arange(len(prefix))[:, None])
+    mask = np.concatenate([states.mask, post < rest[:, None]], axis=1).astype(np.int64)
+    cache = _cache([(k, v) for k, v in states.layers])
     hidden = decoder(inputs_embeds=inputs_embeds[rows, as_t(np.minimum(prefix[:, None] + post, lengths[:, None] - 1))],
-                     attention_mask=as_t(np.concatenate([pre_mask, post_mask], axis=1).astype(np.int64)),
-                     position_ids=as_t(prefix[:, None] + post), use_cache=True, **{arg: cache}).last_hidden_state
+                     attention_mask=as_t(mask), position_ids=as_t(prefix[:, None] + post), use_cache=True,
+                     **{cache_arg_name(decoder): cache}).last_hidden_state
     return answer_head(lm, last_positions(hidden, as_t(rest - 1)), answer_id)
+
+
+@dataclass
+class PrefixStates:
+    """Per layer, the keys and values of a batch of prefixes, and which of their positions are real (the rest
+    padding)."""
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    mask: np.ndarray  # [rows, longest prefix] bool
+
+    def select(self, rows: np.ndarray) -> "PrefixStates":
+        """The states of `rows` (indices into these prefixes, repeats allowed): one prefix serves several rows."""
+        if len(self.mask) == 1:  # one prefix for every row: a view, no copy
+            return PrefixStates([(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1))
+                                 for k, v in self.layers], np.repeat(self.mask, len(rows), 0))
+        index = torch.as_tensor(rows, device=self.layers[0][0].device)
+        return PrefixStates([(k.index_select(0, index), v.index_select(0, index)) for k, v in self.layers],
+                            self.mask[rows])
+
+
+def layer_tensors(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(keys, values) per layer of a DynamicCache, in the layout of any transformers 5.x."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))
+
+
+def _cache(layers: list | None = None):
+    """An empty DynamicCache, or one holding `layers` ((keys, values) per layer)."""
+    from transformers import DynamicCache  # transformers loads late: importing collm_lib stays quick
+
+    return DynamicCache(layers) if layers is not None else DynamicCache()
 
 
 def cache_arg_name(decoder: nn.Module) -> str:
@@ -323,11 +386,13 @@ def last_positions(hidden: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
 
 
 def answer_head(lm: nn.Module, h: torch.Tensor, answer_id: int) -> torch.Tensor:
-    """One row of the output head applied to final hidden states [B, H]: the answer token's logit (fp32)."""
+    """One row of the output head applied to final hidden states [B, H]: the answer token's logit, in fp32 even under
+    bf16 autocast (a bf16 logit near 14 moves in steps of 1/16: scores would tie, and ties move the AUC)."""
     head = lm.get_output_embeddings()
-    logit = h.float() @ head.weight[answer_id].float()
-    if getattr(head, "bias", None) is not None:
-        logit = logit + head.bias[answer_id].float()
+    with torch.autocast(h.device.type, enabled=False):
+        logit = h.float() @ head.weight[answer_id].float()
+        if getattr(head, "bias", None) is not None:
+            logit = logit + head.bias[answer_id].float()
     return logit
 
 
@@ -351,8 +416,10 @@ def text_encoder(config: LLMConfig | None = None, batch_size: int | None = None,
     """The frozen LLM as a text encoder (encode_texts) for CTRL(DIN) and cold items; it loads on the first call only,
     so a run whose encodings are cached never loads it. Texts are batched by length to limit padding; batch_size
     None: 16 on a CPU (larger batches only add padding there), 256 on a GPU (the same encodings up to float rounding,
-    tests/test_levers.py). Its `model` attribute names the LLM: ctrl.run_ctrl keys runs and encodings by it."""
+    tests/test_levers.py). Its `model` attribute names the encoder, its LLM plus "+bf16" when it runs in bf16
+    (precision_of, resolved now): ctrl.run_ctrl keys runs and encodings by it."""
     config = config or LLMConfig()
+    precision = precision_of(config)
     state: dict = {}
 
     def encode(texts: list[str]) -> np.ndarray:
@@ -367,5 +434,5 @@ def text_encoder(config: LLMConfig | None = None, batch_size: int | None = None,
             out[idx] = encode_texts(state["bundle"], [texts[i] for i in idx], batch_size=batch).numpy()
         return out
 
-    encode.model = config.model
+    encode.model = config.model if precision == "fp32" else f"{config.model}+{precision}"
     return encode

@@ -7,7 +7,8 @@ AUC is the Mann-Whitney statistic computed from average ranks, so tied scores co
 same value as scikit-learn's roc_auc_score. UAUC is the unweighted mean of per-user AUCs over the
 users that have more than one row and both classes (docs/protocol.md §7.2); it is computed with one
 global sort by (user, score), without a Python loop over users, so it stays fast on millions of rows.
-`bootstrap` gives user-level bootstrap percentile intervals for both.
+`bootstrap` gives user-level bootstrap percentile intervals for both, `paired_difference` those of the
+difference between two methods on the same rows.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:  # annotations only: this module stays pure numpy at run time
     import pandas as pd
 
 UNDEFINED_UAUC = "undefined: no user has more than one row with both classes"
+BOOTSTRAP = {"n_boot": 1000, "level": 0.95}  # the intervals the tables and key numbers report
 
 
 @dataclass
@@ -193,17 +195,7 @@ def _train_counts(ids: np.ndarray, train_ids: np.ndarray) -> np.ndarray:
     return np.where(uniq[pos] == ids, counts[pos], 0)
 
 
-def bootstrap(frame: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed: int = 2023) -> dict[str, Any]:
-    """User-level bootstrap percentile intervals for AUC and UAUC of frame's (uid, label, score) rows.
-
-    Rows of one user are correlated, so users (not rows) are resampled with replacement: n_users
-    draws from the sorted unique uids, a user drawn k times contributing all its rows k times. The
-    draws depend only on the set of users and the seed, so methods scored on the same rows get the
-    same resamples (a paired comparison). A resample's AUC is the weighted Mann-Whitney statistic
-    with the draw counts as row weights (equal to `auc` on the concatenated rows); its UAUC is the
-    draw-weighted mean of the per-user AUCs, which are computed once. Resamples where a metric is
-    undefined (one class; no user with both classes) are counted in n_undefined_* and left out.
-    """
+def _check_bootstrap(frame: pd.DataFrame, n_boot: int, level: float) -> None:
     missing = [c for c in ("uid", "label", "score") if c not in frame]
     if missing:
         raise ValueError(f"bootstrap: frame lacks columns {missing}")
@@ -213,6 +205,12 @@ def bootstrap(frame: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed
         raise ValueError(f"bootstrap: n_boot must be >= 1, got {n_boot}")
     if not 0 < level < 1:
         raise ValueError(f"bootstrap: level must lie strictly between 0 and 1, got {level}")
+
+
+def _resampled(frame: pd.DataFrame, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(AUC per resample, UAUC per resample, users): users drawn with replacement, n_users draws from the sorted
+    unique uids, a user drawn k times contributing all its rows k times; NaN where a resample leaves a metric
+    undefined. The draws depend only on the set of users and the seed."""
     uids, codes = np.unique(np.asarray(frame["uid"]), return_inverse=True)
     y, s, codes = _check(frame["label"], frame["score"], codes.reshape(-1))
     n_users = uids.size
@@ -236,17 +234,67 @@ def bootstrap(frame: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed
         drawn = counts[:, defined].sum(axis=1)
         boot_uauc.append(np.divide(counts[:, defined] @ per_user[defined], drawn,
                                    out=np.full(k, np.nan), where=drawn > 0))
-    point_auc = auc(y, s) if 0 < y.sum() < y.size else None
-    point_uauc = uauc(np.asarray(frame["uid"]), y, s).value
+    return np.concatenate(boot_auc), np.concatenate(boot_uauc), n_users
+
+
+def _points(frame: pd.DataFrame) -> dict[str, float | None]:
+    y = np.asarray(frame["label"], dtype=np.float64)
+    return {"auc": auc(y, frame["score"]) if 0 < y.sum() < y.size else None,
+            "uauc": uauc(np.asarray(frame["uid"]), y, frame["score"]).value}
+
+
+def _intervals(points: dict[str, float | None], values: dict[str, np.ndarray], level: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, point, values in (("auc", point_auc, np.concatenate(boot_auc)),
-                                ("uauc", point_uauc, np.concatenate(boot_uauc))):
-        ok = values[~np.isnan(values)]
+    for name, point in points.items():
+        ok = values[name][~np.isnan(values[name])]
         lo, hi = (np.percentile(ok, [50 * (1 - level), 50 * (1 + level)]).tolist()
                   if point is not None and ok.size else (None, None))
-        out |= {name: point, f"{name}_lo": lo, f"{name}_hi": hi, f"n_undefined_{name}": int(values.size - ok.size)}
+        out |= {name: point, f"{name}_lo": lo, f"{name}_hi": hi, f"n_undefined_{name}": int(values[name].size - ok.size)}
+    return out
+
+
+def bootstrap(frame: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed: int = 2023) -> dict[str, Any]:
+    """User-level bootstrap percentile intervals for AUC and UAUC of frame's (uid, label, score) rows.
+
+    Rows of one user are correlated, so users (not rows) are resampled with replacement (_resampled). The draws
+    depend only on the set of users and the seed, so methods scored on the same rows get the same resamples (a
+    paired comparison: paired_difference). A resample's AUC is the weighted Mann-Whitney statistic with the draw
+    counts as row weights (equal to `auc` on the concatenated rows); its UAUC is the draw-weighted mean of the
+    per-user AUCs, which are computed once. Resamples where a metric is undefined (one class; no user with both
+    classes) are counted in n_undefined_* and left out.
+    """
+    _check_bootstrap(frame, n_boot, level)
+    boot_auc, boot_uauc, n_users = _resampled(frame, n_boot, seed)
+    out = _intervals(_points(frame), {"auc": boot_auc, "uauc": boot_uauc}, level)
     return out | {"n_boot": int(n_boot), "level": float(level), "seed": seed, "users": int(n_users),
-                  "rows": int(y.size), "method": "user-level bootstrap, percentile interval"}
+                  "rows": int(len(frame)), "method": "user-level bootstrap, percentile interval"}
+
+
+def paired_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, level: float = 0.95,
+                      seed: int = 2023) -> dict[str, Any]:
+    """AUC and UAUC of method a minus method b on the same rows, with the user-level bootstrap interval of the
+    difference: each resample draws the same users for both (bootstrap's draws depend only on the users and the
+    seed), so what the two methods share cancels and the interval is that of the difference itself, narrower than
+    comparing two separate intervals. The (uid, iid) rows must be the same multiset: ValueError otherwise.
+    share_below_0 / share_above_0: the resamples where the difference is < 0 / > 0 (of those where it is defined)."""
+    for frame in (a, b):
+        _check_bootstrap(frame, n_boot, level)
+    keys = [np.sort(np.asarray(f["uid"], dtype=np.int64) * (1 << 32) + np.asarray(f["iid"], dtype=np.int64))
+            for f in (a, b)] if {"iid"} <= set(a) and {"iid"} <= set(b) else None
+    if keys is None or len(keys[0]) != len(keys[1]) or not np.array_equal(*keys):
+        raise ValueError(f"paired_difference: the two frames must hold the same (uid, iid) rows ({len(a)} and "
+                         f"{len(b)} rows given); score both methods on one set of rows (baselines.rows_of)")
+    (a_auc, a_uauc, n_users), (b_auc, b_uauc, _) = (_resampled(f, n_boot, seed) for f in (a, b))
+    pa, pb = _points(a), _points(b)
+    points = {k: None if pa[k] is None or pb[k] is None else pa[k] - pb[k] for k in pa}
+    values = {"auc": a_auc - b_auc, "uauc": a_uauc - b_uauc}
+    out = _intervals(points, values, level)
+    for name, diffs in values.items():
+        ok = diffs[~np.isnan(diffs)]
+        out |= {f"{name}_share_below_0": float((ok < 0).mean()) if ok.size else None,
+                f"{name}_share_above_0": float((ok > 0).mean()) if ok.size else None}
+    return out | {"n_boot": int(n_boot), "level": float(level), "seed": seed, "users": int(n_users),
+                  "rows": int(len(a)), "method": "paired user-level bootstrap, percentile interval"}
 
 
 # ---- top-K ranking metrics for retrieval -------------------------------------------------------

@@ -1,7 +1,8 @@
 """A notebook's key numbers: recorded beside its figures, AUC-type metrics tied to the per-row scores they come from.
 
 The last cell of every notebook calls `record`, which writes figures/numbers_<NN>_<profile>.json (the numbers,
-the notebook's wall time and machine) and shows them. tests/test_notebook_numbers.py reads them back: every
+the notebook's wall time and machine) and shows them. A `paired` number is a difference between two methods on the
+same rows (metrics.paired_difference), with its interval's bounds as numbers of their own. tests/test_notebook_numbers.py reads them back: every
 number tied to rows (`from_rows`) must recompute from the rows saved beside its table (`recompute`), and the
 smoke profile's numbers must stay close to tests/expected/numbers_smoke.json, so a number that drifts fails a
 test. Numbers that rows cannot give (counts, Recall@K over ranked lists, index recall) are recorded as values.
@@ -35,6 +36,36 @@ def from_rows(value: float | int | None, table: str, metric: str, subset: str = 
         raise ValueError(f"metric {metric!r}: choose one of {METRICS}")
     return {"value": _strict(value), "rows": table, "metric": metric, "subset": subset,
             "where": {k: _strict(v) for k, v in where.items()}}
+
+
+def paired(diff: dict[str, Any], name: str, table: str, metric: str, where: dict[str, Any], minus: dict[str, Any],
+           subset: str = "all") -> dict[str, dict[str, Any]]:
+    """Three numbers of a metrics.paired_difference result `diff` (A minus B on the same rows): "<name>", its
+    interval's "<name>, lo" and "<name>, hi". Each recomputes from figures/<table>.rows.csv.gz: A's rows are those
+    matching `where`, B's those matching `minus`; the bounds by the same bootstrap (its n_boot, level and seed)."""
+    if metric not in ("auc", "uauc"):
+        raise ValueError(f"metric {metric!r}: a paired difference is of 'auc' or 'uauc'")
+    boot = {k: diff[k] for k in ("n_boot", "level", "seed")}
+    base = {"rows": table, "metric": metric, "subset": subset, "where": {k: _strict(v) for k, v in where.items()},
+            "minus": {k: _strict(v) for k, v in minus.items()}}
+    return {name: base | {"value": _strict(diff[metric])},
+            f"{name}, lo": base | {"value": _strict(diff[f"{metric}_lo"]), "bound": "lo", "bootstrap": boot},
+            f"{name}, hi": base | {"value": _strict(diff[f"{metric}_hi"]), "bound": "hi", "bootstrap": boot}}
+
+
+def from_differences(frame: pd.DataFrame, table: str, by: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """`paired` numbers for every row of a report.paired_differences frame whose rows file is figures/<table>.rows.
+    csv.gz, named "<by values> <method> - <minus> <METRIC>" (plus ", lo" and ", hi")."""
+    boot = frame.attrs["bootstrap"]
+    entries: dict[str, dict[str, Any]] = {}
+    for _, row in frame.iterrows():
+        where = {k: row[k] for k in by}
+        metric = row["metric"].lower()
+        diff = {metric: row["difference"], f"{metric}_lo": row["lo"], f"{metric}_hi": row["hi"],
+                **{k: boot[k] for k in ("n_boot", "level", "seed")}}
+        name = " ".join([*(str(row[k]) for k in by), f"{row['method']} - {row['minus']} {row['metric']}"])
+        entries |= paired(diff, name, table, metric, where | {"method": row["method"]}, where | {"method": row["minus"]})
+    return entries
 
 
 def from_table(frame: pd.DataFrame, table: str, keys: Sequence[str], columns: dict[str, str],
@@ -101,8 +132,14 @@ def _selected(entry: dict[str, Any], out_dir: str | os.PathLike | None) -> pd.Da
 
 
 def recompute(entry: dict[str, Any], out_dir: str | os.PathLike | None = None) -> float | int | None:
-    """Recompute a `from_rows` number from the per-row scores saved beside its table."""
+    """Recompute a `from_rows` or `paired` number from the per-row scores saved beside its table."""
     rows = _selected(entry, out_dir)
+    if "minus" in entry:
+        other = _selected(entry | {"where": entry["minus"]}, out_dir)
+        if "bound" in entry:
+            return metrics.paired_difference(rows, other, **entry["bootstrap"])[f"{entry['metric']}_{entry['bound']}"]
+        a, b = (metrics.evaluate(r)["all"][entry["metric"]] if len(r) else None for r in (rows, other))
+        return None if a is None or b is None else a - b
     if rows.empty:  # e.g. no cold rows in a small sample: a count of nothing is 0, a metric of nothing undefined
         return 0 if entry["metric"] in ("rows", "uauc_users") else None
     return metrics.evaluate(rows)["all"][entry["metric"]]

@@ -18,7 +18,6 @@ from .data import Splits, load_dataset
 from .io import score_rows
 from .llm import LLMConfig, text_encoder
 
-BOOTSTRAP = {"n_boot": 1000, "level": 0.95}
 
 
 def seeds_from(first: int, n: int) -> tuple[int, ...]:
@@ -98,7 +97,7 @@ def intervals(scores: pd.DataFrame, seed: int) -> pd.DataFrame:
     (table1_scores); all methods of a dataset share their users, hence their resamples."""
     rows = []
     for (method, dataset), frame in scores.groupby(["method", "dataset"], sort=False):
-        boot = metrics.bootstrap(frame, seed=seed, **BOOTSTRAP)
+        boot = metrics.bootstrap(frame, seed=seed, **metrics.BOOTSTRAP)
         rows.append({"method": method, "dataset": dataset, "AUC lo": boot["auc_lo"], "AUC hi": boot["auc_hi"],
                      "UAUC lo": boot["uauc_lo"], "UAUC hi": boot["uauc_hi"],
                      "interval": f"{boot['level']:.0%} {boot['method']}"})

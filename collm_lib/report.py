@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from . import metrics, settings
 from . import paper as paper_numbers
-from . import settings
 from .io import atomic_path, plain, run_info, write_frame, write_json
 
 
@@ -193,3 +193,42 @@ def metrics_table(named: dict[str, dict], dataset: str, split: str = "test") -> 
                          "paper AUC": paper[0] if subset == "all" else None,
                          "paper UAUC": paper[1] if subset == "all" else None})
     return pd.DataFrame(rows)
+
+
+FEWEST_USERS = 20  # a user-level bootstrap over fewer users says little: their reading says so
+
+
+def _reading(lo: float, hi: float, level: float, users: int) -> str:
+    if users < FEWEST_USERS:
+        return f"too few users ({users}) to resample: no reading"
+    if lo > 0:
+        return f"higher: the {level:.0%} interval is above 0"
+    if hi < 0:
+        return f"lower: the {level:.0%} interval is below 0"
+    return f"not resolved: the {level:.0%} interval holds 0"
+
+
+def paired_differences(rows: pd.DataFrame, method: str, others: Sequence[str], seed: int,
+                       by: Sequence[str] = ()) -> pd.DataFrame:
+    """`method` minus each of `others` on the same rows (metrics.paired_difference: the same users resampled for
+    both), AUC and UAUC, per group of the `by` columns (e.g. dataset) of a per-row frame with a "method" column
+    (io.score_rows). One row per comparison and metric: the difference, its interval, the share of resamples below
+    0 and what the interval says; a metric undefined on those rows (BookCrossing's UAUC) is left out. The bootstrap
+    settings are in .attrs["bootstrap"] (numbers.from_differences records them)."""
+    out = []
+    for keys, part in (rows.groupby(list(by), sort=False) if by else [((), rows)]):
+        keys = dict(zip(by, keys if isinstance(keys, tuple) else (keys,)))
+        mine = part[part["method"] == method]
+        for other in others:
+            theirs = part[part["method"] == other]
+            if mine.empty or theirs.empty:
+                continue
+            diff = metrics.paired_difference(mine, theirs, seed=seed, **metrics.BOOTSTRAP)
+            out += [keys | {"method": method, "minus": other, "metric": metric.upper(), "difference": diff[metric],
+                            "lo": diff[f"{metric}_lo"], "hi": diff[f"{metric}_hi"],
+                            "resamples below 0": diff[f"{metric}_share_below_0"], "users": diff["users"],
+                            "reading": _reading(diff[f"{metric}_lo"], diff[f"{metric}_hi"], diff["level"], diff["users"])}
+                    for metric in ("auc", "uauc") if diff[metric] is not None]
+    frame = pd.DataFrame(out)
+    frame.attrs["bootstrap"] = metrics.BOOTSTRAP | {"seed": seed, "kind": "paired user-level bootstrap, percentile"}
+    return frame

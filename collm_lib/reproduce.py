@@ -72,18 +72,21 @@ class SweepPlan:
     profile: str
     lrs: tuple[float, ...]  # LoRA (Figure 3a) and FECE (3b, ML-1M) learning rates
     dims: tuple[int, ...]  # MF embedding sizes d
-    stage: dict[str, Any]  # StageConfig overrides over profiles.stage(profile, ...)
+    stage: dict[str, Any]  # StageConfig overrides over profiles.stage(profile, ...): other datasets' stages
     mf: dict[str, Any]  # MFConfig overrides for the MFs of the embedding-size sweep
     ctrl: dict[str, Any]  # CTRLConfig overrides over profiles.ctrl(profile)
     n_seeds: int = 1  # Table 1's seed spread: MF and CTRL(DIN) over this many seeds on the full test splits
     n_llm_seeds: int = 1  # ... and the LLM stages over this many (the first seed is the notebooks' own run)
     jobs: int = 1  # processes making the MF and CTRL(DIN) seed replicates at once (each trains on one thread)
+    sweep: dict[str, Any] = dataclasses.field(default_factory=dict)  # Figure 3's sweep points: overrides over `stage`
 
 
 def stage_run(plan: SweepPlan, stage: int, dataset: str, seed: int = 2023, llm: LLMConfig | None = None,
-              **mf_changes: Any) -> stages.StageRun:
-    """A stage run of the plan's size; stage 2 sits on the profile's MF for the dataset, changed by `mf_changes`."""
-    config = profiles.stage(plan.profile, stage, dataset=dataset, seed=seed, llm=llm or LLMConfig(), **plan.stage)
+              sweep: bool = False, **mf_changes: Any) -> stages.StageRun:
+    """A stage run of the plan's size (with `sweep`, a Figure 3 point's: plan.sweep over plan.stage); stage 2 sits on
+    the profile's MF for the dataset, changed by `mf_changes`."""
+    config = profiles.stage(plan.profile, stage, dataset=dataset, seed=seed, llm=llm or LLMConfig(),
+                            **plan.stage | (plan.sweep if sweep else {}))
     mf = profiles.mf(plan.profile, dataset, seed=seed, **mf_changes) if stage == 2 else None
     return stages.StageRun(config, mf)
 

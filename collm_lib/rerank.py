@@ -39,7 +39,7 @@ class RerankConfig:  # each profile's values: collm_lib/profiles.py
     item_text: Literal["llm", "hashed"] = "llm"  # cold-item title representation: frozen LLM or char n-grams
     index: retrieval.IndexConfig = field(default_factory=retrieval.IndexConfig)  # top-K retrieval index
     score_batch_size: int = 16
-    shared_prefix: bool = True  # one history pass per user (scoring.score(shared_prefix=True)); False: full prompts
+    shared_prefix: bool = True  # rows sharing a history share its pass (scoring.prefix_groups); False: full prompts
     seed: int = 2023
 
     @property

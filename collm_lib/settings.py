@@ -1,5 +1,5 @@
 """The one place that reads the library's environment variables ($COLLM_*) and torchrun's (RANK, WORLD_SIZE,
-LOCAL_RANK): paths, device, dtype, seeds, run profile, your dataset folders.
+LOCAL_RANK): paths, device, precision (bf16 / fp32), seeds, run profile, your dataset folders.
 
 Everything else in the library takes these values as arguments, so a notebook or a test can
 override any of them without touching environment variables. Elsewhere, only model_source.py reads the environment
@@ -112,9 +112,54 @@ def device(explicit: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def compute_dtype(dev: torch.device) -> torch.dtype:
-    """bf16 autocast on GPU; fp32 on CPU, where bf16 matmuls are ~8x slower."""
-    return torch.bfloat16 if dev.type == "cuda" else torch.float32
+PRECISIONS = ("auto", "bf16", "fp32")
+PRECISION_ENV = "COLLM_PRECISION"  # auto | bf16 | fp32: what LLMConfig.precision "auto" means on this machine
+
+
+def bf16_units() -> bool:
+    """Whether this CPU has bf16 matrix units (AMX-BF16 or AVX-512 BF16), as torch's cpuinfo reads them. Without
+    them torch still runs bf16, emulated and several times slower than fp32 (0.32 against 114 GFLOP/s for a
+    2048 x 2048 matmul on an AVX2-only EPYC: benchmarks/results/llm_cpu.json)."""
+    try:
+        caps = torch._C._cpu._get_cpu_capability()
+    except (AttributeError, RuntimeError):  # an older or other torch build: no way to tell, so no bf16
+        return False
+    return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
+
+
+def precision(dev: torch.device, requested: str | None = None) -> str:
+    """"bf16" or "fp32" for the LLM on `dev`: `requested` (an LLMConfig.precision) unless "auto" or None, then
+    $COLLM_PRECISION unless "auto" or unset, then auto: bf16 on a GPU and on a CPU with bf16 matrix units
+    (bf16_units), fp32 elsewhere. bf16 means the GPU's scheme: frozen weights in bf16, trainable ones (LoRA, FECE,
+    MF) in fp32, matmuls under bf16 autocast."""
+    for source, value in (("precision", requested), (f"${PRECISION_ENV}", os.environ.get(PRECISION_ENV))):
+        if value and value not in PRECISIONS:
+            raise ValueError(f"{source} {value!r}: choose one of {PRECISIONS}")
+        if value and value != "auto":
+            return value
+    return "bf16" if dev.type == "cuda" or bf16_units() else "fp32"
+
+
+def precision_note(dev: torch.device, requested: str | None = None) -> str:
+    """One line saying which precision the LLM runs in here and why (notebooks print it, results record it)."""
+    chosen = precision(dev, requested)
+    asked = requested if requested and requested != "auto" else os.environ.get(PRECISION_ENV)
+    if asked and asked != "auto":
+        why = "as requested" + ("" if requested and requested != "auto" else f" by ${PRECISION_ENV}")
+        if chosen == "bf16" and dev.type == "cpu" and not bf16_units():
+            why += "; this CPU has no bf16 matrix units, so bf16 is emulated and slower than fp32"
+    elif dev.type == "cuda":
+        why = "GPU"
+    elif chosen == "bf16":
+        why = "this CPU has bf16 matrix units, AMX-BF16 or AVX-512 BF16"
+    else:
+        why = "no bf16 matrix units on this CPU, AMX-BF16 or AVX-512 BF16: bf16 would be slower"
+    return f"{chosen} ({why})"
+
+
+def compute_dtype(dev: torch.device, requested: str | None = None) -> torch.dtype:
+    """The dtype of the LLM's frozen weights and of autocast (precision): bf16 or fp32."""
+    return torch.bfloat16 if precision(dev, requested) == "bf16" else torch.float32
 
 
 def set_seed(seed: int) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +24,7 @@ from .collab import MFConfig, ensure_mf, load_mf
 from .data import Splits
 from .fece import HybridEncoder
 from .io import read_json, score_rows, write_json
-from .llm import LLMBundle, LLMConfig, add_lora, load_llm
+from .llm import LLMBundle, LLMConfig, add_lora, load_llm, precision_of
 from .prompts import EncodedSplit, default_template, encode_frame
 from .model import CoLLM, load_adapter_state, set_trainable
 from .train import StageConfig, evaluate_and_save, fit
@@ -101,11 +101,20 @@ def encode_sample(data: str, config: StageConfig, name: str, frame: pd.DataFrame
 STAGE_FILES = ("best.pt", "last.pt", "results.json", "scores_*.csv")  # config.json is rewritten anyway
 
 
+def resolve(config: StageConfig) -> StageConfig:
+    """`config` with its LLM's precision "auto" replaced by what it means here (llm.precision_of): what a run records
+    and hashes, so "auto" on a CPU without bf16 units and an explicit "fp32" are one run."""
+    return replace(config, llm=replace(config.llm, precision=precision_of(config.llm)))
+
+
 def stage_identity(splits: Splits, config: StageConfig, stage1_dir: str | Path | None = None,
                    mf_dir: str | Path | None = None) -> tuple[str, dict[str, str]]:
-    """(identity, upstream fingerprints) of a stage run: its config, the data, the LLM and, for stage 2, the
+    """(identity, upstream fingerprints) of a stage run: its config (precision resolved), the data, the LLM, the
+    precision again (so the records of sweeps over unresolved configs change with it too) and, for stage 2, the
     finished stage-1 run and MF it stands on."""
-    upstream = {"data": runs.data_fingerprint(splits), "llm": runs.model_fingerprint(config.llm.model)}
+    config = resolve(config)
+    upstream = {"data": runs.data_fingerprint(splits), "llm": runs.model_fingerprint(config.llm.model),
+                "precision": config.llm.precision}
     if config.stage == 2:
         if stage1_dir is None or mf_dir is None:
             raise ValueError("stage 2 needs stage1_dir (the trained LoRA) and mf_dir (the trained MF)")
@@ -132,6 +141,7 @@ def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path | None = 
     the same identity (config and inputs) is not retrained; a folder of another identity is cleared first, and an
     interrupted run of this identity resumes from its last.pt.
     """
+    config = resolve(config)
     ident, upstream = stage_identity(splits, config, stage1_dir, mf_dir)
     out_dir = Path(out_dir) if out_dir else runs.run_dir(f"stage{config.stage}", splits.name, ident)
     if runs.finished(out_dir, ident) is not None:
@@ -182,7 +192,7 @@ def load_trained(out_dir: str | Path, device: torch.device | None = None) -> tup
                                                 "is retrained there")
     saved = read_json(out_dir / "config.json")
     raw = dict(saved["config"])
-    raw["llm"] = LLMConfig(**{**raw["llm"], "lora_targets": tuple(raw["llm"]["lora_targets"])})
+    raw["llm"] = LLMConfig(**{**raw["llm"], "lora_targets": tuple(raw["llm"]["lora_targets"])})  # precision: as run
     config = StageConfig(**raw)
     mf_dir = saved.get("mf_dir") if config.stage == 2 else None
     model, bundle = build_model(config, mf_dir=Path(mf_dir) if mf_dir else None, device=device)

@@ -4,8 +4,8 @@ Stage 1 trains LoRA on text-only prompts (alone, this is TALLRec). Stage 2 freez
 the FECE mapping on ID prompts, the collaborative model frozen unless `unfreeze_mf`. One loop serves
 both: AdamW (decay on matrices only), linear warm-up then cosine decay, evaluation on valid_small
 every `eval_every` steps (denser early on with `eval_every_early`), best weights kept, early stopping by
-patience, gradient accumulation, bf16 autocast on GPU, resumable, and unchanged under torchrun
-(DistributedDataParallel). The model is in `model`, scoring in `scoring`, the process group set-up in
+patience, gradient accumulation, bf16 autocast where the LLM runs in bf16 (settings.precision), resumable, and
+unchanged under torchrun (DistributedDataParallel). The model is in `model`, scoring in `scoring`, the process group set-up in
 `distributed`.
 """
 from __future__ import annotations
@@ -195,7 +195,7 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
             batch = collate(train, idx, pad_id, device)
             sync = micro == config.grad_accum - 1 or world == 1
             ctx = wrapped.no_sync() if not sync else contextlib.nullcontext()
-            with ctx, autocast(device):
+            with ctx, autocast(model):
                 logits = wrapped(**batch, split=frozen_prefix(train, idx) if no_grad_prefix else None)
                 loss = nn.functional.binary_cross_entropy_with_logits(
                     logits.float(), torch.as_tensor(train.label[idx], device=device))

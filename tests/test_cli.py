@@ -55,8 +55,9 @@ def test_help_lists_every_field_with_its_comment_and_profile_defaults(command, c
         for path in _leaf_paths(StageConfig) - ({("stage",)} if command == ["stages"] else set()):
             assert _has_flag(flags[path], text), flags[path]
         assert "--min-lr FLOAT cosine floor [profile default: 8e-05]" in text  # StageConfig.min_lr's comment
-        assert ("--max-steps INT the authors' 200 \"epochs\" of 50 steps [profile default: smoke 4, cpu 40, "
-                "gpu 2400 / 800]") in text  # gpu: stage 1 / stage 2
+        assert ("--max-steps INT the authors' 200 \"epochs\" of 50 steps [profile default: smoke 4, cpu 150 / 400, "
+                "gpu 2400 / 800]") in text  # stage 1 / stage 2
+        assert "--precision auto|bf16|fp32" in text and "$COLLM_PRECISION" in text
     for path in _leaf_paths(MFConfig):
         assert _has_flag(f"{prefix}{path[-1].replace('_', '-')}", text), path
 

@@ -195,5 +195,8 @@ def test_an_llm_encoders_model_keys_the_run(aligned, splits, tmp_path, monkeypat
         assert encoder.calls == 1, "each LLM encodes its own texts: no cached encodings of the other"
         assert named[model]["config"]["encoder"] == model
     assert named["org/llm-a"]["run_dir"] != named["org/llm-b"]["run_dir"]
+    monkeypatch.setenv("COLLM_PRECISION", "fp32")
     assert text_encoder(LLMConfig(model="org/llm-a")).model == "org/llm-a"
     assert text_encoder().model == LLMConfig().model == profiles.ctrl("cpu").encoder  # default: unchanged
+    monkeypatch.setenv("COLLM_PRECISION", "bf16")  # bf16 encodings are another encoder's (tests/test_precision.py)
+    assert text_encoder().model == f"{LLMConfig().model}+bf16"

@@ -153,9 +153,10 @@ def test_lora_targets_all_linear_and_unknown_names(tiny):
 
 
 def test_default_llm_config_keeps_its_recorded_form():
-    """Existing runs' identities hash this dict: a new field would change every one of them."""
+    """Existing runs' identities hash this dict: a new field changes every one of them (precision did, deliberately,
+    with the cpu profile's new sizes; a stage run hashes it resolved, stages.resolve)."""
     assert runs.plain(LLMConfig()) == {"model": "smollm2-135m", "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.05,
-                                       "lora_targets": ["q_proj", "v_proj"], "device": None}
+                                       "lora_targets": ["q_proj", "v_proj"], "device": None, "precision": "auto"}
 
 
 def test_stage_results_record_answer_token_source_and_prompt_wrapping(tiny, tmp_path, offline_cache):

@@ -278,3 +278,42 @@ def test_bootstrap_single_class_and_bad_input():
             metrics.bootstrap(frame, level=level)
     with pytest.raises(ValueError, match="NaN"):
         metrics.bootstrap(frame.assign(score=np.nan))
+
+
+def _with_items(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(iid=np.arange(len(frame)))
+
+
+def test_paired_difference_is_the_difference_on_each_shared_resample():
+    rng = np.random.default_rng(5)
+    a = _with_items(_bootstrap_frame(rng, 40))
+    b = a.assign(score=a["score"] + rng.normal(size=len(a)))
+    for seed in range(3):  # n_boot=1: the interval is the one resample's difference
+        got = metrics.paired_difference(a, b.sample(frac=1, random_state=seed), n_boot=1, seed=seed)
+        rows = [pd.concat([f[f["uid"] == u] for u in _first_draw(f, seed)]) for f in (a, b)]
+        expected = metrics.auc(rows[0]["label"], rows[0]["score"]) - metrics.auc(rows[1]["label"], rows[1]["score"])
+        assert got["auc_lo"] == pytest.approx(expected, abs=1e-12) and got["auc_hi"] == got["auc_lo"]
+    got = metrics.paired_difference(a, b, n_boot=300)
+    assert got["auc"] == pytest.approx(metrics.auc(a["label"], a["score"]) - metrics.auc(b["label"], b["score"]))
+    assert got["auc_lo"] <= got["auc"] <= got["auc_hi"] and got["uauc_lo"] <= got["uauc"] <= got["uauc_hi"]
+    assert got["auc_share_below_0"] + got["auc_share_above_0"] == pytest.approx(1.0)
+    assert got["method"] == "paired user-level bootstrap, percentile interval" and got["users"] == 40
+
+
+def test_paired_difference_is_narrower_than_two_separate_intervals_and_zero_for_one_method():
+    rng = np.random.default_rng(6)
+    a = _with_items(_bootstrap_frame(rng, 60))
+    b = a.assign(score=a["score"] + 0.3 * rng.normal(size=len(a)))  # two methods that agree on most users
+    pair = metrics.paired_difference(a, b, n_boot=400)
+    alone = [metrics.bootstrap(f, n_boot=400) for f in (a, b)]
+    assert pair["auc_hi"] - pair["auc_lo"] < 0.5 * min(x["auc_hi"] - x["auc_lo"] for x in alone)
+    same = metrics.paired_difference(a, a.copy(), n_boot=50)
+    assert (same["auc"], same["auc_lo"], same["auc_hi"], same["auc_share_below_0"]) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_paired_difference_needs_the_same_rows():
+    a = _with_items(_bootstrap_frame(np.random.default_rng(7), 20))
+    with pytest.raises(ValueError, match="same \\(uid, iid\\) rows"):
+        metrics.paired_difference(a, a.iloc[1:], n_boot=10)
+    with pytest.raises(ValueError, match="same \\(uid, iid\\) rows"):
+        metrics.paired_difference(a, a.assign(iid=a["iid"] + 1), n_boot=10)

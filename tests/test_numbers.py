@@ -48,6 +48,24 @@ def test_score_rows_recompute_and_resolution(tmp_path):
         metrics.auc(cold["label"], cold["score"]))
     assert numbers.resolution(entry, tmp_path) == pytest.approx(1 / (b["label"].sum() * (1 - b["label"]).sum()))
     assert numbers.recompute(numbers.from_rows(0, "t", "rows", method="nobody"), tmp_path) == 0
+
+
+def test_paired_numbers_recompute_from_the_two_methods_rows(tmp_path):
+    a = _scores(tmp_path / "a.csv", 0, n=80)
+    b = a.assign(score=a["score"] + np.random.default_rng(1).normal(size=len(a)))
+    io.write_frame(tmp_path / "b.csv", b)
+    io.write_frame(tmp_path / "t.rows.csv.gz", io.score_rows({"LLM": tmp_path / "b.csv", "MF": tmp_path / "a.csv"}))
+    diff = metrics.paired_difference(b, a, n_boot=200, seed=4)
+    entries = numbers.paired(diff, "LLM - MF AUC", "t", "auc", {"method": "LLM"}, {"method": "MF"})
+    assert list(entries) == ["LLM - MF AUC", "LLM - MF AUC, lo", "LLM - MF AUC, hi"]
+    for name, entry in entries.items():
+        assert numbers.recompute(entry, tmp_path) == pytest.approx(entry["value"], abs=1e-12), name
+    assert entries["LLM - MF AUC, lo"]["value"] <= entries["LLM - MF AUC"]["value"] <= entries["LLM - MF AUC, hi"]["value"]
+    flipped = numbers.paired(metrics.paired_difference(a, b, n_boot=200, seed=4), "x", "t", "auc", {"method": "MF"},
+                             {"method": "LLM"})
+    assert numbers.recompute(flipped["x"], tmp_path) == pytest.approx(-entries["LLM - MF AUC"]["value"])
+    with pytest.raises(ValueError, match="'rows'"):
+        numbers.paired(diff, "n", "t", "rows", {"method": "LLM"}, {"method": "MF"})
     assert numbers.from_rows(float("nan"), "t", "uauc")["value"] is None
     with pytest.raises(ValueError, match="no column 'model'"):
         numbers.recompute(numbers.from_rows(1.0, "t", "auc", model="LLM"), tmp_path)
@@ -98,3 +116,24 @@ def test_kernel_env_is_set_then_restored(monkeypatch):
     with runner.kernel_env():
         assert "MPLBACKEND" not in os.environ and os.environ["COLLM_PROGRESS"] == "0" and settings.quiet()
     assert os.environ["MPLBACKEND"] == "Agg" and "COLLM_PROGRESS" not in os.environ and not settings.quiet()
+
+
+def test_paired_differences_per_dataset_become_numbers_that_recompute(tmp_path):
+    rng = np.random.default_rng(3)
+    frames = {}
+    for dataset in ("d1", "d2"):
+        base = pd.DataFrame({"uid": rng.integers(1, 30, 300), "iid": np.arange(300), "label": rng.integers(0, 2, 300),
+                             "not_cold": 1})
+        frames[("MF", dataset)] = base.assign(score=rng.normal(size=300))
+        frames[("LLM", dataset)] = base.assign(score=base["label"] * 2.0 + rng.normal(size=300))  # clearly better
+    for (method, dataset), frame in frames.items():
+        io.write_frame(tmp_path / f"{method}_{dataset}.csv", frame)
+    rows = io.score_rows({k: tmp_path / f"{k[0]}_{k[1]}.csv" for k in frames}, keys=("method", "dataset"))
+    io.write_frame(tmp_path / "t.rows.csv.gz", rows)
+    diffs = report.paired_differences(rows, "LLM", ["MF", "nobody"], seed=1, by=["dataset"])
+    assert len(diffs) == 4 and set(diffs["metric"]) == {"AUC", "UAUC"}, "no row for a method without rows"
+    assert (diffs["lo"] > 0).all() and diffs["reading"].str.startswith("higher").all()
+    entries = numbers.from_differences(diffs, "t", by=["dataset"])
+    assert "d2 LLM - MF UAUC, hi" in entries and len(entries) == 12
+    for name, entry in entries.items():
+        assert numbers.recompute(entry, tmp_path) == pytest.approx(entry["value"], abs=1e-12), name

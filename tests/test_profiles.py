@@ -33,6 +33,7 @@ def _sweep(plan: reproduce.SweepPlan) -> dict[str, Any]:
     embedding-size sweep, CTRL(DIN)."""
     made = {s: reproduce.stage_run(plan, s, "amazon-book-msl") for s in (1, 2)}
     return {"stage1": _plain(made[1].stage), "stage2": _plain(made[2].stage), "stage2_mf": _plain(made[2].mf),
+            "figure3_point": _plain(reproduce.stage_run(plan, 2, "ml-1m", sweep=True).stage),
             "mf_dim_mf": _plain(reproduce.stage_run(plan, 2, "ml-1m", **plan.mf).mf),
             "ctrl": _plain(profiles.ctrl(plan.profile, **plan.ctrl))}
 
@@ -96,6 +97,7 @@ ROWS = [  # (step, setting, its value for a profile); stage settings: stage 1 / 
     ("03-04 stages", "steps (max)", lambda p: _stages(p, "max_steps")),
     ("03-04 stages", "evaluation every", _evaluations),
     ("03-04 stages", "patience (evaluations)", lambda p: _stages(p, "patience")),
+    ("03-04 stages", "scoring batch", lambda p: _stages(p, "score_batch_size")),
     ("05 Faiss", "index", lambda p: _index(profiles.index(p))),
     ("05 re-rank", "users / whole-catalogue users", lambda p: _shown(profiles.rerank(p).n_users,
                                                                       profiles.rerank(p).n_full_users)),
@@ -108,9 +110,11 @@ ROWS = [  # (step, setting, its value for a profile); stage settings: stage 1 / 
     ("06 plan", "Figure 3 MF sizes d", lambda p: _shown(profiles.plan(p).dims)),
     ("06 plan", "... their MFs: epochs (max) / patience",
      lambda p: _shown(*(getattr(profiles.mf(p, **profiles.plan(p).mf), f) for f in ("max_epochs", "patience")))),
-    ("06 plan", "other datasets' and sweep points' stages: train / test rows",
+    ("06 plan", "other datasets' stages: train / test rows",
      lambda p: " / ".join(_stages(p, f, **profiles.plan(p).stage) for f in ("train_rows", "test_rows"))),
     ("06 plan", "... steps (max)", lambda p: _stages(p, "max_steps", **profiles.plan(p).stage)),
+    ("06 plan", "Figure 3's points: train / test rows", lambda p: " / ".join(
+        _stages(p, f, **profiles.plan(p).stage | profiles.plan(p).sweep) for f in ("train_rows", "test_rows"))),
     ("06 plan", "seeds: MF and CTRL(DIN) / LLM stages",
      lambda p: _shown(profiles.plan(p).n_seeds, profiles.plan(p).n_llm_seeds)),
 ]
@@ -169,7 +173,7 @@ def test_overrides_and_copies():
     assert profiles.rerank("gpu").index == profiles.index("gpu")
     profiles.plan("cpu").stage["train_rows"] = 1  # a caller changing its plan leaves the table alone
     profiles.rerank("smoke").index.kind = "hnsw"
-    assert profiles.plan("cpu").stage["train_rows"] == 16 and profiles.rerank("smoke").index.kind == "flat"
+    assert profiles.plan("cpu").stage["train_rows"] == 160 and profiles.rerank("smoke").index.kind == "flat"
     with pytest.raises(ValueError, match="unknown profile"):
         profiles.ctrl("laptop")
 

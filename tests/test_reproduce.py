@@ -32,7 +32,9 @@ def test_plans_use_the_papers_grid_and_share_the_default_lr():
 
 def test_stage_run_overrides_reach_nested_configs():
     run = reproduce.stage_run(profiles.plan("cpu"), 2, "ml-1m", seed=7, patience=3)
-    assert run.stage.train_rows == 16 and run.stage.seed == 7 and run.mf.patience == 3 and run.mf.seed == 7
+    assert run.stage.train_rows == 160 and run.stage.seed == 7 and run.mf.patience == 3 and run.mf.seed == 7
+    point = reproduce.stage_run(profiles.plan("cpu"), 2, "ml-1m", sweep=True).stage
+    assert (point.test_rows, point.train_rows, run.stage.test_rows) == (300, 160, 1000), "Figure 3's points: plan.sweep"
     changed = sweep.with_overrides(run, {"stage.lr": 3e-4, "mf.dim": 64})
     assert (changed.stage.lr, changed.mf.dim) == (3e-4, 64) and run.mf.dim == 256
     assert reproduce.stage_run(profiles.plan("cpu"), 1, "ml-1m").mf is None
