@@ -18,7 +18,7 @@ import inspect
 import os
 import shutil
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -336,7 +336,7 @@ def continue_logits(lm: nn.Module, inputs_embeds: torch.Tensor, prefix: np.ndarr
     as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), device=inputs_embeds.device)  # noqa: E731
     rows = as_t(np.arange(len(prefix))[:, None])
     mask = np.concatenate([states.mask, post < rest[:, None]], axis=1).astype(np.int64)
-    cache = _cache([(k, v) for k, v in states.layers])
+    cache = _cache(states.layers)
     hidden = decoder(inputs_embeds=inputs_embeds[rows, as_t(np.minimum(prefix[:, None] + post, lengths[:, None] - 1))],
                      attention_mask=as_t(mask), position_ids=as_t(prefix[:, None] + post), use_cache=True,
                      **{cache_arg_name(decoder): cache}).last_hidden_state
@@ -362,7 +362,7 @@ class PrefixStates:
 
 
 def layer_tensors(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(keys, values) per layer of a DynamicCache, in the layout of any transformers 5.x."""
+    """(keys, values) per layer of a DynamicCache: its `layers` (transformers 5.x), else key_cache / value_cache."""
     if hasattr(cache, "layers"):
         return [(layer.keys, layer.values) for layer in cache.layers]
     return list(zip(cache.key_cache, cache.value_cache))
@@ -418,8 +418,8 @@ def text_encoder(config: LLMConfig | None = None, batch_size: int | None = None,
     None: 16 on a CPU (larger batches only add padding there), 256 on a GPU (the same encodings up to float rounding,
     tests/test_levers.py). Its `model` attribute names the encoder, its LLM plus "+bf16" when it runs in bf16
     (precision_of, resolved now): ctrl.run_ctrl keys runs and encodings by it."""
-    config = config or LLMConfig()
-    precision = precision_of(config)
+    precision = precision_of(config or LLMConfig())
+    config = replace(config or LLMConfig(), precision=precision)  # loaded later in the precision named now
     state: dict = {}
 
     def encode(texts: list[str]) -> np.ndarray:

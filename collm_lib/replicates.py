@@ -19,7 +19,6 @@ from .io import score_rows
 from .llm import LLMConfig, text_encoder
 
 
-
 def seeds_from(first: int, n: int) -> tuple[int, ...]:
     """n consecutive seeds starting at the run's own seed, so its main run is always the first replicate."""
     if n < 1:

@@ -32,7 +32,7 @@ import torch
 from . import baselines, bundle, collab, ctrl, logs, popularity, profiles, replicates, runs, settings, stages
 from .data import Splits, load_dataset
 from .io import read_json, run_info
-from .llm import LLMConfig, text_encoder
+from .llm import LLMConfig, precision_of, text_encoder
 from .sweep import run_sweep
 
 SUBSTITUTE = "amazon-book-msl"  # stands in for Amazon-Book (Figure 3b) where its raw files are absent
@@ -139,8 +139,8 @@ def _sweep(name: str, run: stages.StageRun, grid: dict, splits: Splits, root: Pa
 def _llm_stages(plan: SweepPlan, name: str, data: Splits, seed: int, llm: LLMConfig, progress: bool,
                 phases: Phases, make_ml: bool = False) -> tuple[Path, Path]:
     """Stage 1 and stage 2 folders of a dataset at `seed`: ML-1M's are notebooks 03 / 04's (made here only with
-    `make_ml`: seed replicates), the others' are made here at the plan's size (stage 2 at the default FECE lr, a
-    point of that dataset's FECE lr sweep)."""
+    `make_ml`: seed replicates), the others' are made here at the plan's size (stage 2 at the default FECE lr; where
+    Figure 3's points are sized alike, plan.sweep empty as on gpu, it is the very run of that point)."""
     if name == "ml-1m":
         made = (ml1m_stages(plan.profile, data, seed, llm, progress, phases, f"ml-1m seed {seed}") if make_ml
                 else main_runs(plan.profile, data, seed, llm, progress))
@@ -150,7 +150,7 @@ def _llm_stages(plan: SweepPlan, name: str, data: Splits, seed: int, llm: LLMCon
         first = _sweep(f"{name}/stage1", stage_run(plan, 1, name, seed, llm), {}, data, root, progress=progress)
     second_run = stage_run(plan, 2, name, seed, llm)
     with phases(f"{name} seed {seed}: stage 2"):
-        second = _sweep(f"{name}/fece_lr", second_run, {"stage.lr": [second_run.stage.lr]}, data, root,
+        second = _sweep(f"{name}/stage2", second_run, {"stage.lr": [second_run.stage.lr]}, data, root,
                         Path(first["run_dir"].iloc[0]), progress=progress)
     return Path(first["run_dir"].iloc[0]), Path(second["run_dir"].iloc[0])
 
@@ -260,7 +260,8 @@ def run_part(part: str, out: str | Path, profile: str | None = None, data_dir: s
     device = settings.device(llm.device)
     info = {"part": part, "profile": profile, "seed": seed, "model": llm.model, "phases": phases.rows, "jobs": jobs,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "run": run_info(seed), "llm": runs.model_fingerprint(llm.model)}
+            "run": run_info(seed), "llm": runs.model_fingerprint(llm.model),
+            "precision": precision_of(llm)}  # replay runs the notebooks in it: it is part of every stage's identity
     start = time.perf_counter()
     with runs.track() as used:
         try:

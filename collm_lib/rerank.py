@@ -39,6 +39,7 @@ class RerankConfig:  # each profile's values: collm_lib/profiles.py
     item_text: Literal["llm", "hashed"] = "llm"  # cold-item title representation: frozen LLM or char n-grams
     index: retrieval.IndexConfig = field(default_factory=retrieval.IndexConfig)  # top-K retrieval index
     score_batch_size: int = 16
+    test_rows: int | None = None  # cold matching: seeded sample of whole users of the stage's test rows (None: all)
     shared_prefix: bool = True  # rows sharing a history share its pass (scoring.prefix_groups); False: full prompts
     seed: int = 2023
 

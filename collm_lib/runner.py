@@ -208,6 +208,10 @@ def replay(bundles: list[Path], data_dir: str | None = None, out_dir: Path | Non
         raise ValueError(f"the bundles were made with different (profile, seed, model): {sorted(keys)}; replay "
                          "the bundles of one reproduction together")
     profile, seed, model = keys.pop()
+    precisions = {m.get("precision") for m in manifests} - {None}  # bundles before precision was recorded: none
+    if len(precisions) > 1:
+        raise ValueError(f"the bundles were made in different precisions {sorted(precisions)}; replay the bundles "
+                         "of one reproduction together")
     devices = sorted({m["device"] for m in manifests})
     for name in sorted({n for m in manifests for n in m.get("data", {})}):
         here = runs.data_fingerprint(load_dataset(name, data_dir))
@@ -222,13 +226,14 @@ def replay(bundles: list[Path], data_dir: str | None = None, out_dir: Path | Non
     slug = _slug("-".join(devices)).removeprefix("nvidia-")  # "NVIDIA H200" -> results/gpu-h200
     work_dir = Path(work_dir or settings.work_dir() / "replay" / f"{profile}-{slug}")
     out_dir = Path(out_dir or settings.REPO_ROOT / "results" / f"{profile}-{slug}")
-    os.environ.update(COLLM_WORK_DIR=str(work_dir), COLLM_REPLAY="1")  # the kernels inherit both
+    # the kernels inherit these; the bundles' precision, part of every stage run's identity, not this machine's
+    os.environ.update(COLLM_WORK_DIR=str(work_dir), COLLM_REPLAY="1", **{settings.PRECISION_ENV: p for p in precisions})
     for path in bundles:
         bundle.unpack(path, work_dir)
     extra = {"seed": seed, **({"model": model} if model != DEFAULT_MODEL else {})}
     done = run_main(profile, data_dir, only or REPLAYED_NOTEBOOKS, resume=False, out_dir=out_dir, extra=extra)
     write_json(out_dir / "replay.json", {"bundles": [{"file": Path(b).name, **{k: m.get(k) for k in (
-        "part", "device", "seconds", "phases", "complete", "code", "data", "llm", "packed_at")}}
+        "part", "device", "seconds", "phases", "complete", "code", "data", "llm", "precision", "packed_at")}}
         for b, m in zip(bundles, manifests)], "profile": profile, "seed": seed, "model": model})
     return done
 

@@ -4,11 +4,12 @@
 repeats the same history (on ML-1M ~130 of ~160 tokens), and so do the test rows of one user with the same history
 (ML-1M's test split: 7,331 rows, ~4,100 distinct histories). Each group's shared prefix goes through the decoder once
 (llm.prefix_states), its keys/values serving every row of the group, which then runs only its own tokens
-(llm.continue_logits). Groups are batched by length, so batches carry little padding; a group larger than a batch
-keeps its prefix states across its batches. Rows that share nothing with another are a group of one: the same two
-passes over their own tokens, as cheap as one. The logits are those of scoring every full prompt on its own, up to
-float rounding (tests compare both, and a row's score with the rows around it changed); `shared_prefix=False` runs
-that full-prompt path. Under torch.distributed each rank scores its share of the batches.
+(llm.continue_logits). Groups are batched by prefix length, so batches carry little padding; a group larger than a
+batch keeps its prefix states across its batches. A row that shares nothing with another runs as a full prompt,
+batched with such rows by length (no prefix states to hold). The logits are those of scoring every full prompt on
+its own, up to float rounding (tests compare both, and a row's score with the rows around it changed);
+`shared_prefix=False` runs every row as a full prompt. Under torch.distributed each rank scores its share of the
+batches.
 
 `frozen_prefix` tells training which tokens of a row it may run forward-only (before the first ID slot).
 """
@@ -72,12 +73,12 @@ def _common(a: np.ndarray, b: np.ndarray) -> int:
 def prefix_groups(enc: EncodedSplit) -> list[tuple[int, np.ndarray]]:
     """(prefix length, rows) per group of rows that share their first `prefix length` tokens, for one prefix pass.
 
-    Rows are sorted by user, then by their tokens (rows with a common beginning are then neighbours); a group runs
-    while neighbours share at least SHARE of the shorter row. Its prefix is the tokens all its rows share, cut before
-    any item slot (its vector differs per row) and before a user slot that is not at one position in every row, and
-    leaving every row at least one token of its own (the one whose state predicts the answer). A group of one row
-    gets its tokens up to its first item slot (or all but one) as prefix: two passes, the cost of one. The prefix is
-    0 where a row starts with a slot (no template does): such a group runs as full prompts.
+    Rows are sorted by user, then by the bytes of their token ids (any lexicographic order makes rows with a common
+    beginning neighbours); a group runs while neighbours share at least SHARE of the shorter row. Its prefix is the
+    tokens all its rows share, cut before any item slot (its vector differs per row) and before a user slot that is
+    not at one position in every row, and leaving every row at least one token of its own (the one whose state
+    predicts the answer). A group of one row gets prefix 0, as does a group whose rows share nothing before a slot:
+    they run as full prompts.
     """
     order = sorted(range(len(enc)), key=lambda i: (int(enc.uid[i]), enc.input_ids[i].tobytes()))
     groups: list[list[int]] = []
@@ -94,7 +95,8 @@ def prefix_groups(enc: EncodedSplit) -> list[tuple[int, np.ndarray]]:
         groups.append([i])
         shared.append(len(row))
     lengths = enc.lengths
-    return [(_cut(enc, lengths, np.asarray(rows), p), np.asarray(rows)) for rows, p in zip(groups, shared)]
+    return [(_cut(enc, lengths, np.asarray(rows), p) if len(rows) > 1 else 0, np.asarray(rows))
+            for rows, p in zip(groups, shared)]
 
 
 def _cut(enc: EncodedSplit, lengths: np.ndarray, rows: np.ndarray, shared: int) -> int:
@@ -109,12 +111,17 @@ def _cut(enc: EncodedSplit, lengths: np.ndarray, rows: np.ndarray, shared: int) 
     return max(p, 0)
 
 
-def _batches(groups: list[tuple[int, np.ndarray]], batch_size: int) -> list[list[tuple[int, int, np.ndarray]]]:
-    """Batches of at most batch_size rows, each a list of (group number, prefix, rows): groups by length (little
-    padding); a group larger than a batch fills whole batches of its own, one after another (they share its prefix
-    states), its remainder joining smaller groups; full-prompt groups (prefix 0) batch only among themselves."""
-    lengths = [(p, len(rows)) for p, rows in groups]
-    order = sorted(range(len(groups)), key=lambda g: (groups[g][0] == 0, groups[g][0], lengths[g][1]))
+def _batches(groups: list[tuple[int, np.ndarray]], batch_size: int,
+             lengths: np.ndarray) -> list[list[tuple[int, int, np.ndarray]]]:
+    """Batches of at most batch_size rows, each a list of (group number, prefix, rows): groups in order of prefix
+    length, then size (little padding in the prefix pass); a group larger than a batch fills whole batches of its own,
+    one after another (they share its prefix states), its remainder joining other groups; full-prompt groups (prefix
+    0) batch only among themselves, by length (`lengths`: tokens per row)."""
+    def key(g: int) -> tuple:
+        p, rows = groups[g]
+        return (True, int(lengths[rows].max()), len(rows)) if p == 0 else (False, p, len(rows))
+
+    order = sorted(range(len(groups)), key=key)
     batches: list[list[tuple[int, int, np.ndarray]]] = []
     open_batch: list[tuple[int, int, np.ndarray]] = []
     for g in order:
@@ -153,15 +160,15 @@ def _score(module: nn.Module, enc: EncodedSplit, pad_id: int, batch_size: int, p
            shared_prefix: bool) -> np.ndarray:
     device = next(module.parameters()).device
     rank, world = rank_world()
+    lm, lengths = base_causal_lm(module.llm), enc.lengths
     if shared_prefix:
-        batches = _batches(prefix_groups(enc), batch_size)
+        batches = _batches(prefix_groups(enc), batch_size, lengths)
     else:  # every prompt in full, by length
         order = np.argsort(enc.lengths, kind="stable")
         batches = [[(-1, 0, order[s:s + batch_size])] for s in range(0, len(order), batch_size)]
     mine = batches[rank::world]
     rows = np.concatenate([r for batch in mine for _, _, r in batch]) if mine else np.empty(0, np.int64)
     out = np.empty(len(rows), dtype=np.float32)
-    lm, lengths = base_causal_lm(module.llm), enc.lengths
     kept: tuple[int, object] | None = None  # (group, its prefix states): a large group's batches share them
     done = 0
     bar = tqdm(total=len(rows), desc="score", disable=settings.quiet(progress) or rank != 0, leave=False)

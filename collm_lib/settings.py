@@ -9,6 +9,7 @@ KERNEL_ENV; COLLM_WORK_DIR and COLLM_REPLAY for a replay) and data, through add_
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
 from pathlib import Path
@@ -116,12 +117,13 @@ PRECISIONS = ("auto", "bf16", "fp32")
 PRECISION_ENV = "COLLM_PRECISION"  # auto | bf16 | fp32: what LLMConfig.precision "auto" means on this machine
 
 
+@functools.cache
 def bf16_units() -> bool:
     """Whether this CPU has bf16 matrix units (AMX-BF16 or AVX-512 BF16), as torch's cpuinfo reads them. Without
-    them torch still runs bf16, emulated and several times slower than fp32 (0.32 against 114 GFLOP/s for a
-    2048 x 2048 matmul on an AVX2-only EPYC: benchmarks/results/llm_cpu.json)."""
+    them torch still runs bf16, emulated: on an AVX2-only EPYC a 2048 x 2048 bf16 matmul ran at 0.3 GFLOP/s against
+    fp32's 140, the model's own layers several times slower than fp32 (benchmarks/results/llm_cpu.json)."""
     try:
-        caps = torch._C._cpu._get_cpu_capability()
+        caps = torch.cpu.get_capabilities()
     except (AttributeError, RuntimeError):  # an older or other torch build: no way to tell, so no bf16
         return False
     return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
@@ -137,7 +139,9 @@ def precision(dev: torch.device, requested: str | None = None) -> str:
             raise ValueError(f"{source} {value!r}: choose one of {PRECISIONS}")
         if value and value != "auto":
             return value
-    return "bf16" if dev.type == "cuda" or bf16_units() else "fp32"
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"  # pre-Ampere cards: fp32
+    return "bf16" if bf16_units() else "fp32"
 
 
 def precision_note(dev: torch.device, requested: str | None = None) -> str:
@@ -149,7 +153,7 @@ def precision_note(dev: torch.device, requested: str | None = None) -> str:
         if chosen == "bf16" and dev.type == "cpu" and not bf16_units():
             why += "; this CPU has no bf16 matrix units, so bf16 is emulated and slower than fp32"
     elif dev.type == "cuda":
-        why = "GPU"
+        why = "a GPU with bf16" if chosen == "bf16" else "a GPU without bf16 support"
     elif chosen == "bf16":
         why = "this CPU has bf16 matrix units, AMX-BF16 or AVX-512 BF16"
     else:

@@ -192,7 +192,9 @@ def load_trained(out_dir: str | Path, device: torch.device | None = None) -> tup
                                                 "is retrained there")
     saved = read_json(out_dir / "config.json")
     raw = dict(saved["config"])
-    raw["llm"] = LLMConfig(**{**raw["llm"], "lora_targets": tuple(raw["llm"]["lora_targets"])})  # precision: as run
+    # in the precision it ran in: resolved in its config.json, or (runs from before precision was recorded) its dtype
+    ran = raw["llm"].get("precision", "bf16" if "bfloat16" in saved.get("llm", {}).get("dtype", "") else "fp32")
+    raw["llm"] = LLMConfig(**{**raw["llm"], "lora_targets": tuple(raw["llm"]["lora_targets"]), "precision": ran})
     config = StageConfig(**raw)
     mf_dir = saved.get("mf_dir") if config.stage == 2 else None
     model, bundle = build_model(config, mf_dir=Path(mf_dir) if mf_dir else None, device=device)

@@ -26,7 +26,12 @@ CPU = torch.device("cpu")
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(pd.Series(a).rank(), pd.Series(b).rank())[0, 1])
-REAL_BF16 = settings.bf16_units() or os.environ.get("COLLM_TEST_BF16") == "1"
+
+
+where_bf16_runs = pytest.mark.skipif(
+    not (settings.bf16_units() or os.environ.get("COLLM_TEST_BF16") == "1"),
+    reason="this CPU has no bf16 matrix units: bf16 is emulated there, slower than fp32, and never chosen "
+           "(COLLM_TEST_BF16=1 runs it anyway)")
 
 
 @pytest.fixture
@@ -39,7 +44,11 @@ def auto(monkeypatch):
 def test_auto_is_bf16_on_a_gpu_or_with_bf16_units_and_fp32_elsewhere(auto):
     auto.setattr(settings, "bf16_units", lambda: False)
     assert settings.precision(CPU) == "fp32" and "no bf16 matrix units" in settings.precision_note(CPU)
-    assert settings.precision(torch.device("cuda")) == "bf16"  # the device is only named: no GPU needed
+    gpu = torch.device("cuda")  # only named: no GPU needed
+    auto.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert settings.precision(gpu) == "bf16" and settings.precision_note(gpu) == "bf16 (a GPU with bf16)"
+    auto.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # a pre-Ampere card
+    assert settings.precision(gpu) == "fp32"
     assert settings.precision(CPU, "bf16") == "bf16" and "emulated" in settings.precision_note(CPU, "bf16")
     auto.setattr(settings, "bf16_units", lambda: True)
     assert settings.precision(CPU) == "bf16" and "has bf16 matrix units" in settings.precision_note(CPU)
@@ -62,7 +71,7 @@ def test_bf16_units_agree_with_the_kernels_cpu_flags():
 
 def test_precision_is_part_of_a_stage_runs_identity_and_record(auto, tiny):
     splits = movie_splits()
-    config = StageConfig(stage=1, llm=LLMConfig(model=str(tiny)))
+    config = StageConfig(stage=1, llm=LLMConfig(model=str(tiny), device="cpu"))  # a GPU would mean bf16
     ident = {}
     for value in ("fp32", "bf16"):
         auto.setenv(settings.PRECISION_ENV, value)
@@ -130,8 +139,7 @@ def ml1m_rows(shared_data, data_work_dir) -> pd.DataFrame:
     return test[test["uid"].isin(users)].head(240)
 
 
-@pytest.mark.skipif(not REAL_BF16, reason="this CPU has no bf16 matrix units: bf16 is emulated, ~7x slower than fp32, "
-                                          "and never chosen here (COLLM_TEST_BF16=1 runs it anyway)")
+@where_bf16_runs
 def test_bf16_scores_real_prompts_like_fp32(ml1m_rows):
     scores = {}
     for value in ("fp32", "bf16"):
@@ -144,15 +152,14 @@ def test_bf16_scores_real_prompts_like_fp32(ml1m_rows):
     assert spearman(scores["fp32"], scores["bf16"]) >= 0.99
 
 
-@pytest.mark.skipif(not REAL_BF16, reason="this CPU has no bf16 matrix units: bf16 is emulated, ~7x slower than fp32, "
-                                          "and never chosen here (COLLM_TEST_BF16=1 runs it anyway)")
+@where_bf16_runs
 def test_bf16_lora_training_on_real_prompts_stays_near_fp32(ml1m_rows):
     losses = {}
     for value in ("fp32", "bf16"):
         config = LLMConfig(device="cpu", precision=value)
-        bundle = add_lora(load_llm(config), config)
-        torch.manual_seed(0)
-        model = CoLLM(bundle)
+        bundle = load_llm(config)
+        torch.manual_seed(0)  # the same LoRA initialisation in both precisions
+        model = CoLLM(add_lora(bundle, config))
         set_trainable(model, 1)
         enc = prompts.encode_frame(ml1m_rows, "movie_text", bundle.tokenizer, progress=False)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)

@@ -91,8 +91,8 @@ ROWS = [  # (step, setting, its value for a profile); stage settings: stage 1 / 
     ("02 MF", "epochs (max) / patience", lambda p: _shown(profiles.mf(p).max_epochs, profiles.mf(p).patience)),
     ("02 MF", "patience on BookCrossing / the Amazon substitute",
      lambda p: _shown(profiles.mf(p, "bookcrossing").patience, profiles.mf(p, "amazon-book-msl").patience)),
-    ("03-04 stages", "train / valid / test rows", lambda p: " / ".join(
-        _stages(p, f) for f in ("train_rows", "eval_rows", "test_rows"))),
+    ("03-04 stages", "train rows", lambda p: _stages(p, "train_rows")),
+    ("03-04 stages", "valid / test rows", lambda p: " / ".join(_stages(p, f) for f in ("eval_rows", "test_rows"))),
     ("03-04 stages", "batch", lambda p: _stages(p, "batch_size")),
     ("03-04 stages", "steps (max)", lambda p: _stages(p, "max_steps")),
     ("03-04 stages", "evaluation every", _evaluations),

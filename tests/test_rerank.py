@@ -132,14 +132,34 @@ def test_cold_matching_rescores_only_rows_with_cold_ids(tiny):
     assert out["info"]["baseline_scores"].startswith("rescored")
 
 
+def test_cold_matching_on_a_user_sample_reads_the_stages_scores_of_those_rows(tiny):
+    """A sample of the stage's test rows (test_rows) takes the stage's saved scores of exactly those rows."""
+    from collm_lib import io, prompts
+    from collm_lib.scoring import score, scores_frame
+
+    splits, model, bundle, config, tmp = tiny
+    template = prompts.default_template(splits.name, with_ids=True)  # the stage's, as cold_matching encodes
+    enc = prompts.encode_frame(splits.test, template, bundle.tokenizer, progress=False)
+    saved = scores_frame(enc, score(model, enc, bundle.tokenizer.pad_token_id, 8, progress=False))
+    io.write_frame(tmp / "stage" / "scores_test.csv", saved)
+    cfg = matching.MatchingConfig(n_neighbors=2, neighbor_curve=(2,), item_text="hashed", test_rows=8)
+    out = matching.cold_matching(model, bundle, splits, config, tmp / "stage", cfg, progress=False)
+    assert out["info"]["baseline_scores"].endswith("(reproduced on 8 rescored rows)")
+    without = out["rows"][out["rows"]["setting"] == "without matching"]
+    assert 8 <= len(without) < len(saved)
+    expected = without[["uid", "iid"]].merge(saved, how="left")["score"].to_numpy()
+    np.testing.assert_array_equal(without["score"].to_numpy(), expected.astype(np.float32))
+
+
 def test_matching_config_is_the_rerank_configs_matching_fields():
-    """Matching's settings come from RerankConfig's own fields, so a rerank run's hashed config is unchanged."""
+    """Matching's settings come from RerankConfig's own fields (a rerank run's identity hashes them)."""
     from collm_lib import runs
 
     config = profiles.rerank("cpu", n_neighbors=3, weighting="similarity")
     assert config.matching == matching.MatchingConfig(n_neighbors=3, neighbor_curve=(1, 10), weighting="similarity",
-                                                      item_text="hashed", score_batch_size=16, seed=2023)
+                                                      item_text="hashed", score_batch_size=16, test_rows=1500,
+                                                      seed=2023)
     settings_ = config.matching
     assert matching.MatchingConfig.of(settings_) is settings_
     assert set(runs.plain(config)) == {"ks", "n_users", "n_full_users", "n_neighbors", "neighbor_curve", "weighting",
-                                       "item_text", "index", "score_batch_size", "shared_prefix", "seed"}
+                                       "item_text", "index", "score_batch_size", "test_rows", "shared_prefix", "seed"}

@@ -107,12 +107,16 @@ def test_a_rows_score_does_not_depend_on_its_batch(tok):
 
 def test_a_group_larger_than_a_batch_keeps_its_prefix_across_batches(tok):
     groups = [(120, np.arange(50)), (90, np.arange(50, 53)), (0, np.arange(53, 55)), (100, np.arange(55, 60))]
-    batches = _batches(groups, 16)
+    batches = _batches(groups, 16, np.full(60, 30))
     assert sum(len(r) for batch in batches for _, _, r in batch) == 60
     assert all(sum(len(r) for _, _, r in batch) <= 16 for batch in batches)
     big = [batch for batch in batches if batch[0][0] == 0 and len(batch) == 1]
     assert len(big) == 3 and all(len(batch[0][2]) == 16 for batch in big), "whole batches of the large group"
     assert all((p == 0) == (batch[0][1] == 0) for batch in batches for _, p, _ in batch), "full prompts apart"
+    lengths = np.random.default_rng(0).integers(20, 200, 40)
+    single = _batches([(0, np.array([i])) for i in range(40)], 8, lengths)
+    widths = [lengths[np.concatenate([r for _, _, r in batch])] for batch in single]
+    assert all(a.max() <= b.min() for a, b in zip(widths, widths[1:])), "full prompts batched by length"
     model = _model(tok, hybrid=False)
     enc = prompts.encode_frame(_catalogue_frame(n_items=40), "movie_text", tok, progress=False)
     np.testing.assert_allclose(score(model, enc, tok.pad_token_id, 8, progress=False),
