@@ -126,7 +126,7 @@ PLAN: dict[str, dict[str, Any]] = {
                              warmup_steps=1, patience=1, score_batch_size=16),
                   mf=dict(max_epochs=2, patience=1), ctrl=dict(align_rows=32), n_seeds=2, jobs=2),
     # The book datasets' stages scored on >= 1,000 test rows (whole users), trained on 160 prompts; Figure 3's points
-    # (the two ends of the paper's lr grid, three MF sizes) on 300 test rows: what the hour leaves (docs/profiles.md
+    # (the two ends of the paper's lr grid, three MF sizes) on 300 test rows: what the cpu budget leaves (docs/profiles.md
     # says what 1,000 rows would cost). 5 seeds of MF and CTRL(DIN), which are cheap.
     "cpu": dict(lrs=(1e-4, 1e-3), dims=(64, 128, 256),
                 stage=dict(train_rows=160, eval_rows=64, test_rows=1000, batch_size=8, max_steps=20, eval_every=10,

@@ -120,8 +120,8 @@ PRECISION_ENV = "COLLM_PRECISION"  # auto | bf16 | fp32: what LLMConfig.precisio
 @functools.cache
 def bf16_units() -> bool:
     """Whether this CPU has bf16 matrix units (AMX-BF16 or AVX-512 BF16), as torch's cpuinfo reads them. Without
-    them torch still runs bf16, emulated: on an AVX2-only EPYC a 2048 x 2048 bf16 matmul ran at 0.3 GFLOP/s against
-    fp32's 140, the model's own layers several times slower than fp32 (benchmarks/results/llm_cpu.json)."""
+    them torch still runs bf16, emulated: on an AVX2-only EPYC a 2048 x 2048 bf16 matmul ran at about 1 GFLOP/s against
+    fp32's 130, scoring 6.5x and LoRA training 35x slower than fp32 (benchmarks/results/llm_cpu.json)."""
     try:
         caps = torch.cpu.get_capabilities()
     except (AttributeError, RuntimeError):  # an older or other torch build: no way to tell, so no bf16

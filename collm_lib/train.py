@@ -180,7 +180,8 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
     # forward-only prefix: exact only while nothing in the LLM trains (stage 2 freezes LoRA)
     no_grad_prefix = config.prefix_no_grad and not any(p.requires_grad for p in model.llm.parameters())
     running = torch.zeros((), device=device)  # train loss summed on the device, read once per evaluation
-    started = time.perf_counter()
+    # a resumed run's clock goes on from its last checkpoint: train_seconds is the whole run's (minus redone steps)
+    started = time.perf_counter() - (state["history"][-1]["seconds"] if state["history"] else 0.0)
     bar = tqdm(total=config.max_steps, initial=state["step"], desc=f"stage {config.stage}",
                disable=settings.quiet(progress) or rank != 0)
     wrapped.train()

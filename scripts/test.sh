@@ -11,4 +11,7 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 export COLLM_DATA_DIR COLLM_PROFILE=smoke COLLM_WORK_DIR="$scratch/work" COLLM_FIGURES_DIR="$scratch/figures"
 export COLLM_CACHE_DIR=${COLLM_CACHE_DIR:-$HOME/.cache/collm} TQDM_MININTERVAL=30 COLLM_PROGRESS=0
+# smoke numbers are held to fp32 expectations on every CPU, with or without bf16 units; bf16 against fp32 is
+# tests/test_precision.py (set COLLM_PRECISION to run the notebooks in another precision)
+export COLLM_PRECISION=${COLLM_PRECISION:-fp32}
 .venv/bin/python -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax "$@"

@@ -139,14 +139,21 @@ def ml1m_rows(shared_data, data_work_dir) -> pd.DataFrame:
     return test[test["uid"].isin(users)].head(240)
 
 
+def _real_model(rows: pd.DataFrame, precision: str, lora: bool) -> tuple[CoLLM, prompts.EncodedSplit, int]:
+    """The embedded model in `precision` (with a LoRA initialised alike in both precisions) and `rows` encoded."""
+    config = LLMConfig(device="cpu", precision=precision)
+    bundle = load_llm(config)
+    torch.manual_seed(0)
+    model = CoLLM(add_lora(bundle, config) if lora else bundle)
+    return model, prompts.encode_frame(rows, "movie_text", bundle.tokenizer, progress=False), bundle.tokenizer.pad_token_id
+
+
 @where_bf16_runs
 def test_bf16_scores_real_prompts_like_fp32(ml1m_rows):
     scores = {}
     for value in ("fp32", "bf16"):
-        config = LLMConfig(device="cpu", precision=value)
-        bundle = load_llm(config)
-        enc = prompts.encode_frame(ml1m_rows, "movie_text", bundle.tokenizer, progress=False)
-        scores[value] = score(CoLLM(bundle), enc, bundle.tokenizer.pad_token_id, 32, progress=False)
+        model, enc, pad = _real_model(ml1m_rows, value, lora=False)
+        scores[value] = score(model, enc, pad, 32, progress=False)
     labels = ml1m_rows["label"].to_numpy()
     assert abs(metrics.auc(labels, scores["bf16"]) - metrics.auc(labels, scores["fp32"])) <= 0.005
     assert spearman(scores["fp32"], scores["bf16"]) >= 0.99
@@ -156,18 +163,14 @@ def test_bf16_scores_real_prompts_like_fp32(ml1m_rows):
 def test_bf16_lora_training_on_real_prompts_stays_near_fp32(ml1m_rows):
     losses = {}
     for value in ("fp32", "bf16"):
-        config = LLMConfig(device="cpu", precision=value)
-        bundle = load_llm(config)
-        torch.manual_seed(0)  # the same LoRA initialisation in both precisions
-        model = CoLLM(add_lora(bundle, config))
+        model, enc, pad = _real_model(ml1m_rows, value, lora=True)
         set_trainable(model, 1)
-        enc = prompts.encode_frame(ml1m_rows, "movie_text", bundle.tokenizer, progress=False)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
         losses[value] = []
         for step in range(4):
             idx = np.arange(step * 8, step * 8 + 8)
             with autocast(model):
-                logits = model(**collate(enc, idx, bundle.tokenizer.pad_token_id, CPU))
+                logits = model(**collate(enc, idx, pad, CPU))
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(),
                                                                         torch.as_tensor(enc.label[idx]))
             opt.zero_grad()
