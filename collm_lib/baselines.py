@@ -91,12 +91,14 @@ def baselines_on_same_rows(splits: Splits, stage_dir: str | Path, mf_dir: str | 
         upstream["popularity"] = runs.upstream_fingerprint(popularity_dir, "popularity run", how)
     ident = runs.identity("same-rows", {"split": split}, upstream)
     out = runs.run_dir("same-rows", splits.name, ident)
-    if runs.finished(out, ident) is not None:
-        done = read_json(out / "results.json")
-        return {name: m | {"scores": str(out / done["files"][name])} for name, m in done["methods"].items()}
-    with runs.running(out, "same-rows", ident, {"split": split}, upstream, owned=BASELINE_FILES):
-        methods, files = _score_same_rows(splits, out, upstream, stage_dir, mf_dir, ctrl_dir, split, popularity_dir)
-        runs.finish(out, ident, ["results.json", *files.values()])
+    with runs.claim(out, ident) as todo:
+        if not todo:
+            done = read_json(out / "results.json")
+            return {name: m | {"scores": str(out / done["files"][name])} for name, m in done["methods"].items()}
+        with runs.running(out, "same-rows", ident, {"split": split}, upstream, owned=BASELINE_FILES):
+            methods, files = _score_same_rows(splits, out, upstream, stage_dir, mf_dir, ctrl_dir, split,
+                                              popularity_dir)
+            runs.finish(out, ident, ["results.json", *files.values()])
     return {name: m | {"scores": str(out / files[name])} for name, m in runs.plain(methods).items()}
 
 

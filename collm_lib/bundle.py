@@ -2,32 +2,50 @@
 
 A bundle holds, for every run folder a part finished, everything but the weights: results.json / config.json
 (full config, versions, device, seed, timings), run.json and identity.json, per-row scores, training curves.
-bundle.json beside them says which part made it, on which device, how long each phase took, and the
-fingerprints of the data, the LLM and the code it ran with.
+bundle.json beside them says which part made it, on which device, how long each phase took, the fingerprints of
+the data, the LLM and the code it ran with, the code's git commit, and the sha256 of every file it holds (signed
+with $COLLM_BUNDLE_KEY, a secret shared with the machine that made it, when that is set).
 
-`unpack` puts the folders back under a work dir and marks each with replayed.json, naming the weight files the
-bundle left out (their size and sha256 stay recorded in run.json). `runs.finished` accepts such a run as
-finished; anything that needs its weights gets an error saying so (`runs.output`). With $COLLM_REPLAY=1 no
-run may start (`runs.begin`), so notebooks replayed over bundles show the bundles' numbers or fail.
+A bundle from someone else is data, never code (docs/runs.md, "What a replay trusts"). `check` validates a whole
+bundle before anything is written: only run folders under runs/ with the file types runs write (JSON, CSV, gzip
+CSV, logs), regular files only (no links, devices or folders of their own), no name, manifest key or field that
+could leave the target folder, every file's sha256 as recorded. `unpack` then writes the files itself, checking
+the resolved path of every write, and marks each run folder with replayed.json naming the weight files the bundle
+left out (their size and sha256 stay recorded in run.json). `runs.finished` accepts such a run as finished;
+anything that needs its weights gets an error saying so (`runs.output`). With $COLLM_REPLAY=1 no run may start
+(`runs.begin`), so notebooks replayed over bundles show the bundles' numbers or fail.
 """
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import hmac
 import io
 import json
 import os
+import re
+import subprocess
 import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
 from . import runs, settings
-from .io import write_json
+from .data.common import sha256_bytes, sha256_file
+from .io import atomic_path, write_json
 
 MANIFEST = "bundle.json"
 WEIGHTS = ("*.pt", "*.safetensors", "*.bin")  # never travel: the bundle is results, not checkpoints
 MAX_BYTES = 16 * 2**20  # what one file coming back from the device machine may weigh
+MAX_UNPACKED = 2**30  # what a bundle's files may weigh unpacked: a gzip bomb is refused before it is read
+KEY_ENV = "COLLM_BUNDLE_KEY"  # a shared secret: bundles packed with it are signed, replays with it check the signature
+FILE_TYPES = (".json", ".csv", ".csv.gz", ".log")  # what run folders write; anything else is refused
+NAME = re.compile(r"[A-Za-z0-9_+=,-][A-Za-z0-9_.+=,-]*")  # one path component: runs' alphabet, no leading dot
+PRECISIONS = ("bf16", "fp32")
+
+
+class UnsafeBundle(ValueError):
+    """A bundle that this code did not pack as it is: refused before anything is written."""
 
 
 def code_fingerprint() -> str:
@@ -39,15 +57,35 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def code_commit() -> str | None:
+    """The checkout's git commit ("<sha>-dirty" with uncommitted changes to the library); None outside git."""
+    try:
+        git = ["git", "-C", str(settings.REPO_ROOT)]
+        sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "collm_lib"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{sha}-dirty" if dirty else sha
+
+
 def _is_weight(name: str) -> bool:
     return any(fnmatch.fnmatch(name, pattern) for pattern in WEIGHTS)
 
 
+def _signature(manifest: dict[str, Any], key: str) -> str:
+    """HMAC-SHA256 of the manifest without its signature; the manifest holds every file's sha256, so it covers all."""
+    body = json.dumps({k: v for k, v in manifest.items() if k != "signature"}, sort_keys=True, default=str)
+    return hmac.new(key.encode(), body.encode(), hashlib.sha256).hexdigest()
+
+
 def pack(out: str | os.PathLike, work_dir: str | os.PathLike, folders: list[Path], info: dict[str, Any]) -> Path:
-    """Write the run `folders` (under work_dir) without their weights, and bundle.json (`info` plus the folder list
-    and the weights left out) as the tar.gz `out`; raises, writing nothing, when it would exceed MAX_BYTES."""
+    """Write the run `folders` (under work_dir) without their weights, and bundle.json (`info` plus the folder list,
+    the weights left out and every file's sha256) as the tar.gz `out`; raises, writing nothing, when it would exceed
+    MAX_BYTES. Signed when $COLLM_BUNDLE_KEY is set."""
     out, work_dir = Path(out), Path(work_dir)
-    manifest = dict(info, code=code_fingerprint(), packed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), runs={})
+    manifest = dict(info, code=code_fingerprint(), commit=code_commit(),
+                    packed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), runs={}, files={})
     members = []
     for folder in folders:
         rel = folder.relative_to(work_dir).as_posix()
@@ -56,6 +94,9 @@ def pack(out: str | os.PathLike, work_dir: str | os.PathLike, folders: list[Path
         manifest["runs"][rel] = {"left_behind": behind}
         members += [(p, f"{rel}/{p.name}") for p in sorted(folder.iterdir()) if p.is_file() and not _is_weight(p.name)
                     and not p.name.startswith(".")]
+    manifest["files"] = {name: sha256_file(path) for path, name in members}
+    if os.environ.get(KEY_ENV):
+        manifest["signature"] = _signature(manifest, os.environ[KEY_ENV])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     with tarfile.open(tmp, "w:gz") as tar:
@@ -74,29 +115,175 @@ def pack(out: str | os.PathLike, work_dir: str | os.PathLike, folders: list[Path
     return out
 
 
+def _not_a_bundle(bundle: str | os.PathLike, why: str) -> ValueError:
+    return ValueError(f"{bundle} is not a bundle made by python -m collm_lib.reproduce (a tar.gz holding "
+                      f"{MANIFEST}): {why}")
+
+
 def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
-    """bundle.json of a bundle, without unpacking it."""
+    """bundle.json of a bundle, without unpacking it; its fields checked (`_check_manifest`)."""
     try:
         with tarfile.open(bundle, "r:gz") as tar:
-            return json.loads(tar.extractfile(MANIFEST).read())
-    except (tarfile.TarError, KeyError, AttributeError, OSError, ValueError) as err:
-        if isinstance(err, FileNotFoundError):
+            entry = tar.getmember(MANIFEST)
+            if not entry.isreg() or entry.size > MAX_BYTES:
+                raise UnsafeBundle(f"{bundle}: {MANIFEST} is not a regular file of at most {MAX_BYTES} bytes")
+            manifest = json.loads(tar.extractfile(entry).read())
+    except (tarfile.TarError, KeyError, OSError, ValueError) as err:
+        if isinstance(err, (FileNotFoundError, UnsafeBundle)):
             raise
-        raise ValueError(f"{bundle} is not a bundle made by python -m collm_lib.reproduce (a tar.gz holding "
-                         f"{MANIFEST}): {type(err).__name__}: {err}") from err
+        raise _not_a_bundle(bundle, f"{type(err).__name__}: {err}") from err
+    _check_manifest(bundle, manifest)
+    return manifest
+
+
+def _safe_rel(path: str, least: int) -> bool:
+    """A relative path of at least `least` components, each a plain name (no "..", no absolute, no leading dot)."""
+    parts = path.split("/")
+    return len(parts) >= least and all(NAME.fullmatch(p) and p not in (".", "..") for p in parts)
+
+
+def _check_manifest(bundle: str | os.PathLike, manifest: Any) -> None:
+    """Refuse a manifest whose fields could reach outside the replay folder or into the notebooks as anything but
+    the values pack writes: run keys are runs/<dataset>/.../<folder>, the profile one of settings.PROFILES, etc."""
+    def refuse(why: str) -> None:
+        raise UnsafeBundle(f"{bundle}: {MANIFEST} {why}; this bundle was not packed by this code as it is: do not "
+                           "replay it (ask its sender for the bundle that `collm reproduce` wrote)")
+
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("runs"), dict):
+        refuse("is not an object with a 'runs' object")
+    for key, entry in manifest["runs"].items():
+        if not (key.startswith("runs/") and _safe_rel(key, 3)):
+            refuse(f"names the run folder {key!r}, not a plain path runs/<dataset>/<folder>")
+        behind = entry.get("left_behind") if isinstance(entry, dict) else None
+        if not isinstance(behind, dict) or not all(NAME.fullmatch(n) and _is_weight(n) for n in behind):
+            refuse(f"lists left-behind files of {key!r} that are not weight file names")
+    if manifest.get("profile") not in settings.PROFILES:
+        refuse(f"has profile {str(manifest.get('profile'))[:80]!r}, not one of {settings.PROFILES}")
+    if type(manifest.get("seed")) is not int or not isinstance(manifest.get("model"), str) \
+            or not manifest["model"].isprintable() or len(manifest["model"]) > 300:
+        refuse("lacks a whole-number seed or a model name")
+    if manifest.get("precision") not in (*PRECISIONS, None):
+        refuse(f"has precision {str(manifest.get('precision'))[:40]!r}, not one of {PRECISIONS}")
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
+                                              for v in files.values()):
+        refuse("has a 'files' entry that is not {name: sha256}")
+
+
+def _member_problem(member: tarfile.TarInfo, run_keys: set[str]) -> str | None:
+    """Why a tar member may not be unpacked; None when it is a file of a listed run folder, of a type runs write."""
+    if not member.isreg():
+        return "is a link, a folder or a special file (a bundle holds regular files only)"
+    folder, _, name = member.name.rpartition("/")
+    if folder not in run_keys:
+        return f"lies outside the bundle's run folders {sorted(run_keys)[:3]}{'...' if len(run_keys) > 3 else ''}"
+    if not NAME.fullmatch(name) or not name.endswith(FILE_TYPES) or name == runs.REPLAYED:
+        return f"is not a file type run folders hold ({', '.join(FILE_TYPES)})"
+    return None
+
+
+def check(bundle: str | os.PathLike) -> tuple[dict[str, Any], dict[str, bytes], dict[str, Any]]:
+    """Validate a whole bundle without writing anything: (manifest, {member: content}, verification).
+
+    Raises UnsafeBundle naming the first problem: a member that is not a regular file of a listed run folder of a
+    known type, a folder that is neither a finished run nor a sweep setting, a file whose sha256 differs from bundle.json's, a
+    signature that does not match $COLLM_BUNDLE_KEY, more than MAX_UNPACKED bytes. Bundles from before sha256s were
+    recorded pass with verification["sha256"] "not recorded"."""
+    manifest = read_manifest(bundle)
+    run_keys, contents, total = set(manifest["runs"]), {}, 0
+    with tarfile.open(bundle, "r:gz") as tar:
+        for member in tar:
+            if member.name == MANIFEST:
+                continue
+            problem = _member_problem(member, run_keys)
+            if problem or member.name in contents:
+                raise UnsafeBundle(f"{bundle}: member {member.name[:200]!r} {problem or 'occurs twice'}; nothing was "
+                                   "unpacked. Do not replay it: ask its sender for the bundle `collm reproduce` wrote")
+            total += member.size
+            if total > MAX_UNPACKED:
+                raise UnsafeBundle(f"{bundle}: over {MAX_UNPACKED // 2**20} MiB unpacked; nothing was unpacked")
+            contents[member.name] = tar.extractfile(member).read()
+    for key in sorted(run_keys):  # a finished run has run.json; a sweep setting (sweep.run_sweep) its result.json
+        if f"{key}/{runs.DONE}" not in contents and f"{key}/result.json" not in contents:
+            raise UnsafeBundle(f"{bundle}: folder {key} holds neither {runs.DONE} nor result.json: not a finished run "
+                               "or sweep setting; nothing was unpacked")
+    verification = {"commit": manifest.get("commit"), "device": manifest.get("device"),
+                    "same_code": manifest.get("code") == code_fingerprint()}
+    recorded = manifest.get("files")
+    if recorded is None:
+        verification["sha256"] = "not recorded (bundle from before sha256s were recorded)"
+    else:
+        wrong = sorted(set(contents) ^ set(recorded)) + sorted(
+            n for n in contents if n in recorded and sha256_bytes(contents[n]) != recorded[n])
+        if wrong:
+            raise UnsafeBundle(f"{bundle}: {len(wrong)} file(s) differ from the sha256s bundle.json records, e.g. "
+                               f"{wrong[0]}: the bundle was changed after it was packed; nothing was unpacked")
+        verification["sha256"] = f"verified ({len(contents)} files)"
+    verification["signature"] = _check_signature(bundle, manifest)
+    return manifest, contents, verification
+
+
+def _check_signature(bundle: str | os.PathLike, manifest: dict[str, Any]) -> str:
+    key, signature = os.environ.get(KEY_ENV), manifest.get("signature")
+    if signature is None:
+        return "unsigned"
+    if not key:
+        return f"signed, not checked (set ${KEY_ENV} to the key it was signed with)"
+    if not hmac.compare_digest(str(signature), _signature(manifest, key)):
+        raise UnsafeBundle(f"{bundle}: its signature does not match ${KEY_ENV}: signed with another key, or edited "
+                           "after it was signed; nothing was unpacked")
+    return f"verified with ${KEY_ENV}"
+
+
+def verify(bundle: str | os.PathLike) -> dict[str, Any]:
+    """What `collm replay --verify` shows: the bundle's provenance and whether it verified, writing nothing."""
+    manifest, contents, verification = check(bundle)
+    return {"bundle": str(bundle), "part": manifest.get("part"), "profile": manifest["profile"],
+            "packed_at": manifest.get("packed_at"), "runs": len(manifest["runs"]), "files": len(contents),
+            **verification}
+
+
+def _write_inside(root: Path, rel: str, data: bytes) -> None:
+    """Write `data` to root/rel, refusing any link on the way: the resolved path must stay under root."""
+    target, base = root / rel, root.resolve()
+    for parent in [*reversed(target.relative_to(root).parents)][1:] + [Path(rel)]:
+        if (root / parent).is_symlink():
+            raise UnsafeBundle(f"{root / parent} is a link: a replay writes no file through one; replay into an "
+                               "empty folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.resolve().is_relative_to(base):
+        raise UnsafeBundle(f"{target} would be written outside {root}; nothing more was unpacked")
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
 
 
 def unpack(bundle: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Extract a bundle's run folders under `work_dir` (default settings.work_dir()) and mark each as replayed;
-    returns its bundle.json. Paths that would leave the work dir are refused (tarfile's "data" filter)."""
+    """Check a bundle whole (`check`), then write its run folders under `work_dir` (default settings.work_dir()) and
+    mark each as replayed; returns its bundle.json with the verification under "verification"."""
     bundle, work_dir = Path(bundle), settings.work_dir(work_dir)
-    manifest = read_manifest(bundle)
-    with tarfile.open(bundle, "r:gz") as tar:
-        members = [m for m in tar.getmembers() if m.name != MANIFEST]
-        tar.extractall(work_dir, members=members, filter="data")
+    manifest, contents, verification = check(bundle)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in contents.items():
+        _write_inside(work_dir, name, data)
     for rel, entry in manifest["runs"].items():
-        write_json(work_dir / rel / runs.REPLAYED, {"bundle": bundle.name, "part": manifest.get("part"),
-                                                    "device": manifest.get("device"),
-                                                    "left_behind": entry["left_behind"]})
+        record = {"bundle": bundle.name, "part": manifest.get("part"), "device": manifest.get("device"),
+                  "commit": manifest.get("commit"), "verification": verification,
+                  "left_behind": entry["left_behind"]}
+        _write_inside(work_dir, f"{rel}/{runs.REPLAYED}", json.dumps(record, indent=2).encode())
+    manifest = dict(manifest, verification=verification)
     write_json(work_dir / "bundles" / f"{bundle.name}.json", manifest)
     return manifest
+
+
+def provenance(work_dir: str | os.PathLike | None = None) -> list[str]:
+    """One line per bundle unpacked into the work dir: part, device, code commit, packed when, and what verified;
+    what a replayed notebook prints first (params.check), so a reader sees where its numbers came from."""
+    lines = []
+    for path in sorted((settings.work_dir(work_dir) / "bundles").glob("*.json")):
+        m = runs.read_record(path) or {}
+        v = m.get("verification", {})
+        lines.append(f"replayed bundle {path.stem}: part {m.get('part')}, {m.get('device')}, commit "
+                     f"{m.get('commit') or 'not recorded'} ({'same' if v.get('same_code') else 'other'} library code "
+                     f"than this checkout), packed {m.get('packed_at')}; sha256 {v.get('sha256', 'not checked')}; "
+                     f"signature {v.get('signature', 'not checked')}")
+    return lines

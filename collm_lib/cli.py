@@ -2,6 +2,7 @@
 
     collm main --profile cpu [--only 03 04] [--in-place]       # the notebooks through papermill (collm_lib.runner)
     collm replay bundles/*.tar.gz                              # the notebooks over a GPU box's bundles
+    collm replay --verify bundles/*.tar.gz                     # check bundles, show where they come from
     collm reproduce --profile gpu --part mf ml-1m --out bundles/   # without Jupyter (collm_lib.reproduce)
     collm stages --profile gpu --dataset ml-1m [--lr 3e-4 --lora-r 16 ...]   # stage 1, stage 2, MF on its rows
     collm stage --stage 2 --profile cpu [--stage1-dir DIR --mf-dir DIR]      # one stage
@@ -20,9 +21,9 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
-from . import baselines, collab, distributed, logs, options, profiles, reproduce, runner, settings, stages
+from . import baselines, collab, distributed, logs, options, params, profiles, reproduce, runner, settings, stages
 from .collab import MFConfig
 from .data import dataset_name, load_dataset
 from .io import read_json
@@ -30,6 +31,7 @@ from .train import StageConfig
 
 STAGE, MF = "stage", "mf"  # the namespace groups of the generated options (options.overrides)
 COMMON_HELP = "Options not given take the profile's value (collm_lib/profiles.py), shown as 'profile default'."
+Config = TypeVar("Config")
 
 
 def stage_options(exclude: tuple[str, ...] = ()) -> list[options.Option]:
@@ -51,7 +53,8 @@ def _mf_variants(profile: str) -> list[MFConfig]:
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default=None, help='"smoke" | "cpu" | "gpu" (default: $COLLM_PROFILE or cpu)')
+    parser.add_argument("--profile", default=None, choices=settings.PROFILES, metavar="|".join(settings.PROFILES),
+                        help="the run profile (default: $COLLM_PROFILE or cpu)")
     parser.add_argument("--data-dir", default=None, help="raw data folder (default: $COLLM_DATA_DIR or data/raw)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
 
@@ -84,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE")
     runner.add_shared_arguments(replay)
     replay.add_argument("--out-dir", type=Path, default=None, help=runner.OUT_DIR_HELP.removeprefix("with --replay: "))
+    replay.add_argument("--verify", action="store_true", help="only check the bundles (files, sha256s, signature "
+                        "with $COLLM_BUNDLE_KEY) and show their provenance; unpack and run nothing (exit 1: refused)")
     reproduce.add_arguments(command("reproduce", reproduce.DESCRIPTION))
 
     stages_parser = command("stages", "Stage 1, then stage 2 on its LoRA and the MF, then the MF on stage 2's rows; "
@@ -106,10 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _checked(args: argparse.Namespace, group: str, build: Callable[[], Config]) -> Config:
+    """build(): a config from the options of `group`; a value it refuses (params.ConfigError) ends as an argparse
+    error naming the option and what it accepts (status 2), before anything loads or any run folder is made."""
+    try:
+        return build()
+    except params.ConfigError as err:
+        generated = stage_options() if group == STAGE else mf_options("mf-" if args.command != "mf" else "")
+        flag = next((o.flag for o in generated if o.path == err.path), None)
+        args.command_parser.error(f"argument {flag}: {err.problem}" if flag else str(err))
+
+
 def stage_config(args: argparse.Namespace, stage: int) -> StageConfig:
     """The StageConfig of `stage` the options ask for: the profile's, with the given options replaced."""
     given = {path: value for path, value in options.overrides(args, STAGE).items() if path != ("stage",)}
-    config = options.apply(profiles.stage(args.profile, stage), given)
+    config = _checked(args, STAGE, lambda: options.apply(profiles.stage(args.profile, stage), given))
     # a dataset folder's path becomes its name: the name, not where the folder happens to be, keys runs
     return replace(config, dataset=dataset_name(config.dataset, args.data_dir))
 
@@ -117,7 +133,12 @@ def stage_config(args: argparse.Namespace, stage: int) -> StageConfig:
 def mf_config(args: argparse.Namespace, dataset: str, seed: int | None = None) -> MFConfig:
     """The MFConfig the options ask for: the profile's for `dataset` (seed: `seed` unless given), options replaced."""
     config = profiles.mf(args.profile, dataset, **({} if seed is None else {"seed": seed}))
-    return options.apply(config, options.overrides(args, MF))
+    return _checked(args, MF, lambda: options.apply(config, options.overrides(args, MF)))
+
+
+def require_work_dir() -> Path:
+    """The work dir, checked writable before a command reads data or starts a run (settings.require_writable)."""
+    return settings.require_writable(settings.work_dir(), "the work dir", settings.WORK_DIR_FIX)
 
 
 def _ensure_mf(splits, config: MFConfig, progress: bool) -> Path:
@@ -142,12 +163,15 @@ def run_stages(args: argparse.Namespace, only: int | None = None) -> dict:
     returns the summary printed (rank 0): each stage's run folder, test metrics and fit, and for both stages the
     MF scored on stage 2's rows."""
     progress = not args.no_progress
+    stage1_dir, mf_dir = getattr(args, "stage1_dir", None), getattr(args, "mf_dir", None)
+    # every config first: a bad option stops the command before the data loads or a run folder is made
     configs = {s: stage_config(args, s) for s in (1, 2)}
+    mf = mf_config(args, configs[2].dataset, configs[2].seed) if only != 1 and mf_dir is None else None
+    require_work_dir()
     splits = load_dataset(configs[1].dataset, args.data_dir)
     summary: dict[str, Any] = {}
-    stage1_dir, mf_dir = getattr(args, "stage1_dir", None), getattr(args, "mf_dir", None)
-    if only != 1:
-        mf_dir = mf_dir or _ensure_mf(splits, mf_config(args, configs[2].dataset, configs[2].seed), progress)
+    if mf is not None:
+        mf_dir = _ensure_mf(splits, mf, progress)
     if only != 2 or stage1_dir is None:
         first = stages.run_stage(splits, configs[1], progress=progress)
         stage1_dir = first["run_dir"]
@@ -172,8 +196,10 @@ def _stage(args: argparse.Namespace) -> dict:
 
 def run_mf(args: argparse.Namespace) -> dict:
     """The MF the options ask for, trained unless finished; returns (and prints) its folder and metrics."""
+    config = mf_config(args, dataset_name(args.dataset, args.data_dir))
+    require_work_dir()
     splits = load_dataset(args.dataset, args.data_dir)
-    out = collab.ensure_mf(splits, mf_config(args, splits.name), progress=not args.no_progress)
+    out = collab.ensure_mf(splits, config, progress=not args.no_progress)
     metrics = read_json(out / "config.json")["metrics"]
     summary = {"run_dir": str(out), "valid": metrics["valid"]["all"], "test": metrics["test"]["all"]}
     _print(summary)
@@ -190,9 +216,10 @@ def quiet_progress() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `collm`; returns the exit status. Bad input the library names with its fix (a ValueError or
-    FileNotFoundError: unknown dataset, model not downloaded, ...) ends with that message and status 1, no
-    traceback; anything else raises as usual."""
+    """Entry point of `collm`; returns the exit status. A bad option ends as argparse's error, status 2; bad input
+    the library names with its fix (a ValueError, FileNotFoundError or settings.NotWritable: unknown dataset, model
+    not downloaded, read-only work dir, ...) ends with that message and status 1, no traceback; anything else
+    raises as usual."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "no_progress", False):
@@ -200,16 +227,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with logs.console():
             return _run(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, settings.NotWritable) as err:
         print(f"collm {args.command}: error: {err}", file=sys.stderr)
         return 1
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "main":
+        require_work_dir()
         runner.stop_on_sigterm()
         runner.run_main(args.profile, args.data_dir, args.only, args.in_place, not args.no_resume, args.notebook_dir)
+    elif args.command == "replay" and args.verify:
+        sys.exit(0 if runner.show_verification(args.bundles) else 1)
     elif args.command == "replay":
+        require_work_dir()
+        if args.out_dir is not None:
+            settings.require_writable(args.out_dir, "--out-dir", "give --out-dir a folder you can write to")
         runner.stop_on_sigterm()
         runner.replay(args.bundles, args.data_dir, args.out_dir, only=args.only)
     elif args.command == "reproduce":

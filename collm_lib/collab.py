@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import io, metrics, settings
+from . import io, metrics, params, settings
 from .data import Splits
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,9 @@ class MFConfig:  # each profile's values, and each dataset's: collm_lib/profiles
     eval_batch_size: int = 65536
     cpu_threads: int | None = 1  # torch threads while training on CPU; MF's ops are too small to gain
     # from more, and on a shared machine extra threads made each epoch ~10x slower. None: leave as is.
+
+    def __post_init__(self) -> None:
+        params.check_config(self)  # a bad value fails here, before any run folder is made
 
 
 @dataclass
@@ -241,11 +244,12 @@ def ensure_mf(splits: Splits, config: MFConfig, out_dir: str | os.PathLike | Non
 
     ident = mf_identity(splits, config)
     out = Path(out_dir) if out_dir else runs.run_dir("mf", splits.name, ident, f"d{config.dim}", work_dir)
-    if runs.finished(out, ident) is None:
-        with runs.running(out, "mf", ident, config, {"data": runs.data_fingerprint(splits)}, owned=MF_FILES):
-            save_mf(train_mf(splits, config, progress=progress), out, ident=ident)
-    else:
-        log.info("MF %s: %s finished before, read back (not retrained)", splits.name, out)
+    with runs.claim(out, ident) as todo:
+        if todo:
+            with runs.running(out, "mf", ident, config, {"data": runs.data_fingerprint(splits)}, owned=MF_FILES):
+                save_mf(train_mf(splits, config, progress=progress), out, ident=ident)
+        else:
+            log.info("MF %s: %s finished before, read back (not retrained)", splits.name, out)
     return out
 
 

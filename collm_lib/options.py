@@ -19,6 +19,7 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
+from .params import ConfigError
 from .settings import PROFILES
 
 
@@ -170,11 +171,17 @@ def overrides(args: argparse.Namespace, dest: str) -> dict[tuple[str, ...], Any]
 
 
 def apply(config: Any, changes: dict[tuple[str, ...], Any]) -> Any:
-    """`config` with the fields at the given paths replaced (nested dataclasses too)."""
+    """`config` with the fields at the given paths replaced (nested dataclasses too). A value the config refuses
+    (its __post_init__: params.check_config) raises ConfigError, its `path` the field's full path here."""
     top = {path[0]: value for path, value in changes.items() if len(path) == 1}
     nested: dict[str, dict[tuple[str, ...], Any]] = {}
     for path, value in changes.items():
         if len(path) > 1:
             nested.setdefault(path[0], {})[path[1:]] = value
-    top |= {name: apply(getattr(config, name), inner) for name, inner in nested.items()}
+    for name, inner in nested.items():
+        try:
+            top[name] = apply(getattr(config, name), inner)
+        except ConfigError as err:
+            err.path = (name, *err.path)  # the nested config knows its field, not where it sits
+            raise
     return dataclasses.replace(config, **top)

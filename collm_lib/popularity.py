@@ -48,18 +48,19 @@ def ensure_popularity(splits: Splits, work_dir: str | os.PathLike | None = None)
     config = {"score": SCORE}
     ident = runs.identity("popularity", config, upstream)
     out = runs.run_dir("popularity", splits.name, ident, work_dir=work_dir)
-    if runs.finished(out, ident) is None:
-        with runs.running(out, "popularity", ident, config, upstream, owned=FILES):
-            counts = positive_counts(splits)
-            io.write_frame(out / "counts.csv", counts.rename_axis("iid").reset_index())
-            scored = {name: frame.assign(score=score_popularity(counts, frame))
-                      for name, frame in (("valid", splits.valid), ("test", splits.test))}
-            columns = [c for c in ("uid", "iid", "label", "not_cold", "score") if c in scored["test"]]
-            io.write_frame(out / "test_scores.csv", scored["test"][columns])
-            io.write_json(out / "results.json", {
-                "dataset": splits.name, "model": "Popularity", "config": config, "upstream": upstream,
-                "metrics": {name: metrics.evaluate(frame, train_frame=splits.collab_rows)
-                            for name, frame in scored.items()},
-                "run": io.run_info(None)})
-            runs.finish(out, ident, list(FILES))
+    with runs.claim(out, ident) as todo:
+        if todo:
+            with runs.running(out, "popularity", ident, config, upstream, owned=FILES):
+                counts = positive_counts(splits)
+                io.write_frame(out / "counts.csv", counts.rename_axis("iid").reset_index())
+                scored = {name: frame.assign(score=score_popularity(counts, frame))
+                          for name, frame in (("valid", splits.valid), ("test", splits.test))}
+                columns = [c for c in ("uid", "iid", "label", "not_cold", "score") if c in scored["test"]]
+                io.write_frame(out / "test_scores.csv", scored["test"][columns])
+                io.write_json(out / "results.json", {
+                    "dataset": splits.name, "model": "Popularity", "config": config, "upstream": upstream,
+                    "metrics": {name: metrics.evaluate(frame, train_frame=splits.collab_rows)
+                                for name, frame in scored.items()},
+                    "run": io.run_info(None)})
+                runs.finish(out, ident, list(FILES))
     return io.read_json(out / "results.json") | {"run_dir": str(out)}

@@ -4,12 +4,14 @@ A template is a sequence of text pieces and ID slots. Each text piece is filled 
 tokenised on its own; each slot becomes one placeholder token whose position is recorded. Because
 slots are never spelled in text, no title or author can ever create, hide or shift a slot: the
 positions come from the template's structure, not from searching the token stream. Every encoded
-prompt is checked to hold exactly the slots its template declares.
+prompt is checked to hold exactly the slots its template declares. A prompt longer than the token budget (the
+model's positions) has its titles cut until it fits; the slots and the template's own text are never cut.
 
 Templates are versioned (`name@version`) and kept here, in one place; `TEMPLATES` selects by name.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -24,6 +26,8 @@ ITEM_SLOT = "<TargetItemID>"
 EMPTY_HISTORY = "none"  # the fixed placeholder word for a user without history
 ANSWER_PREFIX = "\n#Answer:"
 ANSWER = "Yes"
+# transformers sets model_max_length to ~1e30 for a tokenizer that does not know its model's length: no budget then
+SANE_MAX_LENGTH = 1_000_000
 
 
 def _quoted(titles: Sequence[str]) -> str:
@@ -141,6 +145,12 @@ class EncodedSplit:
     iid: np.ndarray
     label: np.ndarray
     not_cold: np.ndarray
+    truncated_rows: np.ndarray | None = None  # per row: titles cut to fit the token budget; None: no row cut
+
+    @property
+    def truncated(self) -> int:
+        """How many prompts had their titles cut to fit the token budget."""
+        return 0 if self.truncated_rows is None else int(self.truncated_rows.sum())
 
     @property
     def lengths(self) -> np.ndarray:
@@ -151,7 +161,8 @@ class EncodedSplit:
 
     def subset(self, idx: np.ndarray) -> "EncodedSplit":
         return EncodedSplit(self.template, [self.input_ids[i] for i in idx], self.user_pos[idx],
-                            self.item_pos[idx], self.uid[idx], self.iid[idx], self.label[idx], self.not_cold[idx])
+                            self.item_pos[idx], self.uid[idx], self.iid[idx], self.label[idx], self.not_cold[idx],
+                            None if self.truncated_rows is None else self.truncated_rows[idx])
 
 
 def _placeholder_id(tokenizer) -> int:
@@ -162,14 +173,78 @@ def _placeholder_id(tokenizer) -> int:
     raise ValueError("tokenizer has no unk, pad or eos token to use as the ID-slot placeholder")
 
 
+def token_budget(tokenizer, max_tokens: int | None = None) -> int | None:
+    """The most tokens a prompt may have: `max_tokens`, else the tokenizer's model_max_length when it is a real
+    length, else None (no budget)."""
+    if max_tokens is not None:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) or max_tokens < 1:
+            raise ValueError(f"max_tokens {max_tokens!r}: give a positive whole number of tokens, or None")
+        return int(max_tokens)
+    known = getattr(tokenizer, "model_max_length", None)
+    return int(known) if isinstance(known, int) and 0 < known < SANE_MAX_LENGTH else None
+
+
+def _tokenise(tokenizer, texts: list[str]) -> list[list[int]]:
+    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def _assemble(parts: Sequence[str], pieces: Sequence[list[int] | None], bos: list[int],
+              placeholder: int) -> tuple[list[int], dict[str, int]]:
+    """One prompt's token ids from its pieces' ids (None at a slot) and the slots' positions."""
+    seq, slots = list(bos), {}
+    for part, ids in zip(parts, pieces):
+        if ids is None:
+            slots[part] = len(seq)
+            seq.append(placeholder)
+        else:
+            seq.extend(ids)
+    return seq, slots
+
+
+def _fit_titles(row: pd.Series, tpl: Template, tokenizer, max_history: int, budget: int, bos: list[int],
+                placeholder: int) -> tuple[list[int], dict[str, int]]:
+    """`row`'s prompt with every title (history and target) cut to the longest common number of characters that
+    fits `budget`: short titles stay whole and the longest are cut first. The template's text and slots are never
+    cut; a prompt over budget even with empty titles is a ValueError."""
+    def encode(length: int) -> tuple[list[int], dict[str, int]]:
+        cut = row.copy()
+        cut["his_title"] = [str(t)[:length] for t in row["his_title"]]
+        cut["title"] = str(row["title"])[:length]
+        values = tpl.fields(cut, max_history)
+        ids = iter(_tokenise(tokenizer, [p.format(**values) for p in tpl.parts if p not in (USER_SLOT, ITEM_SLOT)]))
+        pieces = [None if p in (USER_SLOT, ITEM_SLOT) else next(ids) for p in tpl.parts]
+        return _assemble(tpl.parts, pieces, bos, placeholder)
+
+    best = encode(0)
+    if len(best[0]) > budget:
+        raise ValueError(f"encode_frame: the prompt of uid {row.get('uid')}, iid {row.get('iid')} (template "
+                         f"{tpl.key}) has {len(best[0])} tokens even with every title cut to nothing, over the budget "
+                         f"of {budget}: raise max_tokens if the model has the positions, use a model with more, or "
+                         f"show fewer history items (max_history, now {max_history})")
+    low, high = 0, max(len(str(t)) for t in [*row["his_title"], row["title"]])  # low fits, high (uncut) does not
+    while high - low > 1:
+        mid = (low + high) // 2
+        attempt = encode(mid)
+        if len(attempt[0]) <= budget:
+            low, best = mid, attempt
+        else:
+            high = mid
+    return best
+
+
 def encode_frame(frame: pd.DataFrame, template: str | Template, tokenizer, max_history: int = 10,
-                 batch_size: int = 1024, progress: bool = True) -> EncodedSplit:
-    """Tokenise every row of `frame` once; each text piece is tokenised in batches across rows."""
+                 batch_size: int = 1024, progress: bool = True, max_tokens: int | None = None) -> EncodedSplit:
+    """Tokenise every row of `frame` once; each text piece is tokenised in batches across rows.
+
+    A prompt over the token budget (token_budget: `max_tokens`, else the tokenizer's model_max_length when known)
+    has its titles cut to fit (_fit_titles); EncodedSplit.truncated counts those prompts, and a warning says so."""
     tpl = get_template(template) if isinstance(template, str) else template
     if len(frame) == 0:
         raise ValueError(f"encode_frame: empty frame for template {tpl.key}")
+    budget = token_budget(tokenizer, max_tokens)
     placeholder = _placeholder_id(tokenizer)
     add_bos = tokenizer.bos_token_id is not None and bool(getattr(tokenizer, "add_bos_token", False))
+    bos = [tokenizer.bos_token_id] if add_bos else []
     values = [tpl.fields(row, max_history) for _, row in frame.iterrows()]
     pieces: list[list[list[int]] | None] = []
     for part in tpl.parts:
@@ -180,22 +255,24 @@ def encode_frame(frame: pd.DataFrame, template: str | Template, tokenizer, max_h
         ids: list[list[int]] = []
         for start in tqdm(range(0, len(texts), batch_size), desc=f"tokenise {tpl.key}", disable=settings.quiet(progress),
                           leave=False):
-            ids.extend(tokenizer(texts[start:start + batch_size], add_special_tokens=False,
-                                 split_special_tokens=True)["input_ids"])
+            ids.extend(_tokenise(tokenizer, texts[start:start + batch_size]))
         pieces.append(ids)
     rows, user_pos, item_pos = [], np.full(len(frame), -1), np.full(len(frame), -1)
+    truncated = np.zeros(len(frame), dtype=bool)
     for r in range(len(frame)):
-        seq = [tokenizer.bos_token_id] if add_bos else []
-        for part, ids in zip(tpl.parts, pieces):
-            if ids is None:
-                (user_pos if part == USER_SLOT else item_pos)[r] = len(seq)
-                seq.append(placeholder)
-            else:
-                seq.extend(ids[r])
+        seq, slots = _assemble(tpl.parts, [None if ids is None else ids[r] for ids in pieces], bos, placeholder)
+        if budget is not None and len(seq) > budget:
+            seq, slots = _fit_titles(frame.iloc[r], tpl, tokenizer, max_history, budget, bos, placeholder)
+            truncated[r] = True
+        user_pos[r], item_pos[r] = slots.get(USER_SLOT, -1), slots.get(ITEM_SLOT, -1)
         rows.append(np.asarray(seq, dtype=np.int64))
+    if truncated.any():
+        logging.getLogger(__name__).warning(
+            "encode_frame: %d of %d prompts of template %s were over the budget of %d tokens; their titles were "
+            "cut to fit", int(truncated.sum()), len(frame), tpl.key, budget)
     enc = EncodedSplit(tpl.key, rows, user_pos, item_pos, frame["uid"].to_numpy(np.int64),
                        frame["iid"].to_numpy(np.int64), frame["label"].to_numpy(np.float32),
-                       frame["not_cold"].to_numpy(np.int64))
+                       frame["not_cold"].to_numpy(np.int64), truncated if truncated.any() else None)
     check_slots(enc, tpl)
     return enc
 

@@ -12,9 +12,10 @@ so a failed or killed run leaves the target as it was; a failed run's copy is ke
     python -m collm_lib.runner --profile gpu --only 03 04
     python -m collm_lib.runner --replay bundles/*.tar.gz     # notebooks 02-04, 06 over a GPU box's bundles
 
---replay unpacks bundles made by `python -m collm_lib.reproduce` (collm_lib.bundle) into a work dir of their own
-and executes the notebooks over them with $COLLM_REPLAY=1: every run they show comes from the bundles, and a run
-the bundles lack is an error instead of a training on this machine. Executed copies go to
+--replay checks bundles made by `python -m collm_lib.reproduce` (collm_lib.bundle) whole, unpacks them into a work
+dir of their own (emptied first: one replay per work dir) and executes the notebooks over them with
+$COLLM_REPLAY=1: every run they show comes from the bundles, and a run the bundles lack is an error instead of a
+training on this machine. Executed copies go to
 results/<profile>-<device>/ and figures to figures/ (named with the profile).
 """
 from __future__ import annotations
@@ -197,11 +198,13 @@ def _slug(text: str) -> str:
 
 def replay(bundles: list[Path], data_dir: str | None = None, out_dir: Path | None = None,
            work_dir: Path | None = None, only: list[str] | None = None) -> list[Path]:
-    """Unpack `bundles` into a work dir of their own and execute the notebooks over them with $COLLM_REPLAY=1.
+    """Check `bundles` whole (bundle.check), unpack them into a work dir of their own, emptied first, and execute the
+    notebooks over them with $COLLM_REPLAY=1.
 
     The bundles must agree on profile, seed and model (those become the notebooks' parameters) and their data
     must be this machine's data (same content fingerprints); executed copies go to `out_dir` (default
-    results/<profile>-<device>/) beside replay.json, which lists the bundles and their phase timings."""
+    results/<profile>-<device>/) beside replay.json, which lists the bundles, their provenance and phase timings."""
+    checked = {Path(b): bundle.verify(b) for b in bundles}  # every bundle whole, before anything is written
     manifests = [bundle.read_manifest(b) for b in bundles]
     keys = {(m["profile"], m["seed"], m["model"]) for m in manifests}
     if len(keys) != 1:
@@ -212,20 +215,20 @@ def replay(bundles: list[Path], data_dir: str | None = None, out_dir: Path | Non
     if len(precisions) > 1:
         raise ValueError(f"the bundles were made in different precisions {sorted(precisions)}; replay the bundles "
                          "of one reproduction together")
-    devices = sorted({m["device"] for m in manifests})
+    devices = sorted({str(m.get("device")) for m in manifests})
     for name in sorted({n for m in manifests for n in m.get("data", {})}):
         here = runs.data_fingerprint(load_dataset(name, data_dir))
         there = {m["data"][name] for m in manifests if name in m.get("data", {})}
         if there != {here}:
             raise ValueError(f"{name}: the bundles' data fingerprint {sorted(there)} differs from this machine's "
                              f"{here}: other raw files or other processing code; their runs would not be found")
-    code = bundle.code_fingerprint()
-    if any(m["code"] != code for m in manifests):
+    if not all(v["same_code"] for v in checked.values()):
         log.warning("some bundles were made by other library code than this checkout's; runs are found by "
                     "identity (config + inputs), so results of a changed code path may be shown")
     slug = _slug("-".join(devices)).removeprefix("nvidia-")  # "NVIDIA H200" -> results/gpu-h200
     work_dir = Path(work_dir or settings.work_dir() / "replay" / f"{profile}-{slug}")
     out_dir = Path(out_dir or settings.REPO_ROOT / "results" / f"{profile}-{slug}")
+    start_clean(work_dir)
     # the kernels inherit these; the bundles' precision, part of every stage run's identity, not this machine's
     os.environ.update(COLLM_WORK_DIR=str(work_dir), COLLM_REPLAY="1", **{settings.PRECISION_ENV: p for p in precisions})
     for path in bundles:
@@ -233,9 +236,39 @@ def replay(bundles: list[Path], data_dir: str | None = None, out_dir: Path | Non
     extra = {"seed": seed, **({"model": model} if model != DEFAULT_MODEL else {})}
     done = run_main(profile, data_dir, only or REPLAYED_NOTEBOOKS, resume=False, out_dir=out_dir, extra=extra)
     write_json(out_dir / "replay.json", {"bundles": [{"file": Path(b).name, **{k: m.get(k) for k in (
-        "part", "device", "seconds", "phases", "complete", "code", "data", "llm", "precision", "packed_at")}}
-        for b, m in zip(bundles, manifests)], "profile": profile, "seed": seed, "model": model})
+        "part", "device", "seconds", "phases", "complete", "code", "commit", "data", "llm", "precision", "packed_at")},
+        "verification": checked[Path(b)]} for b, m in zip(bundles, manifests)],
+        "profile": profile, "seed": seed, "model": model})
     return done
+
+
+def start_clean(work_dir: Path) -> None:
+    """Empty a replay work dir so it holds one replay: a run an earlier replay left must not stand in for one these
+    bundles lack. Only a folder an earlier replay made (it has bundles/) is emptied; the processed data (built on
+    this machine from the raw files, never from a bundle) is kept."""
+    if not work_dir.exists() or not any(work_dir.iterdir()):
+        return
+    if not (work_dir / "bundles").is_dir():
+        raise ValueError(f"{work_dir} holds files that no replay made; a replay empties its work dir first, so "
+                         "give it an empty or new folder")
+    logs.say(f"replay: emptying {work_dir} (an earlier replay's runs; its processed data is kept)")
+    for child in work_dir.iterdir():
+        if child.name != "processed":
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
+def show_verification(bundles: list[Path]) -> bool:
+    """`collm replay --verify`: each bundle's provenance and whether it verified; True when all did."""
+    ok = True
+    for path in bundles:
+        try:
+            report = bundle.verify(path)
+        except (ValueError, OSError) as err:
+            print(f"REFUSED {path}: {err}")
+            ok = False
+            continue
+        print(f"OK {path}: " + ", ".join(f"{k} {v}" for k, v in report.items() if k != "bundle"))
+    return ok
 
 
 def add_main_arguments(parser: argparse.ArgumentParser) -> None:
@@ -271,6 +304,7 @@ def main() -> None:
                              "training; profile, seed and model come from the bundles")
     parser.add_argument("--out-dir", type=Path, default=None, help=OUT_DIR_HELP)
     args = parser.parse_args()
+    settings.require_writable(settings.work_dir(), "the work dir", settings.WORK_DIR_FIX)
     stop_on_sigterm()
     if args.replay:
         replay(args.replay, args.data_dir, args.out_dir, only=args.only)

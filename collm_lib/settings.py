@@ -41,6 +41,33 @@ def work_dir(explicit: str | os.PathLike | None = None) -> Path:
     return Path(env).expanduser().resolve() if env else REPO_ROOT / "data"
 
 
+class NotWritable(OSError):
+    """A folder the library must write to is a file, or cannot be written; the message names it and the fix."""
+
+
+WORK_DIR_FIX = "set $COLLM_WORK_DIR to a folder you can write to"
+
+
+def require_writable(path: str | os.PathLike, what: str, fix: str) -> Path:
+    """`path` resolved, once checked to be a folder this process can write in (when missing, its nearest existing
+    parent: the folder is made when first written); else NotWritable naming `what`, the path and the `fix`.
+    Called before a run starts: a read-only folder is then one clear error, not a traceback half-way through."""
+    path = Path(path).expanduser().resolve()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    where = "it" if existing == path else f"its parent {existing}"
+    if not existing.is_dir():
+        problem = f"{where} is a file, not a folder"
+    elif os.statvfs(existing).f_flag & os.ST_RDONLY:
+        problem = f"{where} is on a read-only file system"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{where} is not writable by this user"
+    else:
+        return path
+    raise NotWritable(f"{what} {path}: {problem}; {fix}")
+
+
 def figures_dir(explicit: str | os.PathLike | None = None) -> Path:
     """Where figures and tables are written: argument, $COLLM_FIGURES_DIR, <repo>/figures."""
     if explicit is not None:

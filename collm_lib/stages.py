@@ -150,9 +150,13 @@ def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path | None = 
     frames = sample_frames(splits, config)  # bad samples fail here, before the LLM loads
     device = distributed.process_device(config.llm.device)
     rank0 = distributed.is_main()
-    # rank 0 claims the folder and keeps its run.log; the other ranks only read it
-    with runs.running(out_dir, f"stage{config.stage}", ident, config, upstream, owned=STAGE_FILES) if rank0 \
+    # rank 0 claims the folder (a second identical run waits for it) and keeps its run.log; other ranks only read it
+    with runs.claim(out_dir, ident) as todo, runs.running(out_dir, f"stage{config.stage}", ident, config, upstream,
+                                                          owned=STAGE_FILES) if rank0 and todo \
             else contextlib.nullcontext():
+        if not todo:
+            log.info("stage %d: %s finished by another process meanwhile, read back", config.stage, out_dir)
+            return read_json(out_dir / "results.json") | {"run_dir": str(out_dir)}
         distributed.barrier()  # no rank reads last.pt before rank 0 has cleared a foreign one
         settings.set_seed(config.seed)
         model, bundle = build_model(config, mf_dir=Path(mf_dir) if mf_dir else None, device=device)

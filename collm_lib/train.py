@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import metrics, settings
+from . import metrics, params, settings
 from .distributed import broadcast_flag, is_main, rank_world
 from .io import atomic_path, run_info, write_frame, write_json
 from .llm import LLMConfig
@@ -63,6 +63,9 @@ class StageConfig:  # each profile's values: collm_lib/profiles.py
     prefix_no_grad: bool = True
     seed: int = 2023
     llm: LLMConfig = field(default_factory=LLMConfig)
+
+    def __post_init__(self) -> None:
+        params.check_config(self)  # a bad value fails here, before any run folder is made
 
 
 def evaluates_at(step: int, config: StageConfig) -> bool:

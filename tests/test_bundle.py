@@ -21,6 +21,9 @@ def work(monkeypatch, tmp_path) -> Path:
     return tmp_path / "work"
 
 
+INFO = {"part": "mf", "device": "cpu", "profile": "smoke", "seed": 2023, "model": "smollm2-135m"}  # as reproduce
+
+
 def _mf(splits=None) -> Path:
     splits = splits or movie_splits()
     return collab.ensure_mf(splits, collab.MFConfig(dim=8, max_epochs=2, patience=1, batch_size=16), progress=False)
@@ -30,7 +33,7 @@ def test_pack_leaves_weights_out_and_unpack_gives_finished_runs(tmp_path, work, 
     with runs.track() as used:
         folder = _mf()
     assert used == {folder.resolve()}
-    target = bundle.pack(tmp_path / "mf.tar.gz", work, sorted(used), {"part": "mf", "device": "cpu"})
+    target = bundle.pack(tmp_path / "mf.tar.gz", work, sorted(used), INFO)
     with tarfile.open(target) as tar:
         names = tar.getnames()
     assert not [n for n in names if n.endswith(".pt")] and any(n.endswith("test_scores.csv") for n in names)
@@ -127,8 +130,7 @@ def test_replay_refuses_bundles_of_different_reproductions(tmp_path, work):
 
     with runs.track() as used:
         _mf()
-    made = [bundle.pack(tmp_path / f"{p}.tar.gz", work, sorted(used), {"profile": p, "seed": 2023, "model": "m",
-                                                                        "device": "cpu"}) for p in ("smoke", "gpu")]
+    made = [bundle.pack(tmp_path / f"{p}.tar.gz", work, sorted(used), INFO | {"profile": p}) for p in ("smoke", "gpu")]
     with pytest.raises(ValueError, match="different \\(profile, seed, model\\)"):
         runner.replay(made)
     assert not (work / "replay").exists()  # refused before anything was unpacked

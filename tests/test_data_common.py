@@ -6,7 +6,7 @@ import pytest
 
 from collm_lib.data import Splits, split_stats, validate_frame
 from collm_lib.data.common import (add_history, add_not_cold, load_processed, make_splits, remap_ids,
-                                   save_processed)
+                                   save_processed, write_frame_json)
 
 
 def _frame(flag: int = -1, **over) -> pd.DataFrame:
@@ -65,14 +65,14 @@ def test_history_is_earlier_positives_of_the_same_user_in_stream_order():
 def test_cache_round_trip_and_incomplete_cache_is_refused(tmp_path):
     splits = _splits()
     save_processed(splits, tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} >= {"train.pkl", "stats.csv", "meta.json"}
+    assert {p.name for p in tmp_path.iterdir()} >= {"train.json.gz", "stats.csv", "meta.json"}
     loaded = load_processed("toy", tmp_path)
     pd.testing.assert_frame_equal(loaded.valid, splits.valid)
     assert loaded.meta["notes"] == ["toy"] and loaded.n_items == 3
     assert load_processed("other", tmp_path) is None  # a cache of another dataset
-    splits.test.head(1).to_pickle(tmp_path / "test.pkl")  # a stale or foreign file: checksum differs
+    write_frame_json(tmp_path / "test.json.gz", splits.test.head(1))  # a stale or foreign file: checksum differs
     assert load_processed("toy", tmp_path) is None
-    (tmp_path / "valid.pkl").unlink()
+    (tmp_path / "valid.json.gz").unlink()
     assert load_processed("toy", tmp_path) is None
     (tmp_path / "meta.json").unlink()  # a crash before meta.json was written
     assert load_processed("toy", tmp_path) is None

@@ -77,6 +77,8 @@ def test_reproduce_bundle_replay(tmp_path, shared_data):
     assert sorted(p.name for p in (tmp_path / "replayed").glob("*.ipynb")) == [
         "02_collaborative_model.ipynb", "03_stage1_lora.ipynb", "04_stage2_fece.ipynb", "06_table1.ipynb"]
     assert not list((tmp_path / "laptop").rglob("*.pt"))  # nothing was trained on the replaying side
+    shown = (tmp_path / "replayed" / "02_collaborative_model.ipynb").read_text()  # where its numbers came from
+    assert "replayed bundle mf.tar.gz: part mf, cpu, commit" in shown and "sha256 verified" in shown
 
     figures = tmp_path / "figures"
     mf = _member(out / "mf.tar.gz", "runs/ml-1m/mf-*/config.json")["metrics"]["test"]["all"]["auc"]

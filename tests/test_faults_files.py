@@ -13,9 +13,9 @@ import pytest
 import transformers
 from transformers import AutoModelForCausalLM
 
-from collm_lib import collab, ctrl, llm
+from collm_lib import collab, ctrl, embedded
 from collm_lib.data import load_dataset, processed_dir
-from collm_lib.data.common import load_processed, save_processed, sha256_file
+from collm_lib.data.common import load_processed, save_processed, sha256_file, write_frame_json
 from collm_lib.llm import DEFAULT_MODEL, LLMConfig, load_llm, resolve_model_path
 from tiny_llm import movie_splits, real_tokenizer, tiny_llama
 
@@ -60,12 +60,12 @@ def test_truncated_meta_json_is_rebuilt_from_the_raw_files(tmp_path):
     pd.testing.assert_frame_equal(_load_quietly("ml-1m-raw", raw, work).valid, first.valid)
 
 
-def test_truncated_pickle_is_still_caught_by_its_checksum(tmp_path):
+def test_truncated_frame_is_still_caught_by_its_checksum(tmp_path):
     splits = movie_splits()
     save_processed(splits, tmp_path)
-    pkl = tmp_path / "train.pkl"
-    pkl.write_bytes(pkl.read_bytes()[: pkl.stat().st_size // 2])
-    with pytest.warns(UserWarning, match=r"train\.pkl.*sha256"):
+    frame = tmp_path / "train.json.gz"
+    frame.write_bytes(frame.read_bytes()[: frame.stat().st_size // 2])
+    with pytest.warns(UserWarning, match=r"train\.json\.gz.*sha256"):
         assert load_processed("ml-synthetic", tmp_path) is None
 
 
@@ -86,11 +86,11 @@ def test_empty_cached_split_is_rebuilt(tmp_path):
     write_raw_ml1m(raw)
     first = load_dataset("ml-1m-raw", raw, work)
     out = processed_dir("ml-1m-raw", work)
-    first.test.head(0).to_pickle(out / "test.pkl")  # an empty file the checksum vouches for
+    write_frame_json(out / "test.json.gz", first.test.head(0))  # an empty file the checksum vouches for
     meta = json.loads((out / "meta.json").read_text())
-    meta["files"]["test"] = sha256_file(out / "test.pkl")
+    meta["files"]["test"] = sha256_file(out / "test.json.gz")
     (out / "meta.json").write_text(json.dumps(meta))
-    with pytest.warns(UserWarning, match=r"test\.pkl.*empty.*rebuild"):
+    with pytest.warns(UserWarning, match=r"test\.json\.gz.*empty.*rebuild"):
         again = load_dataset("ml-1m-raw", raw, work)
     pd.testing.assert_frame_equal(again.test, first.test)
 
@@ -120,15 +120,15 @@ def fake_dequantise(monkeypatch):
         builds.append(gguf)
         return tiny_llama(len(tok)), tok
 
-    monkeypatch.setattr(llm, "_dequantise", dequantise)
+    monkeypatch.setattr(embedded, "_dequantise", dequantise)
     return builds
 
 
-def test_damaged_model_cache_is_detected_and_rebuilt(tmp_path, fake_dequantise):
+def test_damaged_model_cache_is_detected_and_rebuilt(tmp_path, fake_dequantise, monkeypatch):
     builds = fake_dequantise
     target = resolve_model_path(DEFAULT_MODEL, tmp_path)
     weights = target / "model.safetensors"
-    assert len(builds) == 1 and (target / llm.CACHE_MARKER).is_file()
+    assert len(builds) == 1 and (target / embedded.CACHE_MARKER).is_file()
     assert resolve_model_path(DEFAULT_MODEL, tmp_path) == target and len(builds) == 1  # sound: reused
 
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated
@@ -146,10 +146,15 @@ def test_damaged_model_cache_is_detected_and_rebuilt(tmp_path, fake_dequantise):
         resolve_model_path(DEFAULT_MODEL, tmp_path)
     assert len(builds) == 3
 
-    (target / llm.CACHE_MARKER).unlink()  # a cache folder written by an older version
-    with pytest.warns(UserWarning, match=f"{llm.CACHE_MARKER}.*rebuild"):
+    (target / embedded.CACHE_MARKER).unlink()  # a cache folder written by an older version
+    with pytest.warns(UserWarning, match=f"{embedded.CACHE_MARKER}.*rebuild"):
         resolve_model_path(DEFAULT_MODEL, tmp_path)
-    assert len(builds) == 4 and (target / llm.CACHE_MARKER).is_file()
+    assert len(builds) == 4 and (target / embedded.CACHE_MARKER).is_file()
+
+    monkeypatch.setattr(embedded, "_gguf_sha256", lambda: "0" * 64)  # another GGUF installed since the build
+    with pytest.warns(UserWarning, match="built from another .*gguf than the one installed now.*rebuild"):
+        resolve_model_path(DEFAULT_MODEL, tmp_path)
+    assert len(builds) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # nothing left beside it
 
 

@@ -107,7 +107,7 @@ def test_kill_9_then_resume_ends_bit_identical(tiny, tmp_path):
     for key in ("loss", "valid_auc", "step"):
         assert resumed["fit"]["history"][key] == whole["fit"]["history"][key]
     seconds = resumed["fit"]["history"]["seconds"]  # the clock goes on across the kill, never restarts at 0
-    assert seconds == sorted(seconds) and resumed["fit"]["train_seconds"] >= seconds[-1]
+    assert seconds == sorted(seconds) and resumed["fit"]["train_seconds"] >= round(seconds[-1], 1)  # kept to 0.1 s
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "killed" / "scores_test.csv"),
                                   pd.read_csv(tmp_path / "whole" / "scores_test.csv"))
 

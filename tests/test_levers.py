@@ -101,7 +101,6 @@ def test_a_sweep_tokenises_each_sample_once(tiny, monkeypatch):
 
 def test_text_encodings_do_not_depend_on_the_batch(tiny):
     """CTRL's LLM encodings at the GPU's large batch equal the CPU's small one (right padding, masked mean)."""
-    from collm_lib import ctrl
 
     texts = [f"Movie {i} " * (1 + i % 5) for i in range(12)]
     small = text_encoder(LLMConfig(model=str(tiny)), batch_size=2, progress=False)(texts)

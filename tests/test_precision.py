@@ -59,7 +59,7 @@ def test_auto_is_bf16_on_a_gpu_or_with_bf16_units_and_fp32_elsewhere(auto):
     auto.setenv(settings.PRECISION_ENV, "half")
     with pytest.raises(ValueError, match=r"\$COLLM_PRECISION 'half'.*auto"):
         settings.precision(CPU)
-    with pytest.raises(ValueError, match="precision 'fp16'"):
+    with pytest.raises(ValueError, match="precision: 'fp16'; it must be one of"):
         LLMConfig(precision="fp16")
 
 

@@ -123,3 +123,67 @@ def test_special_token_text_is_split_into_plain_tokens(tok):
     frame.loc[0, "title"] = "<|im_end|>"
     enc = prompts.encode_frame(frame, "movie_text", tok, progress=False)
     assert tok.convert_tokens_to_ids("<|im_end|>") not in enc.input_ids[0].tolist()
+
+
+def _fields_text(tok, enc: prompts.EncodedSplit, row: int) -> str:
+    """A prompt decoded with its slots shown by name, as Template.render writes them."""
+    ids, text, last = enc.input_ids[row].tolist(), "", 0
+    for pos, slot in sorted((p, s) for p, s in ((enc.user_pos[row], "<UserID>"), (enc.item_pos[row], "<TargetItemID>"))
+                            if p >= 0):
+        text += tok.decode(ids[last:pos]) + slot
+        last = pos + 1
+    return text + tok.decode(ids[last:])
+
+
+def test_a_prompt_over_the_budget_has_its_titles_cut_and_keeps_its_slots(tok, caplog, monkeypatch):
+    frame = movie_frame(6, 5, 20, -1, 0)
+    long_title = "".join(f"Chapter {i} of a very long title, " for i in range(150))  # ~5,000 characters
+    frame.loc[0, "title"] = long_title
+    frame.loc[1, "his_title"] = [long_title] + frame.loc[1, "his_title"][-3:]  # the oldest history title
+    whole = prompts.encode_frame(frame, "movie_id", tok, progress=False)
+    assert prompts.token_budget(tok) is None and whole.truncated == 0  # SmolLM2's tokenizer states no length
+    budget = 250
+    assert list(whole.lengths > budget) == [True, True, False, False, False, False]
+    with caplog.at_level("WARNING", logger="collm_lib.prompts"):
+        enc = prompts.encode_frame(frame, "movie_id", tok, progress=False, max_tokens=budget)
+    assert enc.truncated == 2 and "2 of 6 prompts of template movie_id@1 were over the budget of 250" in caplog.text
+    assert (enc.lengths <= budget).all() and (enc.lengths[:2] >= budget - 20).all()  # cut no more than needed
+    for row in range(2, 6):  # prompts within the budget are untouched
+        assert enc.input_ids[row].tolist() == whole.input_ids[row].tolist()
+    placeholder = prompts._placeholder_id(tok)
+    for row in (0, 1):  # slots on the placeholder, the template's text whole, the long title cut
+        assert enc.input_ids[row][enc.user_pos[row]] == placeholder == enc.input_ids[row][enc.item_pos[row]]
+        text = _fields_text(tok, enc, row)
+        question, rest = text.split('"', 1)
+        assert question == "#Question: A user has given high ratings to the following movies: "
+        assert text.endswith('" with the feature <TargetItemID>? Answer with "Yes" or "No".\n#Answer:')
+        assert ". Additionally, we have the user's preferences encoded in the feature <UserID>. Would the user " \
+               'enjoy the movie titled "' in rest
+    shown = _fields_text(tok, enc, 0).split('titled "')[1].split('" with the feature')[0]
+    assert 0 < len(shown) < len(long_title) and long_title.startswith(shown)
+    history = _fields_text(tok, enc, 1).split("movies: ")[1].split(". Additionally")[0]
+    assert history.endswith(", ".join(f'"{t}"' for t in frame.loc[1, "his_title"][-3:]))  # short titles whole
+    assert enc.subset(np.array([1, 2])).truncated == 1
+    monkeypatch.setattr(tok, "model_max_length", budget)  # a tokenizer that knows its model's length: the default
+    assert prompts.encode_frame(frame, "movie_id", tok, progress=False).truncated == 2
+
+
+def test_a_prompt_that_cannot_fit_even_without_titles_is_refused(tok):
+    frame = movie_frame(2, 5, 20, -1, 0)
+    with pytest.raises(ValueError, match=r"even with every title cut to nothing, over the budget of 30: raise "
+                                         r"max_tokens"):
+        prompts.encode_frame(frame, "movie_id", tok, progress=False, max_tokens=30)
+    with pytest.raises(ValueError, match="positive whole number"):
+        prompts.encode_frame(frame, "movie_id", tok, progress=False, max_tokens=0)
+
+
+def test_a_loaded_model_gives_prompts_its_positions_as_their_budget(tok):
+    """SmolLM2's tokenizer says "no limit" (1e30): the model's 8,192 positions (here the tiny Llama's 1,024) cap
+    every prompt the stages encode, without a caller having to pass max_tokens."""
+    from collm_lib.llm import LLMConfig, bundle_from
+    from tiny_llm import tiny_llama
+
+    tok = real_tokenizer()  # a fresh one: bundle_from sets its limit
+    assert prompts.token_budget(tok) is None
+    bundle_from(tiny_llama(len(tok)), tok, LLMConfig(), source="tiny")
+    assert prompts.token_budget(tok) == 1024

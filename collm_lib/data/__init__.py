@@ -1,9 +1,9 @@
 """Datasets as processed splits: `load_dataset(name)` returns a Splits, built once and cached.
 
-Each name maps to a raw folder under settings.data_dir() and a builder; processed frames are cached as
-pickles (plus stats.csv and meta.json) under work_dir/processed/<name>/. Besides the built-ins (DATASETS), a name
-can be your own dataset folder (docs/own_data.md): <data_dir>/<name>/dataset.json, a folder listed in
-$COLLM_DATASETS, or a path to such a folder.
+Each name maps to a raw folder under settings.data_dir() and a builder; processed frames are cached as gzip
+JSON (plus stats.csv and meta.json; never pickles, which run code when read) under work_dir/processed/<name>/.
+Besides the built-ins (DATASETS), a name can be your own dataset folder (docs/own_data.md):
+<data_dir>/<name>/dataset.json, a folder listed in $COLLM_DATASETS, or a path to such a folder.
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 processed-file cache and the history / id / not_cold construction of CoLLM's protocol."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from ..io import read_json, write_frame, write_json
+from ..io import atomic_path, read_json, write_frame, write_json
 
 SPLIT_NAMES = ("train", "valid", "valid_small", "test")
 BASE_COLUMNS = ("uid", "iid", "label", "timestamp", "his", "his_title", "title", "flag", "not_cold")
@@ -23,7 +24,8 @@ INT_COLUMNS = ("uid", "iid", "label", "timestamp", "flag", "not_cold")
 LIST_COLUMNS = ("his", "his_title", "his_author", "his_label")
 FLAGS = {"train": -1, "valid": 0, "test": 1}  # the "flag" column: a row's split (valid_small rows are valid ones)
 # Bumped whenever the processed format or a builder changes, so stale caches are rebuilt.
-FORMAT_VERSION = 2  # 2: meta.json holds the frames' content sha256 (content_sha256)
+FORMAT_VERSION = 3  # 2: meta.json holds the frames' content sha256 (content_sha256); 3: gzip JSON, no pickles
+FRAME_SUFFIX = ".json.gz"
 
 
 @dataclass
@@ -69,7 +71,7 @@ def _native(value: Any) -> Any:
 
 def content_sha256(frame: pd.DataFrame) -> str:
     """sha256 of a frame's column names and values as canonical JSON: equal on any pandas / numpy version, unlike
-    a pickle's bytes, so data processed on another machine (a GPU box) has the same identity as here."""
+    a file's bytes, so data processed on another machine (a GPU box) has the same identity as here."""
     digest = hashlib.sha256()
     for column in frame.columns:
         values = frame[column].tolist()
@@ -126,7 +128,8 @@ def _all_str(series: pd.Series) -> bool:
 
 
 def split_stats(splits: Splits) -> pd.DataFrame:
-    """Rows, users, items, positive rate and cold share (not_cold == 0) of every split."""
+    """Rows, users, items, positive rate and cold share (not_cold == 0) of every split; when the meta records
+    repeated interactions dropped before the split (own data: one row per (user, item)), their count too."""
     rows = []
     frames = [(n, splits.split(n)) for n in SPLIT_NAMES]
     if splits.collab_train is not None:
@@ -139,11 +142,14 @@ def split_stats(splits: Splits) -> pd.DataFrame:
             "cold_share": round(float((frame["not_cold"] == 0).mean()), 4) if "not_cold" in frame else np.nan,
             "mean_history": round(float(frame["his"].map(len).mean()), 2) if "his" in frame else np.nan,
         })
-    return pd.DataFrame(rows)
+    stats = pd.DataFrame(rows)
+    if "duplicates_dropped" in splits.meta:  # dataset-wide, so the same on every split's row
+        stats["duplicates_dropped"] = int(splits.meta["duplicates_dropped"])
+    return stats
 
 
 def clean_lists(frame: pd.DataFrame) -> pd.DataFrame:
-    """Plain python ints / strs inside list columns and ints elsewhere, so pickles and equality are simple."""
+    """Plain python ints / strs inside list columns and ints elsewhere, so cached frames and equality are simple."""
     frame = frame.copy()
     for col in LIST_COLUMNS:
         if col in frame:
@@ -239,15 +245,35 @@ def _frame_files(splits: Splits) -> dict[str, pd.DataFrame]:
     return frames
 
 
+def write_frame_json(path: Path, frame: pd.DataFrame) -> None:
+    """A frame as gzip JSON (columns, dtypes, values): a format that cannot run code when read, unlike a pickle,
+    so a processed cache from elsewhere can at worst hold wrong rows, which its sha256 in meta.json catches."""
+    body = {"columns": [str(c) for c in frame.columns], "columns_dtype": str(frame.columns.dtype),
+            "dtypes": {str(c): str(t) for c, t in frame.dtypes.items()},
+            "data": {str(c): frame[c].tolist() for c in frame.columns}}
+    with atomic_path(path) as tmp:  # no name, mtime 0: the same rows give the same bytes on every rebuild
+        tmp.write_bytes(gzip.compress(json.dumps(body, default=_native, ensure_ascii=False).encode(), 6, mtime=0))
+
+
+def read_frame_json(path: Path) -> pd.DataFrame:
+    body = json.loads(gzip.decompress(path.read_bytes()))
+    frame = pd.DataFrame({c: body["data"][c] for c in body["columns"]},
+                         columns=pd.Index(body["columns"], dtype=body["columns_dtype"]))
+    # back to the written dtypes: pandas would read a column of titles as "str" where the frame had "object"
+    return frame.astype(body["dtypes"])
+
+
 def save_processed(splits: Splits, out_dir: Path) -> None:
-    """Write each frame as a pickle, then stats.csv, then meta.json (with the pickles' sha256) last:
+    """Write each frame (`_write_frame`), then stats.csv, then meta.json (with the frames' sha256) last:
     meta.json is the commit marker, so a crash mid-way leaves a cache that load_processed refuses."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "meta.json").unlink(missing_ok=True)
+    for old in out_dir.glob("*.pkl"):  # format 2's pickles: never read again
+        old.unlink()
     hashes = {}
     for name, frame in _frame_files(splits).items():
-        path = write_frame(out_dir / f"{name}.pkl", frame)
-        hashes[name] = sha256_file(path)
+        write_frame_json(out_dir / f"{name}{FRAME_SUFFIX}", frame)
+        hashes[name] = sha256_file(out_dir / f"{name}{FRAME_SUFFIX}")
     write_frame(out_dir / "stats.csv", split_stats(splits))
     meta = dict(splits.meta, name=splits.name, n_users=splits.n_users, n_items=splits.n_items,
                 format_version=FORMAT_VERSION, files=hashes,
@@ -264,7 +290,7 @@ class _DamagedCache(Exception):
 def load_processed(name: str, out_dir: Path) -> Splits | None:
     """The cached splits if complete, unchanged and valid; None when they must be rebuilt.
 
-    No cache yet gives None quietly; a damaged or stale one (meta.json unreadable, a pickle truncated or
+    No cache yet gives None quietly; a damaged or stale one (meta.json unreadable, a frame truncated or
     changed, an empty or invalid split) gives None with a warning saying what was wrong, so the caller
     rebuilds it from the raw files instead of failing on every later load."""
     if not (out_dir / "meta.json").is_file():
@@ -290,12 +316,15 @@ def _read_processed(name: str, out_dir: Path) -> Splits:
         raise _DamagedCache(f"meta.json belongs to dataset {meta.get('name')!r}, not {name!r}")
     frames = {}
     for fname, digest in meta["files"].items():
-        path = out_dir / f"{fname}.pkl"
+        path = out_dir / f"{fname}{FRAME_SUFFIX}"
         if not path.is_file():
             raise _DamagedCache(f"{path.name} is missing")
         if sha256_file(path) != digest:
             raise _DamagedCache(f"{path.name} does not match its sha256 in meta.json (truncated or changed)")
-        frames[fname] = pd.read_pickle(path)
+        try:
+            frames[fname] = read_frame_json(path)
+        except (ValueError, KeyError, TypeError, EOFError, OSError) as err:  # gzip/JSON errors, missing keys
+            raise _DamagedCache(f"{path.name} is not a processed frame ({type(err).__name__}: {err})") from err
     missing = [n for n in SPLIT_NAMES if n not in frames]
     if missing:
         raise _DamagedCache(f"meta.json lists no file for split(s) {missing}")
@@ -303,7 +332,7 @@ def _read_processed(name: str, out_dir: Path) -> Splits:
         try:
             validate_frame(frames[fname], f"{name}/{fname}")
         except ValueError as err:  # e.g. an empty split cached by an older version
-            raise _DamagedCache(f"{fname}.pkl is invalid: {err}") from err
+            raise _DamagedCache(f"{fname}{FRAME_SUFFIX} is invalid: {err}") from err
     return Splits(name=name, **{n: frames[n] for n in SPLIT_NAMES}, n_users=int(meta["n_users"]),
                   n_items=int(meta["n_items"]), collab_train=frames.get("collab_train"), meta=meta)
 

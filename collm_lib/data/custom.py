@@ -8,7 +8,7 @@ in every notebook, stage and process: collm_lib.data discovers it and `prepare_f
 from __future__ import annotations
 
 import json
-import random
+import unicodedata
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -20,8 +20,10 @@ from .common import (FLAGS, SPLIT_NAMES, Splits, add_history, add_not_cold, by_f
                      sample_valid_users, source_record, split_users)
 
 SPLIT_KINDS = ("temporal", "user")
+DUPLICATE_POLICIES = ("last", "first")  # which interaction of a repeated (user, item) is kept: latest or earliest
 FOLDER_FILES = INTERACTIONS, ITEMS, SPEC = ("interactions.csv", "items.csv", "dataset.json")
-BUILDER_VERSION = 1  # recorded in meta; a change here makes cached folder datasets stale (load_dataset rebuilds)
+# Recorded in meta; a change here makes cached folder datasets stale (load_dataset rebuilds).
+BUILDER_VERSION = 2  # 2: one row per (user, item) (InteractionSpec.duplicates), titles normalised
 DOCS = "see docs/own_data.md"
 
 
@@ -41,6 +43,7 @@ class InteractionSpec:
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, valid, test
     valid_small_frac: float = 0.5
     seed: int = 2023
+    duplicates: str = "last"  # a re-rated (user, item): keep the "last" (latest) or "first" (earliest) interaction
 
     def check(self) -> None:
         """Raise ValueError naming what is wrong with the spec itself and how to fix it."""
@@ -58,6 +61,9 @@ class InteractionSpec:
                              "valid, test) summing to 1, e.g. (0.8, 0.1, 0.1)")
         if not 0 < self.valid_small_frac <= 1:
             raise ValueError(f"InteractionSpec: valid_small_frac {self.valid_small_frac} must be in (0, 1], e.g. 0.5")
+        if self.duplicates not in DUPLICATE_POLICIES:
+            raise ValueError(f"InteractionSpec: unknown duplicates policy {self.duplicates!r}; choose 'last' (keep the "
+                             "latest interaction of a repeated (user, item)) or 'first' (keep its earliest)")
 
     @classmethod
     def from_dict(cls, values: dict) -> InteractionSpec:
@@ -127,14 +133,46 @@ def _clean_interactions(interactions: pd.DataFrame, spec: InteractionSpec) -> pd
     return frame
 
 
+def _one_per_pair(frame: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, int]:
+    """One interaction per (user, item), the latest ("last") or earliest ("first") by timestamp, and how many rows
+    were dropped: a re-rated item would otherwise be in two splits, its test label known from train."""
+    ordered = frame.sort_values(["timestamp", "order"], kind="stable")  # no ties: (user, item, timestamp) is unique
+    kept = ordered[~ordered.duplicated(["user", "item"], keep=policy)].sort_values("order")
+    return kept, len(frame) - len(kept)
+
+
+def _title_text(value: object, item: object) -> str:
+    """A title as text: bytes decoded as UTF-8 (str() would show "b'...'" in the prompts)."""
+    if not isinstance(value, (bytes, bytearray)):
+        return str(value)
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"titles: the title of item {item!r} is bytes that are not UTF-8 ({err}); decode the "
+                         "column with its real encoding first, e.g. titles[column].map(lambda b: b.decode('latin-1'))"
+                         ", or give the titles as str") from err
+
+
+def normalise_title(text: str) -> str:
+    """`text` on one line: control and format characters (Unicode categories Cc, Cf, Cs, Co) become spaces, runs of
+    whitespace one space, no space at either end, so a title cannot break the prompt's lines (e.g. fake an
+    "\\n#Answer:"). Unassigned code points (Cn) are kept: which they are depends on Python's Unicode version, and the
+    processed data must not."""
+    if text.isprintable():  # the common case, fast: no control or format character, no whitespace but " "
+        return " ".join(text.split())
+    spaced = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co") else c for c in text)
+    return " ".join(spaced.split())
+
+
 def _clean_titles(titles: pd.DataFrame, spec: InteractionSpec, items: pd.Series) -> pd.DataFrame:
-    """item -> title, one row per item, covering every item of `items`."""
+    """item -> normalised title (normalise_title), one row per item, covering every item of `items`."""
     _require(titles, [spec.item, spec.title], "titles", "item / title")
-    table = pd.DataFrame({"item": titles[spec.item].to_numpy(), "title": titles[spec.title].map(str).to_numpy()})
-    blank = table["item"][table["title"].str.strip() == ""]
+    text = [normalise_title(_title_text(v, i)) for v, i in zip(titles[spec.title].tolist(), titles[spec.item].tolist())]
+    table = pd.DataFrame({"item": titles[spec.item].to_numpy(), "title": pd.Series(text, dtype=object).to_numpy()})
+    blank = table["item"][table["title"] == ""]
     if len(blank):
-        raise ValueError(f"titles: {len(blank)} item(s) have an empty title, e.g. {blank[:5].tolist()}; the prompts "
-                         "show titles, so give every item one")
+        raise ValueError(f"titles: {len(blank)} item(s) have an empty title (after turning control characters into "
+                         f"spaces), e.g. {blank[:5].tolist()}; the prompts show titles, so give every item one")
     twice = table["item"][table["item"].duplicated()].unique()
     if len(twice):
         raise ValueError(f"titles: {len(twice)} item id(s) appear more than once, e.g. {twice[:5].tolist()}; keep "
@@ -198,6 +236,8 @@ def from_interactions(interactions: pd.DataFrame, titles: pd.DataFrame, spec: In
     spec.check()
     check_name(name)
     frame = _clean_interactions(interactions, spec)
+    rows = len(frame)
+    frame, dropped = _one_per_pair(frame, spec.duplicates)  # before the split: a pair can be in one split only
     stream = frame.merge(_clean_titles(titles, spec, frame["item"]), on="item", how="left", validate="many_to_one")
     notes: list[str] = []
     if spec.split == "temporal":
@@ -222,7 +262,8 @@ def from_interactions(interactions: pd.DataFrame, titles: pd.DataFrame, spec: In
         "protocol": ("docs/protocol.md §2.1 (CoLLM's temporal protocol)" if spec.split == "temporal" else
                      "docs/protocol.md §2.3 (TALLRec's user split)") + " on your own interactions (docs/own_data.md)",
         "spec": plain(spec),  # as read back from meta.json
-        "builder_version": BUILDER_VERSION, "source": source or {"rows": len(frame)},
+        "builder_version": BUILDER_VERSION, "source": source or {"rows": rows},
+        "duplicates": spec.duplicates, "duplicates_dropped": dropped,  # shown by split_stats
         "seeds": {"valid_small": spec.seed} | ({"user_split": spec.seed} if spec.split == "user" else {}),
         "notes": [
             f"label = {spec.label!r} column" if spec.label else f"label = {spec.rating!r} >= {spec.threshold}",
@@ -237,6 +278,8 @@ def from_interactions(interactions: pd.DataFrame, titles: pd.DataFrame, spec: In
              f"test users are unseen in train (cold users); valid_small = all rows of a {spec.valid_small_frac} "
              f"sample of the valid users (seed {spec.seed})."),
             "not_cold = user and item both occur in train.",
+            f"one row per (user, item): {dropped} repeated interaction(s) dropped, keeping the "
+            f"{'latest' if spec.duplicates == 'last' else 'earliest'} (duplicates={spec.duplicates!r}).",
         ] + notes,
     }
     return make_splits(name, {s: frames[s][columns] for s in SPLIT_NAMES}, meta)
@@ -260,6 +303,9 @@ def save_dataset_folder(folder: str | Path, interactions: pd.DataFrame, titles: 
     folder = Path(folder).expanduser().resolve()
     spec = spec or InteractionSpec()
     from_interactions(interactions, titles, spec, folder.name)
+    # bytes titles as their text (checked above to be UTF-8): to_csv would write "b'...'"
+    titles = titles.assign(**{spec.title: [_title_text(v, i) for v, i in zip(titles[spec.title].tolist(),
+                                                                             titles[spec.item].tolist())]})
     folder.mkdir(parents=True, exist_ok=True)
     (folder / SPEC).unlink(missing_ok=True)  # written last: a half-written folder is not discovered
     write_frame(folder / INTERACTIONS, interactions)
@@ -286,14 +332,41 @@ def stale_reason(meta: dict, folder: Path) -> str | None:
     return f"{', '.join(changed)} in {folder} changed since it was built" if changed else None
 
 
+def _read_csv(path: Path, **options) -> pd.DataFrame:
+    """A dataset folder's CSV, read as UTF-8 (not the machine's locale); a file that is not UTF-8 or not a valid CSV
+    is a ValueError naming the file, where it breaks and the fix."""
+    try:
+        return pd.read_csv(path, encoding="utf-8", **options)
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, err) from err
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ValueError(f"{path}: not a valid CSV file ({err}); every row must have the header's columns, and a "
+                         f"field holding commas, quotes or line breaks must be quoted; {DOCS}") from err
+
+
+def _not_utf8(path: Path, err: UnicodeDecodeError) -> ValueError:
+    """The ValueError for a CSV that is not UTF-8, at the first bad byte's offset in the file."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exact:
+        err = exact  # pandas' position is within its read buffer; this one is the file's byte offset
+    line = data[:err.start].count(b"\n") + 1 if err.object == data else None
+    where = f"byte {err.object[err.start]:#04x} at byte offset {err.start}" + (f" (line {line})" if line else "")
+    return ValueError(f"{path}: not UTF-8 text: {where}: {err.reason}. Re-save it as UTF-8, e.g. for a latin-1 file: "
+                      f"iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8.csv, then replace {path.name} with "
+                      f"it; {DOCS}")
+
+
 def prepare_folder(folder: Path) -> Splits:
-    """Build a dataset folder: reads its CSVs (item ids as text in both, so they always match) and dataset.json."""
+    """Build a dataset folder: reads its CSVs as UTF-8 (item ids as text in both, so they always match) and
+    dataset.json."""
     folder = Path(folder)
     source = folder_source(folder)
     try:
-        spec = InteractionSpec.from_dict(json.loads((folder / SPEC).read_text()))
+        spec = InteractionSpec.from_dict(json.loads((folder / SPEC).read_text(encoding="utf-8")))
     except (ValueError, TypeError) as err:
         raise ValueError(f"{folder / SPEC}: not a valid spec ({err}); {DOCS}") from err
-    interactions = pd.read_csv(folder / INTERACTIONS, dtype={spec.item: str})
-    titles = pd.read_csv(folder / ITEMS, dtype={spec.item: str}, keep_default_na=False)
+    interactions = _read_csv(folder / INTERACTIONS, dtype={spec.item: str})
+    titles = _read_csv(folder / ITEMS, dtype={spec.item: str}, keep_default_na=False)
     return from_interactions(interactions, titles, spec, folder.name, source)

