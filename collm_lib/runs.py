@@ -155,8 +155,9 @@ def claim(folder: str | os.PathLike, ident: str) -> Iterator[bool]:
     from filelock import FileLock, Timeout
 
     folder = Path(folder)
-    if finished(folder, ident) is not None or settings.replaying() or not distributed.is_main():
-        yield finished(folder, ident) is None
+    todo = finished(folder, ident) is None  # re-hashes the outputs: once per check
+    if not todo or settings.replaying() or not distributed.is_main():
+        yield todo
         return
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(folder / LOCK)
