@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import runs
-from .collab import load_mf
+from . import encoders, runs
 from .data import Splits
 from .io import read_json, write_frame, write_json
 
@@ -70,6 +69,17 @@ def rows_of(splits: Splits, stage_dir: str | Path, split: str = "test") -> pd.Da
     return rows.drop(columns=["_merge", "n"])
 
 
+def on_scored_rows(scores: pd.DataFrame, stage_dir: str | Path, split: str = "test") -> pd.DataFrame:
+    """The rows of `scores` (a method's per-row scores of the whole split: uid, iid, label, score, ...) that a
+    finished stage scored, in the stage's order; repeated (uid, iid) pairs match one to one, in order."""
+    keys = _keyed(scored_keys(stage_dir, split))
+    rows = keys[["uid", "iid", "n"]].merge(_keyed(scores), on=["uid", "iid", "n"], how="left", validate="one_to_one")
+    if rows["score"].isna().any():
+        raise ValueError(f"{stage_dir}: {int(rows['score'].isna().sum())} of its scored {split} rows have no score "
+                         "in the given frame: it scored other rows")
+    return rows.drop(columns="n")
+
+
 BASELINE_FILES = ("results.json", "scores_*.csv")
 
 
@@ -107,10 +117,9 @@ def _score_same_rows(splits: Splits, out: Path, upstream: dict, stage_dir: str |
                      ) -> tuple[dict[str, dict], dict[str, str]]:
     """baselines_on_same_rows' work: score files and results.json in `out`; returns (metrics, score file names)."""
     from . import ctrl, metrics, popularity
-    from .collab import score_mf
 
     rows = rows_of(splits, stage_dir, split)
-    scored = {"MF": score_mf(load_mf(mf_dir), rows)}
+    scored = {"MF": encoders.score(encoders.load(mf_dir), rows)}
     if ctrl_dir is not None:
         model, config = ctrl.load_ctrl(ctrl_dir)
         scored["CTRL (DIN)"] = ctrl.score_ctrl(model, rows, config)

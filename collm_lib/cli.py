@@ -23,8 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from . import baselines, collab, distributed, logs, options, params, profiles, reproduce, runner, settings, stages
-from .collab import MFConfig
+from . import baselines, distributed, encoders, logs, options, params, profiles, reproduce, runner, settings, stages
+from .collab import MFConfig, TrainSettings
 from .data import dataset_name, load_dataset
 from .io import read_json
 from .train import StageConfig
@@ -52,6 +52,15 @@ def _mf_variants(profile: str) -> list[MFConfig]:
     return [profiles.mf(profile, "ml-1m")]
 
 
+ENCODER_HELP = ("the collaborative model (profiles.ENCODER_NAMES; docs/protocol.md §4): mf (the paper's), mf-bias, "
+                "lightgcn or sasrec; the --mf-* settings apply to mf and mf-bias")
+
+
+def _add_encoder_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encoder", default="mf", choices=profiles.ENCODER_NAMES,
+                        metavar="|".join(profiles.ENCODER_NAMES), help=ENCODER_HELP)
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default=None, choices=settings.PROFILES, metavar="|".join(settings.PROFILES),
                         help="the run profile (default: $COLLM_PROFILE or cpu)")
@@ -68,6 +77,7 @@ def _add_stage_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
     options.add_config_arguments(parser, mf_options("mf-"), MF, _mf_variants,
                                  "the MF under stage 2 (MFConfig; profile defaults for ML-1M, other datasets adjust "
                                  "some: profiles.MF_DATASET, MF_MODEL); --mf-seed defaults to --seed")
+    _add_encoder_argument(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--mf-dir", type=Path, default=None, help="stage 2: the finished MF run to stand on")
     _add_stage_arguments(stage, custom={"stage": {"required": True, "choices": (1, 2)}})
 
-    mf = command("mf", "Train (or find finished) the MF of a dataset; prints its run folder and metrics.", True)
+    mf = command("mf", "Train (or find finished) the MF (or --encoder) of a dataset; prints its run folder and "
+                       "metrics.", True)
     _add_run_arguments(mf)
+    _add_encoder_argument(mf)
     mf.add_argument("--dataset", default="ml-1m", help="a dataset name or folder (default: ml-1m)")
     options.add_config_arguments(mf, mf_options(), MF, _mf_variants,
                                  "MF settings (MFConfig; profile defaults for ML-1M, other datasets adjust some: "
@@ -130,10 +142,15 @@ def stage_config(args: argparse.Namespace, stage: int) -> StageConfig:
     return replace(config, dataset=dataset_name(config.dataset, args.data_dir))
 
 
-def mf_config(args: argparse.Namespace, dataset: str, seed: int | None = None) -> MFConfig:
-    """The MFConfig the options ask for: the profile's for `dataset` (seed: `seed` unless given), options replaced."""
-    config = profiles.mf(args.profile, dataset, **({} if seed is None else {"seed": seed}))
-    return _checked(args, MF, lambda: options.apply(config, options.overrides(args, MF)))
+def mf_config(args: argparse.Namespace, dataset: str, seed: int | None = None) -> TrainSettings:
+    """The collaborative model's config the options ask for (--encoder, default MF): the profile's for `dataset`
+    (seed: `seed` unless given), the --mf-* options replacing MF's fields."""
+    name, given = getattr(args, "encoder", "mf"), options.overrides(args, MF)
+    if given and name not in ("mf", "mf-bias"):
+        args.command_parser.error(f"the MF settings ({', '.join('/'.join(p) for p in given)}) apply to --encoder mf "
+                                  f"or mf-bias, not {name}")
+    config = profiles.encoder(args.profile, dataset, name, **({} if seed is None else {"seed": seed}))
+    return _checked(args, MF, lambda: options.apply(config, given))
 
 
 def require_work_dir() -> Path:
@@ -141,10 +158,10 @@ def require_work_dir() -> Path:
     return settings.require_writable(settings.work_dir(), "the work dir", settings.WORK_DIR_FIX)
 
 
-def _ensure_mf(splits, config: MFConfig, progress: bool) -> Path:
-    """collab.ensure_mf; under torchrun rank 0 trains while the others wait, then find it finished (all ranks
+def _ensure_mf(splits, config: TrainSettings, progress: bool) -> Path:
+    """encoders.ensure; under torchrun rank 0 trains while the others wait, then find it finished (all ranks
     training one folder at once would race on its files)."""
-    return distributed.rank0_first(lambda: collab.ensure_mf(splits, config, progress=progress))
+    return distributed.rank0_first(lambda: encoders.ensure(splits, config, progress=progress))
 
 
 def _summary(result: dict) -> dict:
@@ -199,7 +216,7 @@ def run_mf(args: argparse.Namespace) -> dict:
     config = mf_config(args, dataset_name(args.dataset, args.data_dir))
     require_work_dir()
     splits = load_dataset(args.dataset, args.data_dir)
-    out = collab.ensure_mf(splits, config, progress=not args.no_progress)
+    out = encoders.ensure(splits, config, progress=not args.no_progress)
     metrics = read_json(out / "config.json")["metrics"]
     summary = {"run_dir": str(out), "valid": metrics["valid"]["all"], "test": metrics["test"]["all"]}
     _print(summary)

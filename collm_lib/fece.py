@@ -3,7 +3,8 @@
 A shared MLP g (d -> 10 d -> H) maps the collaborative model's user and item vectors to one LLM
 token each; the prompt's ID slots take those vectors while every text token keeps its embedding
 from the LLM's own table. The collaborative model is anything with `dim`, `user_vectors` and
-`item_vectors` (collab.CollaborativeEncoder), so other models can be plugged in.
+`item_vectors` (collab.CollaborativeEncoder): MF, LightGCN or SASRec (encoders.py), which also reads each
+row's history.
 """
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ class HybridEncoder(nn.Module):
         self.collab = collab
         self.mapper = FECE(collab.dim, hidden_size, expansion)
 
-    def forward(self, uids: torch.Tensor, iids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mapper(self.collab.user_vectors(uids)), self.mapper(self.collab.item_vectors(iids))
+    def forward(self, uids: torch.Tensor, iids: torch.Tensor,
+                history: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        users = self.collab.user_vectors(uids, history) if self.collab.max_len else self.collab.user_vectors(uids)
+        return self.mapper(users), self.mapper(self.collab.item_vectors(iids))
 
 
 def build_inputs_embeds(embedding: nn.Module, input_ids: torch.Tensor,

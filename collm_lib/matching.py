@@ -55,7 +55,7 @@ class MatchedEncoder(nn.Module):
     def __init__(self, base: nn.Module, n_users: int, n_items: int, user_ids: np.ndarray, user_vectors: np.ndarray,
                  item_ids: np.ndarray, item_vectors: np.ndarray) -> None:
         super().__init__()
-        self.base, self.dim = base, base.dim
+        self.base, self.dim, self.max_len = base, base.dim, base.max_len
         for side, n, ids, vecs in (("user", n_users, user_ids, user_vectors), ("item", n_items, item_ids, item_vectors)):
             ids = torch.tensor(np.asarray(ids, dtype=np.int64))
             table, mask = torch.zeros(n, self.dim), torch.zeros(n, dtype=torch.bool)
@@ -65,8 +65,8 @@ class MatchedEncoder(nn.Module):
             self.register_buffer(f"{side}_table", table, persistent=False)
             self.register_buffer(f"{side}_mask", mask, persistent=False)
 
-    def user_vectors(self, uids: torch.LongTensor) -> torch.Tensor:
-        base = self.base.user_vectors(uids)
+    def user_vectors(self, uids: torch.LongTensor, history: torch.LongTensor | None = None) -> torch.Tensor:
+        base = self.base.user_vectors(uids, history)
         return torch.where(self.user_mask[uids].unsqueeze(-1), self.user_table[uids].to(base.dtype), base)
 
     def item_vectors(self, iids: torch.LongTensor) -> torch.Tensor:

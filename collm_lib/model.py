@@ -22,20 +22,21 @@ class CoLLM(nn.Module):
         self.hybrid = hybrid
         self.answer_id = bundle.answer_id
 
-    def embed(self, input_ids, user_pos, item_pos, uids, iids) -> torch.Tensor:
-        """Token embeddings with the ID slots (position -1: none in that row) filled by the hybrid encoder."""
+    def embed(self, input_ids, user_pos, item_pos, uids, iids, history=None) -> torch.Tensor:
+        """Token embeddings with the ID slots (position -1: none in that row) filled by the hybrid encoder (`history`:
+        each row's last history item ids, for an encoder that reads them)."""
         embedding = base_causal_lm(self.llm).get_input_embeddings()
         slots = []
         if self.hybrid is not None:  # no "any slot?" test: it would sync with the GPU on every step
-            user_vec, item_vec = self.hybrid(uids, iids)
+            user_vec, item_vec = self.hybrid(uids, iids, history)
             slots = [(user_pos, user_vec), (item_pos, item_vec)]
         return build_inputs_embeds(embedding, input_ids, slots)
 
-    def forward(self, input_ids, attention_mask, user_pos, item_pos, uids, iids,
+    def forward(self, input_ids, attention_mask, user_pos, item_pos, uids, iids, history=None,
                 split: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
         """Answer logits; with split = (prefix, lengths) per row, each row's tokens before its ID slots run without
         autograd (llm.answer_logits)."""
-        embeds = self.embed(input_ids, user_pos, item_pos, uids, iids)
+        embeds = self.embed(input_ids, user_pos, item_pos, uids, iids, history)
         return answer_logits(self.llm, embeds, attention_mask, self.answer_id, split)
 
 

@@ -55,7 +55,8 @@ def paired(diff: dict[str, Any], name: str, table: str, metric: str, where: dict
 
 def from_differences(frame: pd.DataFrame, table: str, by: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
     """`paired` numbers for every row of a report.paired_differences frame whose rows file is figures/<table>.rows.
-    csv.gz, named "<by values> <method> - <minus> <METRIC>" (plus ", lo" and ", hi")."""
+    csv.gz, named "<by values> <method> - <minus> <METRIC>" (plus ", lo" and ", hi"); a "subset" column (all, warm,
+    cold) selects those rows of the file and prefixes the name ("warm rows: ...")."""
     boot = frame.attrs["bootstrap"]
     entries: dict[str, dict[str, Any]] = {}
     for _, row in frame.iterrows():
@@ -63,8 +64,11 @@ def from_differences(frame: pd.DataFrame, table: str, by: Sequence[str] = ()) ->
         metric = row["metric"].lower()
         diff = {metric: row["difference"], f"{metric}_lo": row["lo"], f"{metric}_hi": row["hi"],
                 **{k: boot[k] for k in ("n_boot", "level", "seed")}}
-        name = " ".join([*(str(row[k]) for k in by), f"{row['method']} - {row['minus']} {row['metric']}"])
-        entries |= paired(diff, name, table, metric, where | {"method": row["method"]}, where | {"method": row["minus"]})
+        subset = row["subset"] if "subset" in frame else "all"
+        name = " ".join([*(str(row[k]) for k in by), *([f"{subset} rows:"] if "subset" in frame else []),
+                         f"{row['method']} - {row['minus']} {row['metric']}"])
+        entries |= paired(diff, name, table, metric, where | {"method": row["method"]}, where | {"method": row["minus"]},
+                          subset)
     return entries
 
 

@@ -67,7 +67,10 @@ def field_comments(cls: type) -> dict[str, str]:
 
 
 def _leaves(cls: type, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any, str]]:
-    hints, comments = get_type_hints(cls), field_comments(cls)
+    hints, comments = get_type_hints(cls), {}
+    for base in reversed(cls.__mro__):  # a field's comment sits in the class that declares it
+        if dataclasses.is_dataclass(base):
+            comments |= field_comments(base)
     found = []
     for f in dataclasses.fields(cls):
         hint = hints[f.name]

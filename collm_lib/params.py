@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-# Literal copies of retrieval.KINDS and rerank.RerankConfig.item_text: importing those modules loads torch
+# Literal copies of retrieval.KINDS, rerank.RerankConfig.item_text and profiles.ENCODER_NAMES: importing those modules loads torch
 # (tests keep the copies in step).
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 ITEM_TEXTS = ("llm", "hashed")
+ENCODER_NAMES = ("mf", "mf-bias", "lightgcn", "sasrec")  # profiles.ENCODER_NAMES
 _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
@@ -245,6 +246,8 @@ SPECS: dict[str, Spec] = {
     "shared_prefix": Spec(_boolean, _BOOL, "True"),
     "lrs": Spec(_list_of(_positive_float), "a list of positive floats such as 1e-4,1e-3", _PLAN),
     "dims": Spec(_list_of(_integer(1)), "a list of positive ints such as 64,128,256", _PLAN),
+    "encoders": Spec(_list_of(_choice(lambda: ENCODER_NAMES)), f"a list of {_listing(ENCODER_NAMES)}", _PROFILE),
+    "stage2_encoders": Spec(_list_of(_choice(lambda: ENCODER_NAMES)), f"a list of {_listing(ENCODER_NAMES)}", _PROFILE),
 }
 
 
@@ -283,7 +286,7 @@ def _coerce(name: str, spec: Spec, value: Any) -> Any:
 
 # --- config dataclasses -----------------------------------------------------------------------------------------
 # The configs' fields are checked as they are built, not coerced: a value of another type would change a run's
-# identity (the hash of its config). StageConfig, LLMConfig, MFConfig and SweepPlan check themselves in
+# identity (the hash of its config). StageConfig, LLMConfig, the encoders' configs and SweepPlan check themselves in
 # __post_init__ (so dataclasses.replace does too).
 
 class ConfigError(ValueError):
@@ -372,6 +375,12 @@ _DEVICE = _or_none(_device, "a GPU when present, else the CPU")
 _ALL = "all of them"
 _LLM = _test(lambda v: type(v).__name__ == "LLMConfig", "an LLMConfig")  # which checked itself when built
 
+# collab.TrainSettings: the fields every collaborative model's config shares
+_TRAINING: dict[str, Rule] = {
+    "lr": _POSITIVE, "weight_decay": _NON_NEGATIVE, "batch_size": _COUNT, "max_epochs": _COUNT, "patience": _COUNT,
+    "init_std": _POSITIVE, "seed": _SEED, "device": _DEVICE, "eval_batch_size": _COUNT,
+    "cpu_threads": _or_none(_COUNT, "torch's own thread count")}
+
 # Every field of every config class checked here, by class name: check_config refuses a class or field missing here,
 # so a new field cannot go unchecked (tests/test_bad_input.py holds these names to the classes' fields).
 CONFIG_RULES: dict[str, dict[str, Rule]] = {
@@ -388,10 +397,10 @@ CONFIG_RULES: dict[str, dict[str, Rule]] = {
         "train_rows": _or_none(_COUNT, _ALL), "eval_rows": _or_none(_COUNT, _ALL),
         "test_rows": _or_none(_COUNT, _ALL), "score_batch_size": _COUNT, "unfreeze_mf": _FLAG,
         "prefix_no_grad": _FLAG, "seed": _SEED, "llm": _LLM},
-    "MFConfig": {
-        "dim": _COUNT, "bias": _FLAG, "lr": _POSITIVE, "weight_decay": _NON_NEGATIVE, "batch_size": _COUNT,
-        "max_epochs": _COUNT, "patience": _COUNT, "init_std": _POSITIVE, "seed": _SEED, "device": _DEVICE,
-        "eval_batch_size": _COUNT, "cpu_threads": _or_none(_COUNT, "torch's own thread count")},
+    "MFConfig": {"dim": _COUNT, "bias": _FLAG} | _TRAINING,
+    "LightGCNConfig": {"dim": _COUNT, "layers": _whole(0)} | _TRAINING,
+    "SASRecConfig": {"dim": _COUNT, "layers": _COUNT, "heads": _COUNT, "max_len": _whole(1, 50),  # prompts.HISTORY_IDS: what an EncodedSplit keeps
+                     "dropout": _real(0, False, 1)} | _TRAINING,
     "SweepPlan": {
         "profile": _one_of(_profiles), "lrs": _tuple_of(_POSITIVE), "dims": _tuple_of(_COUNT), "stage": _MAPPING,
         "mf": _MAPPING, "ctrl": _MAPPING, "n_seeds": _COUNT, "n_llm_seeds": _COUNT, "jobs": _COUNT,

@@ -310,3 +310,37 @@ def cold_auc_curve(table: pd.DataFrame, *, subtitle: str = "", n_cold_users: int
            f"{n_cold:,} cold rows{users} (a row is cold when its user or item was unseen in training)"
            + (f". {subtitle}" if subtitle else ""))
     return fig
+
+
+@_styled
+def paired_intervals(diffs: pd.DataFrame, counts: dict[str, tuple[int, int]], *, subtitle: str = "") -> Figure:
+    """Paired differences with their intervals (report.paired_differences with a "subset" column: all / warm / cold),
+    one panel per metric on one x scale, one line per comparison, a marker per subset; 0 (no difference) drawn.
+    `counts`: subset -> (rows, users)."""
+    _require(diffs, ["method", "minus", "subset", "metric", "difference", "lo", "hi"], "paired_intervals frame")
+    pairs = list(dict.fromkeys(zip(diffs["method"], diffs["minus"])))
+    subsets = list(dict.fromkeys(diffs["subset"]))
+    metrics_shown = list(dict.fromkeys(diffs["metric"]))
+    fig, axes = plt.subplots(1, len(metrics_shown), figsize=(5 * len(metrics_shown) + 2, 1 + 0.55 * len(pairs) * len(subsets)),
+                             sharey=True, sharex=True, layout="constrained", squeeze=False)
+    for ax, metric in zip(axes[0], metrics_shown):
+        for s, subset in enumerate(subsets):
+            part = diffs[(diffs["metric"] == metric) & (diffs["subset"] == subset)].set_index(["method", "minus"])
+            ys = [p * (len(subsets) + 1) + s for p in range(len(pairs))]
+            got = [part.loc[pair] if pair in part.index else None for pair in pairs]
+            x = np.array([np.nan if g is None else g["difference"] for g in got], float)
+            lo = np.array([np.nan if g is None else g["lo"] for g in got], float)
+            hi = np.array([np.nan if g is None else g["hi"] for g in got], float)
+            n_rows, n_users = counts[subset]
+            ax.errorbar(x, ys, xerr=[x - lo, hi - x], fmt=STYLES[s][0], capsize=3,
+                        label=f"{subset} ({n_rows:,} rows, {_users(n_users)})")
+        ax.axvline(0, color="0.3", linewidth=1)
+        ax.set_xlabel(f"{metric} difference (95 % paired interval)")
+        ax.set_title(metric)
+    axes[0][0].set_yticks([p * (len(subsets) + 1) + (len(subsets) - 1) / 2 for p in range(len(pairs))],
+                          [f"{m}\nminus {o}" for m, o in pairs])
+    axes[0][0].invert_yaxis()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right center", fontsize="small")
+    _title(fig, "CoLLM-FaissRet over each collaborative model, against it and CTRL(DIN), same rows",
+           "right of 0: CoLLM-FaissRet ahead; an interval across 0: these rows cannot tell" + (f". {subtitle}" if subtitle else ""))
+    return fig

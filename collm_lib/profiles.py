@@ -9,11 +9,13 @@ end build them, keyword arguments replacing fields:
 
     profiles.prepare(profile)           notebook 01: the datasets to build
     profiles.mf(profile, dataset)       notebook 02: the collaborative model (MF), with the dataset's adjustments
+    profiles.encoder(profile, dataset, name)  notebook 07: any collaborative model by name (ENCODER_NAMES)
     profiles.stage(profile, stage)      notebooks 03 / 04: stage 1 (LoRA on text) and stage 2 (FECE on IDs)
     profiles.index(profile)             notebook 05: the Faiss index
     profiles.rerank(profile)            notebook 05: retrieve-then-rank and cold-id matching
     profiles.ctrl(profile)              notebook 06: the CTRL(DIN) baseline
     profiles.plan(profile)              notebook 06: Table 1's other datasets and seeds, Figure 3's sweeps
+    profiles.compare(profile)           notebook 07: the encoders compared, and stage 2's schedule over each
 
 `profile` None stands for $COLLM_PROFILE, else "cpu" (settings.profile_name). A run's identity hashes its config,
 so a value changed here makes new runs: tests/test_profiles.py holds every config to tests/expected/profiles.json
@@ -23,16 +25,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import settings
-from .collab import MFConfig
+from .collab import MFConfig, TrainSettings
 from .ctrl import CTRLConfig
 from .data import DATASETS
 from .data.prepare import PrepareConfig
+from .lightgcn import LightGCNConfig
 from .paper import FIGURE3_LRS
 from .rerank import RerankConfig
 from .retrieval import IndexConfig
+from .sasrec import SASRecConfig
 from .train import StageConfig
 
 if TYPE_CHECKING:
@@ -61,6 +66,43 @@ MF_DATASET: dict[str, dict[str, Any]] = {
 # a bias-free dot product cannot carry it to books it has barely seen (90k items, 195k rows): valid AUC 0.51 without
 # biases, 0.70 with them (docs/protocol.md §4).
 MF_MODEL: dict[str, dict[str, Any]] = {"bookcrossing": {"bias": True}, "bookcrossing-multi": {"bias": True}}
+
+# Notebook 07's collaborative models beside MF (docs/protocol.md §4), by name; "mf-bias" is MF with biases. They train
+# as MF does (collab.TrainSettings); their valid AUC peaks within ~30 epochs on ML-1M, so cpu and gpu stop after 20
+# epochs without a better one. smoke: 2 epochs of small models.
+ENCODER_NAMES = ("mf", "mf-bias", "lightgcn", "sasrec")
+ENCODER: dict[str, dict[str, dict[str, Any]]] = {
+    # lr 1e-2: valid AUC 0.651 against 0.628 at 1e-3 (and 0.632 at d 256), ML-1M, 2026-12-06
+    "lightgcn": {"smoke": dict(dim=8, max_epochs=2, patience=1), "cpu": dict(lr=1e-2, patience=20),
+                 "gpu": dict(lr=1e-2, patience=20)},
+    # the last 20 history items (~16 s an epoch on one core); lr 1e-2: valid AUC 0.680 (best at epoch 1) against
+    # 0.664 at 3e-3 and 0.658 at 1e-3 (epoch 9), ML-1M, 2026-12-06
+    "sasrec": {"smoke": dict(dim=8, max_len=10, max_epochs=2, patience=1), "cpu": dict(lr=1e-2, max_len=20, patience=4),
+               "gpu": dict(lr=1e-2, max_len=20, patience=4)},
+}
+
+
+@dataclass
+class ComparePlan:
+    """Notebook 07's plan (comparison.py): the collaborative models scored alone, those stage 2 runs over, and
+    stage 2's schedule per encoder (StageConfig changes over the profile's stage 2)."""
+
+    profile: str
+    encoders: tuple[str, ...]
+    stage2: tuple[str, ...]
+    stage: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# Notebook 07 (ComparePlan). smoke: stage 2 over MF (notebook 04's run) and SASRec. cpu: MF's stage 2 is the main
+# job's (400 steps; its valid AUC peaked at step 80); over the others 100 steps, evaluated every 10, which holds that
+# peak for a quarter of the cost (~45 fp32 minutes each on 2 cores, mostly the 7,331 test rows). LightGCN is scored
+# alone only: its valid AUC (0.651) is below MF's (0.677). gpu: all four, at the gpu profile's schedule.
+COMPARE: dict[str, dict[str, Any]] = {
+    "smoke": dict(encoders=ENCODER_NAMES, stage2=("mf", "sasrec")),
+    "cpu": dict(encoders=ENCODER_NAMES, stage2=("mf", "mf-bias", "sasrec"),
+                stage={name: dict(max_steps=100) for name in ("mf-bias", "lightgcn", "sasrec")}),
+    "gpu": dict(encoders=ENCODER_NAMES, stage2=ENCODER_NAMES),
+}
 
 # Notebooks 03 and 04 (StageConfig), both stages; StageConfig's defaults are the authors' schedule (batch 16,
 # 10,000 steps), which no profile runs.
@@ -157,6 +199,18 @@ def mf(profile: str | None = None, dataset: str | None = None, **overrides: Any)
     return dataclasses.replace(MFConfig(**base), **per_dataset | MF_MODEL.get(dataset, {}) | overrides)
 
 
+def encoder(profile: str | None = None, dataset: str | None = None, name: str = "mf",
+            **overrides: Any) -> TrainSettings:
+    """The profile's config of the collaborative model `name` (ENCODER_NAMES): mf(...) for "mf", with biases for
+    "mf-bias"; LightGCNConfig / SASRecConfig from ENCODER; then `overrides`."""
+    if name not in ENCODER_NAMES:
+        raise ValueError(f"encoder {name!r}: choose one of {', '.join(ENCODER_NAMES)}")
+    if name in ("mf", "mf-bias"):
+        return mf(profile, dataset, **({"bias": True} if name == "mf-bias" else {}) | overrides)
+    config = {"lightgcn": LightGCNConfig, "sasrec": SASRecConfig}[name]
+    return dataclasses.replace(config(**_table(ENCODER[name], profile)[1]), **overrides)
+
+
 def stage(profile: str | None, stage: int, **overrides: Any) -> StageConfig:
     """The profile's StageConfig of `stage` (1 or 2), `overrides` replacing fields."""
     name, base = _table(STAGE, profile)
@@ -178,6 +232,12 @@ def rerank(profile: str | None = None, **overrides: Any) -> RerankConfig:
 def ctrl(profile: str | None = None, **overrides: Any) -> CTRLConfig:
     """The profile's CTRLConfig, `overrides` replacing fields."""
     return dataclasses.replace(CTRLConfig(**_table(CTRL, profile)[1]), **overrides)
+
+
+def compare(profile: str | None = None, **overrides: Any) -> ComparePlan:
+    """The profile's ComparePlan (notebook 07), `overrides` replacing fields."""
+    name, base = _table(COMPARE, profile)
+    return dataclasses.replace(ComparePlan(name, **base), **overrides)
 
 
 def plan(profile: str | None = None, **overrides: Any) -> SweepPlan:

@@ -133,6 +133,21 @@ def default_template(dataset: str, with_ids: bool) -> str:
     return f"{DATASET_KINDS.get(dataset, 'item')}_{'id' if with_ids else 'text'}"
 
 
+def history_matrix(histories: pd.Series | list, max_len: int, dtype: type = np.int64) -> np.ndarray:
+    """[rows, max_len] `dtype`: each row's last `max_len` history item ids, oldest first, left-padded with 0."""
+    out = np.zeros((len(histories), max_len), dtype=dtype)
+    for r, his in enumerate(histories):
+        tail = list(his)[-max_len:] if max_len else []
+        if tail:
+            out[r, max_len - len(tail):] = tail
+    return out
+
+
+# History item ids an EncodedSplit keeps per row, for collaborative models that read them (SASRec's max_len at
+# most this); int32, so a BookCrossing train split's stay ~40 MB
+HISTORY_IDS = 50
+
+
 @dataclass
 class EncodedSplit:
     """A split tokenised once: ragged token ids, slot positions and the row keys."""
@@ -146,6 +161,7 @@ class EncodedSplit:
     label: np.ndarray
     not_cold: np.ndarray
     truncated_rows: np.ndarray | None = None  # per row: titles cut to fit the token budget; None: no row cut
+    history: np.ndarray | None = None  # [rows, HISTORY_IDS] the last history item ids (history_matrix); None: no "his"
 
     @property
     def truncated(self) -> int:
@@ -162,7 +178,8 @@ class EncodedSplit:
     def subset(self, idx: np.ndarray) -> "EncodedSplit":
         return EncodedSplit(self.template, [self.input_ids[i] for i in idx], self.user_pos[idx],
                             self.item_pos[idx], self.uid[idx], self.iid[idx], self.label[idx], self.not_cold[idx],
-                            None if self.truncated_rows is None else self.truncated_rows[idx])
+                            None if self.truncated_rows is None else self.truncated_rows[idx],
+                            None if self.history is None else self.history[idx])
 
 
 def _placeholder_id(tokenizer) -> int:
@@ -272,7 +289,8 @@ def encode_frame(frame: pd.DataFrame, template: str | Template, tokenizer, max_h
             "cut to fit", int(truncated.sum()), len(frame), tpl.key, budget)
     enc = EncodedSplit(tpl.key, rows, user_pos, item_pos, frame["uid"].to_numpy(np.int64),
                        frame["iid"].to_numpy(np.int64), frame["label"].to_numpy(np.float32),
-                       frame["not_cold"].to_numpy(np.int64), truncated if truncated.any() else None)
+                       frame["not_cold"].to_numpy(np.int64), truncated if truncated.any() else None,
+                       history_matrix(frame["his"], HISTORY_IDS, np.int32) if "his" in frame else None)
     check_slots(enc, tpl)
     return enc
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import collab, ctrl, io, metrics, popularity, profiles, runs
+from . import ctrl, encoders, io, metrics, popularity, profiles, runs
 from .data import Splits, load_dataset
 from .io import score_rows
 from .llm import LLMConfig, text_encoder
@@ -38,7 +38,7 @@ def replicate_row(method: str, dataset: str, seed: int | None, test: dict[str, A
 def _mf_and_ctrl(profile: str, data: Splits, seed: int, ctrl_overrides: dict[str, Any],
                  encoder: ctrl.TextEncoder | None, progress: bool) -> tuple[Path, dict[str, Any]]:
     """MF's run folder and CTRL(DIN)'s results of one dataset at one seed, made unless finished."""
-    mf_dir = collab.ensure_mf(data, profiles.mf(profile, data.name, seed=seed), progress=progress)
+    mf_dir = encoders.ensure(data, profiles.mf(profile, data.name, seed=seed), progress=progress)
     made = ctrl.run_ctrl(data, profiles.ctrl(profile, seed=seed, **ctrl_overrides), encoder, progress=progress)
     return mf_dir, made
 

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import pandas as pd
 import torch
 
-from . import (baselines, bundle, collab, ctrl, logs, params, popularity, profiles, replicates, runs, settings,
+from . import (baselines, bundle, ctrl, encoders, logs, params, popularity, profiles, replicates, runs, settings,
                stages)
 from .data import Splits, load_dataset
 from .io import read_json, run_info
@@ -106,7 +106,7 @@ def main_runs(profile: str, splits: Splits, seed: int = 2023, llm: LLMConfig | N
     The MF is trained if missing; the stage folders are named whether or not they ran (stage 2's needs a
     finished stage 1, whose fingerprint is part of its identity)."""
     llm = llm or LLMConfig()
-    mf = collab.ensure_mf(splits, profiles.mf(profile, splits.name, seed=seed), progress=progress)
+    mf = encoders.ensure(splits, profiles.mf(profile, splits.name, seed=seed), progress=progress)
     first = stages.stage_dir(splits, profiles.stage(profile, 1, dataset=splits.name, seed=seed, llm=llm))
     second = stages.stage_dir(splits, profiles.stage(profile, 2, dataset=splits.name, seed=seed, llm=llm), first, mf)
     return {"mf": mf, "stage1": first, "stage2": second}
@@ -180,7 +180,7 @@ def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
     results, sources = {}, {}
     for name, data in splits.items():
         with phases(f"{name}: MF and popularity"):
-            mf_dir = collab.ensure_mf(data, profiles.mf(plan.profile, name, seed=seed), progress=progress)
+            mf_dir = encoders.ensure(data, profiles.mf(plan.profile, name, seed=seed), progress=progress)
             popular = popularity.ensure_popularity(data)
         with phases(f"{name}: CTRL(DIN)"):
             ctrl_record = ctrl.run_ctrl(data, profiles.ctrl(plan.profile, seed=seed, **plan.ctrl), encoder,
@@ -231,7 +231,7 @@ def _part_runs(part: str, profile: str, data: dict[str, Splits], seed: int, llm:
     if part == "mf":  # notebook 02
         for name, splits in data.items():
             with phases(f"{name}: MF"):
-                collab.ensure_mf(splits, profiles.mf(profile, name, seed=seed), progress=progress)
+                encoders.ensure(splits, profiles.mf(profile, name, seed=seed), progress=progress)
     elif part == "ml-1m":  # notebooks 03 and 04
         splits = data["ml-1m"]
         made = ml1m_stages(profile, splits, seed, llm, progress, phases)

@@ -101,6 +101,7 @@ def train_ids(splits: Splits) -> tuple[set[int], set[int]]:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def mf_tables(collab: nn.Module, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
     """All user and item vectors (row = id) of any collaborative encoder, as float32 numpy."""
     dev = next(collab.parameters()).device

@@ -41,6 +41,7 @@ from .llm import DEFAULT_MODEL
 
 NOTEBOOK_DIR = settings.REPO_ROOT / "notebooks"
 INJECTED = "injected-parameters"  # papermill's tag on the cell it adds after the "parameters" cell
+ON_ITS_OWN = ("07",)  # not in the main job's hour: run with `collm main --only 07` (docs/profiles.md)
 MAIN_LOG = "main.log"  # in the profile's notebook_runs folder: what the main job did, with timings and warnings
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,8 @@ def run_main(profile: str | None = None, data_dir: str | None = None, only: list
              in_place: bool = False, resume: bool = True, notebook_dir: Path = NOTEBOOK_DIR,
              out_dir: Path | None = None, extra: dict | None = None) -> list[Path]:
     """Execute the notebooks in order into `out_dir` (default: the profile's notebook_runs folder; notebooks/ with
-    `in_place`), with `extra` notebook parameters; returns the executed copies. Stops at the first failure.
+    `in_place`), with `extra` notebook parameters; returns the executed copies. Stops at the first failure. Without
+    `only`, every notebook but those that run on their own (ON_ITS_OWN).
     What it did goes to MAIN_LOG in the profile's notebook_runs folder too."""
     profile = settings.profile_name(profile)
     parameters = {"profile": profile, **({"data_dir": str(settings.data_dir(data_dir))} if data_dir else {}),
@@ -162,7 +164,8 @@ def run_main(profile: str | None = None, data_dir: str | None = None, only: list
     out_dir = Path(notebook_dir) if in_place else Path(out_dir or runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = []
-    bar = tqdm(notebooks(only, notebook_dir), desc=f"main job ({profile})", unit="notebook")
+    chosen = [nb for nb in notebooks(only, notebook_dir) if only or nb.name[:2] not in ON_ITS_OWN]
+    bar = tqdm(chosen, desc=f"main job ({profile})", unit="notebook")
     with logs.log_file(runs_dir / MAIN_LOG), kernel_env():
         log.info("main job: profile %s, parameters %s, into %s", profile, parameters, out_dir)
         for nb in bar:
@@ -284,7 +287,8 @@ def add_main_arguments(parser: argparse.ArgumentParser) -> None:
 def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
     """The options the main job and a replay share."""
     parser.add_argument("--data-dir", default=None, help="raw data folder (default: $COLLM_DATA_DIR or data/raw)")
-    parser.add_argument("--only", nargs="*", default=None, help="notebook numbers to run, e.g. 01 02")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="notebook numbers to run, e.g. 01 02 (default: all but 07, which runs on its own: --only 07)")
 
 
 OUT_DIR_HELP = "with --replay: where the executed notebooks go (default: results/<profile>-<device>/)"

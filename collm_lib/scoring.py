@@ -52,7 +52,13 @@ def collate(enc: EncodedSplit, idx: np.ndarray, pad_id: int, device: torch.devic
         mask[r, : len(s)] = 1
     as_t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
     return {"input_ids": as_t(ids), "attention_mask": as_t(mask), "user_pos": as_t(enc.user_pos[idx]),
-            "item_pos": as_t(enc.item_pos[idx]), "uids": as_t(enc.uid[idx]), "iids": as_t(enc.iid[idx])}
+            "item_pos": as_t(enc.item_pos[idx]), "uids": as_t(enc.uid[idx]), "iids": as_t(enc.iid[idx]),
+            "history": None if enc.history is None else as_t(enc.history[idx].astype(np.int64))}
+
+
+def reads_history(module: nn.Module) -> bool:
+    """Whether a CoLLM model's collaborative encoder reads each row's history (SASRec)."""
+    return bool(getattr(getattr(module.hybrid, "collab", None), "max_len", 0))
 
 
 def autocast(model: nn.Module):
@@ -70,13 +76,14 @@ def _common(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.argmax(differs)) if differs.any() else n
 
 
-def prefix_groups(enc: EncodedSplit) -> list[tuple[int, np.ndarray]]:
+def prefix_groups(enc: EncodedSplit, row_users: bool = False) -> list[tuple[int, np.ndarray]]:
     """(prefix length, rows) per group of rows that share their first `prefix length` tokens, for one prefix pass.
 
     Rows are sorted by user, then by the bytes of their token ids (any lexicographic order makes rows with a common
     beginning neighbours); a group runs while neighbours share at least SHARE of the shorter row. Its prefix is the
     tokens all its rows share, cut before any item slot (its vector differs per row) and before a user slot that is
-    not at one position in every row, and leaving every row at least one token of its own (the one whose state
+    not at one position in every row (or before any user slot with `row_users`: the collaborative model reads each
+    row's history, so one user's rows carry different user vectors), and leaving every row at least one token of its own (the one whose state
     predicts the answer). A group of one row gets prefix 0, as does a group whose rows share nothing before a slot:
     they run as full prompts.
     """
@@ -95,18 +102,18 @@ def prefix_groups(enc: EncodedSplit) -> list[tuple[int, np.ndarray]]:
         groups.append([i])
         shared.append(len(row))
     lengths = enc.lengths
-    return [(_cut(enc, lengths, np.asarray(rows), p) if len(rows) > 1 else 0, np.asarray(rows))
+    return [(_cut(enc, lengths, np.asarray(rows), p, row_users) if len(rows) > 1 else 0, np.asarray(rows))
             for rows, p in zip(groups, shared)]
 
 
-def _cut(enc: EncodedSplit, lengths: np.ndarray, rows: np.ndarray, shared: int) -> int:
+def _cut(enc: EncodedSplit, lengths: np.ndarray, rows: np.ndarray, shared: int, row_users: bool) -> int:
     """The prefix a group of `rows` sharing `shared` tokens may run once (prefix_groups)."""
     p = min(shared, int(lengths[rows].min()) - 1)
     items = enc.item_pos[rows]
     if (items >= 0).any():
         p = min(p, int(items[items >= 0].min()))
     users = enc.user_pos[rows]
-    if len(set(users.tolist())) > 1 and (users >= 0).any():
+    if (row_users or len(set(users.tolist())) > 1) and (users >= 0).any():
         p = min(p, int(users[users >= 0].min()))
     return max(p, 0)
 
@@ -162,7 +169,7 @@ def _score(module: nn.Module, enc: EncodedSplit, pad_id: int, batch_size: int, p
     rank, world = rank_world()
     lm, lengths = base_causal_lm(module.llm), enc.lengths
     if shared_prefix:
-        batches = _batches(prefix_groups(enc), batch_size, lengths)
+        batches = _batches(prefix_groups(enc, reads_history(module)), batch_size, lengths)
     else:  # every prompt in full, by length
         order = np.argsort(enc.lengths, kind="stable")
         batches = [[(-1, 0, order[s:s + batch_size])] for s in range(0, len(order), batch_size)]
@@ -180,7 +187,7 @@ def _score(module: nn.Module, enc: EncodedSplit, pad_id: int, batch_size: int, p
                 logits = module(**inputs)
             else:
                 embeds = module.embed(inputs["input_ids"], inputs["user_pos"], inputs["item_pos"], inputs["uids"],
-                                      inputs["iids"])
+                                      inputs["iids"], inputs["history"])
                 prefix = np.concatenate([np.full(len(r), p) for _, p, r in batch])
                 owner = np.repeat(np.arange(len(batch)), [len(r) for _, _, r in batch])
                 heads = np.cumsum([0] + [len(r) for _, _, r in batch[:-1]])  # each group's first row in the batch

@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 
 from . import distributed, runs, settings
-from .collab import MFConfig, ensure_mf, load_mf
+from . import encoders
+from .collab import MFConfig
 from .data import Splits
 from .fece import HybridEncoder
 from .io import read_json, score_rows, write_json
@@ -75,7 +76,7 @@ def build_model(config: StageConfig, bundle: LLMBundle | None = None, mf_dir: Pa
     bundle = bundle or add_lora(load_llm(config.llm), config.llm)
     hybrid = None
     if mf_dir is not None:
-        hybrid = HybridEncoder(load_mf(mf_dir), bundle.model.config.hidden_size)
+        hybrid = HybridEncoder(encoders.load(mf_dir), bundle.model.config.hidden_size)
     model = CoLLM(bundle, hybrid)
     return model.to(device or settings.device(config.llm.device)), bundle
 
@@ -111,17 +112,19 @@ def stage_identity(splits: Splits, config: StageConfig, stage1_dir: str | Path |
                    mf_dir: str | Path | None = None) -> tuple[str, dict[str, str]]:
     """(identity, upstream fingerprints) of a stage run: its config (precision resolved), the data, the LLM, the
     precision again (so the records of sweeps over unresolved configs change with it too) and, for stage 2, the
-    finished stage-1 run and MF it stands on."""
+    finished stage-1 run and the collaborative model (MF, LightGCN or SASRec: encoders.py) it stands on."""
     config = resolve(config)
     upstream = {"data": runs.data_fingerprint(splits), "llm": runs.model_fingerprint(config.llm.model),
                 "precision": config.llm.precision}
     if config.stage == 2:
         if stage1_dir is None or mf_dir is None:
-            raise ValueError("stage 2 needs stage1_dir (the trained LoRA) and mf_dir (the trained MF)")
+            raise ValueError("stage 2 needs stage1_dir (the trained LoRA) and mf_dir (the trained collaborative model)")
         upstream["stage1"] = runs.upstream_fingerprint(stage1_dir, "stage-1 run",
                                                        "run stage 1 first (notebook 03, stages.run_stage)")
-        upstream["mf"] = runs.upstream_fingerprint(mf_dir, "MF checkpoint", "train it first (notebook 02, "
-                                                   "collab.ensure_mf)")
+        encoder = runs.upstream_fingerprint(mf_dir, "collaborative model", "train it first (notebooks 02 / 07, "
+                                            "encoders.ensure)")
+        # keyed by the model's kind: "mf" as before other encoders existed, so MF's stage-2 runs keep their identity
+        upstream[encoders.kind_at(mf_dir)] = encoder
     return runs.identity(f"stage{config.stage}", config, upstream), upstream
 
 
@@ -238,7 +241,7 @@ def stage_summary(result: dict) -> dict:
 def sweep_fns(splits: Splits, stage1_dir: str | Path | None = None, progress: bool = True
               ) -> tuple[Callable[[StageRun, Path], dict], Callable[[StageRun], dict]]:
     """(run_fn, upstream_fn) for sweep.run_sweep over StageRun configs: stage 2 sits on `stage1_dir`'s LoRA and on
-    the MF of its `mf` settings (collab.ensure_mf: trained first when missing); upstream_fn gives the inputs'
+    the MF of its `mf` settings (encoders.ensure: trained first when missing); upstream_fn gives the inputs'
     fingerprints, so a setting reruns when its stage 1 or MF changed.
 
     Each setting's stage run lives in its identity folder (stage_dir), not in the sweep's folder, which keeps only
@@ -249,7 +252,7 @@ def sweep_fns(splits: Splits, stage1_dir: str | Path | None = None, progress: bo
             return None
         if config.mf is None:
             raise ValueError("a stage-2 StageRun needs its MF settings (StageRun.mf)")
-        return ensure_mf(splits, config.mf, progress=progress)
+        return encoders.ensure(splits, config.mf, progress=progress)
 
     def run(config: StageRun, out_dir: Path) -> dict:
         return stage_summary(run_stage(splits, config.stage, None, stage1_dir, mf_dir(config), progress))

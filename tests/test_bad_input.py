@@ -14,12 +14,14 @@ import pytest
 
 from collm_lib import cli, params, profiles, prompts, settings, stages
 from collm_lib.collab import MFConfig
+from collm_lib.lightgcn import LightGCNConfig
+from collm_lib.sasrec import SASRecConfig
 from collm_lib.llm import LLMConfig, load_llm
 from collm_lib.reproduce import SweepPlan
 from collm_lib.train import StageConfig
 from tiny_llm import movie_splits
 
-CONFIGS = (StageConfig, LLMConfig, MFConfig, SweepPlan)
+CONFIGS = (StageConfig, LLMConfig, MFConfig, LightGCNConfig, SASRecConfig, SweepPlan)
 
 
 @pytest.fixture
@@ -51,7 +53,9 @@ def _numbers(cls: type) -> list[str]:
 def _build(cls: type, **changes) -> object:
     """An instance of `cls` (the smoke profile's), `changes` applied and checked (MFConfig does not check itself)."""
     base = {StageConfig: lambda: profiles.stage("smoke", 1), LLMConfig: LLMConfig,
-            MFConfig: lambda: profiles.mf("smoke"), SweepPlan: lambda: profiles.plan("smoke")}[cls]()
+            MFConfig: lambda: profiles.mf("smoke"), SweepPlan: lambda: profiles.plan("smoke"),
+            LightGCNConfig: lambda: profiles.encoder("smoke", name="lightgcn"),
+            SASRecConfig: lambda: profiles.encoder("smoke", name="sasrec")}[cls]()
     config = dataclasses.replace(base, **changes)
     params.check_config(config)
     return config
@@ -61,8 +65,8 @@ def _build(cls: type, **changes) -> object:
 def test_every_field_has_a_rule_the_profiles_pass(cls):
     assert set(params.CONFIG_RULES[cls.__name__]) == {f.name for f in dataclasses.fields(cls)}
     for profile in settings.PROFILES:
-        for config in (profiles.stage(profile, 1), profiles.stage(profile, 2), profiles.mf(profile),
-                       profiles.plan(profile)):
+        for config in (profiles.stage(profile, 1), profiles.stage(profile, 2), profiles.plan(profile),
+                       *(profiles.encoder(profile, name=name) for name in profiles.ENCODER_NAMES)):
             params.check_config(config)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from collm_lib import baselines, bundle, collab, runs
+from collm_lib import baselines, bundle, collab, encoders, runs
 from collm_lib.data import common
 from collm_lib.io import read_json
 from tiny_llm import movie_splits
@@ -26,7 +26,7 @@ INFO = {"part": "mf", "device": "cpu", "profile": "smoke", "seed": 2023, "model"
 
 def _mf(splits=None) -> Path:
     splits = splits or movie_splits()
-    return collab.ensure_mf(splits, collab.MFConfig(dim=8, max_epochs=2, patience=1, batch_size=16), progress=False)
+    return encoders.ensure(splits, collab.MFConfig(dim=8, max_epochs=2, patience=1, batch_size=16), progress=False)
 
 
 def test_pack_leaves_weights_out_and_unpack_gives_finished_runs(tmp_path, work, monkeypatch):
@@ -46,9 +46,9 @@ def test_pack_leaves_weights_out_and_unpack_gives_finished_runs(tmp_path, work, 
     copy = other / rel
     assert runs.finished(copy) is not None  # finished although mf.pt stayed behind
     assert not (copy / "mf.pt").exists()
-    assert collab.load_result(copy).model is None
+    assert encoders.load_result(copy).model is None
     with pytest.raises(FileNotFoundError, match="without its weights"):
-        collab.load_mf(copy)
+        encoders.load(copy)
     assert (copy / "test_scores.csv").read_bytes() == (folder / "test_scores.csv").read_bytes()
     assert read_json(other / "bundles" / f"{target.name}.json")["part"] == "mf"  # unpack keeps its bundle.json
 
@@ -59,7 +59,7 @@ def test_a_replay_trains_nothing(monkeypatch, work):
     monkeypatch.setenv("COLLM_REPLAY", "1")
     assert _mf(splits).is_dir()
     with pytest.raises(runs.NotInBundles, match="in none of the bundles"):
-        collab.ensure_mf(splits, collab.MFConfig(dim=4, max_epochs=1, batch_size=16), progress=False)
+        encoders.ensure(splits, collab.MFConfig(dim=4, max_epochs=1, batch_size=16), progress=False)
 
 
 def test_same_row_baselines_are_a_run_with_per_row_scores(tmp_path, work, monkeypatch):
@@ -75,8 +75,8 @@ def test_same_row_baselines_are_a_run_with_per_row_scores(tmp_path, work, monkey
     saved = next((work / "runs" / splits.name).glob("same-rows-*"))
     per_row = pd.read_csv(saved / "scores_MF.csv")
     assert per_row[["uid", "iid", "label"]].equals(rows[["uid", "iid", "label"]])
-    assert per_row["score"].to_numpy() == pytest.approx(collab.score_mf(collab.load_mf(mf), rows))
-    monkeypatch.setattr(baselines, "load_mf", lambda folder: pytest.fail("rescored a finished comparison"))
+    assert per_row["score"].to_numpy() == pytest.approx(encoders.score(encoders.load(mf), rows))
+    monkeypatch.setattr(baselines.encoders, "load", lambda folder: pytest.fail("rescored a finished comparison"))
     assert baselines.baselines_on_same_rows(splits, stage, mf) == first
 
 

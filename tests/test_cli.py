@@ -82,6 +82,14 @@ def test_given_options_reach_the_config_and_the_rest_is_the_profiles():
     assert (cli.mf_config(args, "ml-1m", 7).seed, cli.mf_config(args, "ml-1m", 7).lr) == (7, 0.1)
     args = parser.parse_args(["stages", "--seed", "7", "--mf-seed", "9"])
     assert cli.mf_config(args, "ml-1m", 7).seed == 9
+    # --encoder names the collaborative model under stage 2 (or trained by `collm mf`); --mf-* apply to MF only
+    args = parser.parse_args(["stages", "--profile", "cpu", "--encoder", "sasrec"])
+    assert cli.mf_config(args, "ml-1m", 7) == profiles.encoder("cpu", "ml-1m", "sasrec", seed=7)
+    args = parser.parse_args(["stages", "--encoder", "mf-bias", "--mf-dim", "8"])
+    assert cli.mf_config(args, "ml-1m").bias and cli.mf_config(args, "ml-1m").dim == 8
+    args = parser.parse_args(["stages", "--encoder", "lightgcn", "--mf-dim", "8"])
+    with pytest.raises(SystemExit):
+        cli.mf_config(args, "ml-1m")
 
 
 @pytest.mark.parametrize("argv, named", [

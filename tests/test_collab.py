@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from collm_lib import collab, metrics, profiles
+from collm_lib import collab, encoders, metrics, profiles
 from collm_lib.data import Splits
 
 N_USERS, N_ITEMS = 60, 80  # real ids 1..N-1; 0 is padding
@@ -38,7 +38,7 @@ def splits() -> Splits:
 @pytest.fixture(scope="module")
 def trained(splits):
     config = profiles.mf("cpu", dim=16, lr=1e-2, batch_size=256, max_epochs=60, patience=5, device="cpu")
-    return collab.train_mf(splits, config, progress=False)
+    return encoders.train(splits, config, progress=False)
 
 
 def test_mf_learns_planted_signal(trained):
@@ -57,7 +57,7 @@ def test_best_weights_kept_and_early_stop(trained):
 
 def test_embedding_dim_respected(splits):
     config = profiles.mf("smoke", dim=8, device="cpu")
-    result = collab.train_mf(splits, config, progress=False)
+    result = encoders.train(splits, config, progress=False)
     assert result.model.user_embedding.weight.shape == (N_USERS, 8)
     assert result.model.item_vectors(torch.tensor([1, 2])).shape == (2, 8)
     assert len(result.history) == config.max_epochs
@@ -65,23 +65,23 @@ def test_embedding_dim_respected(splits):
 
 
 def test_save_load_round_trip(trained, splits, tmp_path):
-    collab.save_mf(trained, tmp_path / "ckpt")
-    loaded = collab.load_mf(tmp_path / "ckpt")
+    encoders.save(trained, tmp_path / "ckpt")
+    loaded = encoders.load(tmp_path / "ckpt")
     assert loaded.dim == 16
-    np.testing.assert_array_equal(collab.score_mf(loaded, splits.test), collab.score_mf(trained.model, splits.test))
+    np.testing.assert_array_equal(encoders.score(loaded, splits.test), encoders.score(trained.model, splits.test))
     # the per-row test scores beside the checkpoint reproduce the reported metrics
     rows = pd.read_csv(tmp_path / "ckpt" / "test_scores.csv")
     assert metrics.auc(rows["label"], rows["score"]) == pytest.approx(trained.metrics["test"]["all"]["auc"])
 
 
 def test_load_missing_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="ensure_mf"):
-        collab.load_mf(tmp_path)
+    with pytest.raises(FileNotFoundError, match="encoders.ensure"):
+        encoders.load(tmp_path)
 
 
 def test_bad_ids_rejected(trained):
     with pytest.raises(ValueError, match="out of range"):
-        collab.score_mf(trained.model, pd.DataFrame({"uid": [N_USERS], "iid": [1]}))
+        encoders.score(trained.model, pd.DataFrame({"uid": [N_USERS], "iid": [1]}))
 
 
 def test_profiles():
@@ -113,7 +113,7 @@ def test_biases_carry_a_users_habit_to_unseen_items():
     for bias in (False, True):
         config = profiles.mf("cpu", dim=8, lr=1e-2, batch_size=256, max_epochs=30, patience=3, device="cpu",
                              bias=bias)
-        aucs[bias] = collab.train_mf(splits, config, progress=False).metrics["test"]["all"]["auc"]
+        aucs[bias] = encoders.train(splits, config, progress=False).metrics["test"]["all"]["auc"]
     assert aucs[True] > 0.7 and aucs[True] > aucs[False] + 0.1, aucs
     assert profiles.mf("cpu", dataset="bookcrossing").bias
     assert not profiles.mf("cpu", dataset="ml-1m").bias  # CoLLM's MF: no biases
@@ -129,7 +129,8 @@ def test_biased_vectors_give_the_score_and_survive_saving(tmp_path):
     expected = (mf.user_embedding(u) * mf.item_embedding(i)).sum(-1) + mf.user_bias(u)[:, 0] + mf.item_bias(i)[:, 0] + 0.3
     assert mf.dim == 6 and mf.user_vectors(u).shape == (3, 6)
     torch.testing.assert_close(mf(u, i), expected)
-    collab.save_mf(mf, tmp_path / "ckpt", collab.MFConfig(dim=4, bias=True))
-    loaded = collab.load_mf(tmp_path / "ckpt")
+    encoders.save(encoders.EncoderResult(mf, pd.DataFrame({"epoch": [1]}), 1, {}, collab.MFConfig(dim=4, bias=True)),
+                  tmp_path / "ckpt")
+    loaded = encoders.load(tmp_path / "ckpt")
     assert loaded.bias and loaded.dim == 6
     torch.testing.assert_close(loaded(u, i), expected)

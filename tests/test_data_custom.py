@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collm_lib import collab, params, profiles, prompts, runs
+from collm_lib import encoders, params, profiles, prompts, runs
 from collm_lib.data import (OWN_ENV, InteractionSpec, from_interactions, load_dataset, own_datasets,
                             save_dataset_folder, validate_frame)
 from collm_lib.data import split_stats
@@ -234,7 +234,7 @@ def test_both_stages_run_on_an_own_dataset(tmp_path, tiny):
     llm = LLMConfig(model=str(tiny))
     first = run_stage(splits, profiles.stage("smoke", stage=1, dataset="shop", llm=llm),
                       tmp_path / "s1", progress=False)
-    mf_dir = collab.ensure_mf(splits, profiles.mf("smoke", dataset="shop"), progress=False)
+    mf_dir = encoders.ensure(splits, profiles.mf("smoke", dataset="shop"), progress=False)
     second = run_stage(splits, profiles.stage("smoke", stage=2, dataset="shop", llm=llm),
                        tmp_path / "s2", stage1_dir=tmp_path / "s1", mf_dir=mf_dir, progress=False)
     assert first["template"] == "item_text@1" and second["template"] == "item_id@1"

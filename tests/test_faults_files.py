@@ -13,7 +13,7 @@ import pytest
 import transformers
 from transformers import AutoModelForCausalLM
 
-from collm_lib import collab, ctrl, embedded
+from collm_lib import collab, encoders, ctrl, embedded
 from collm_lib.data import load_dataset, processed_dir
 from collm_lib.data.common import load_processed, save_processed, sha256_file, write_frame_json
 from collm_lib.llm import DEFAULT_MODEL, LLMConfig, load_llm, resolve_model_path
@@ -101,7 +101,7 @@ def test_training_on_an_empty_split_does_not_advise_a_rebuild(trainer, tmp_path)
     splits.valid = splits.valid.head(0)  # emptied after loading, e.g. by a filter
     with pytest.raises(ValueError) as err:
         if trainer == "mf":
-            collab.train_mf(splits, collab.MFConfig(max_epochs=1), progress=False)
+            encoders.train(splits, collab.MFConfig(max_epochs=1), progress=False)
         else:
             ctrl.train_ctrl(splits, ctrl.CTRLConfig(max_epochs=1), None, cache_dir=tmp_path, progress=False)
     msg = str(err.value)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from collm_lib import collab, runs, stages, sweep
+from collm_lib import collab, encoders, runs, stages, sweep
 from collm_lib.llm import LLMConfig
 from collm_lib.train import StageConfig
 from tiny_llm import movie_splits
@@ -40,7 +40,7 @@ def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 def _mf(splits, folder: Path, seed: int) -> Path:
-    return collab.save_mf(collab.train_mf(splits, collab.MFConfig(dim=8, max_epochs=2, patience=2, seed=seed),
+    return encoders.save(encoders.train(splits, collab.MFConfig(dim=8, max_epochs=2, patience=2, seed=seed),
                                           progress=False), folder)
 
 
@@ -152,14 +152,14 @@ def test_last_pt_is_loaded_as_weights_only(tiny, tmp_path, caplog):
 def test_truncated_mf_is_named_and_rebuilt(tmp_path):
     splits = movie_splits()
     config = collab.MFConfig(dim=8, max_epochs=2, patience=2)
-    folder = collab.ensure_mf(splits, config, progress=False)
-    good = collab.score_mf(collab.load_mf(folder), splits.test)
+    folder = encoders.ensure(splits, config, progress=False)
+    good = encoders.score(encoders.load(folder), splits.test)
     data = (folder / "mf.pt").read_bytes()
     (folder / "mf.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(FileNotFoundError, match=f"no finished MF checkpoint in {folder}.*ensure_mf"):
-        collab.load_mf(folder)
-    assert collab.ensure_mf(splits, config, progress=False) == folder  # rebuilt in place
-    assert (collab.score_mf(collab.load_mf(folder), splits.test) == good).all()
+    with pytest.raises(FileNotFoundError, match=f"no finished collaborative model in {folder}.*encoders.ensure"):
+        encoders.load(folder)
+    assert encoders.ensure(splits, config, progress=False) == folder  # rebuilt in place
+    assert (encoders.score(encoders.load(folder), splits.test) == good).all()
 
 
 def test_one_class_validation_sample_is_named_before_the_model_loads(tmp_path):

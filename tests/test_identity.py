@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from collm_lib import collab, runs
+from collm_lib import collab, encoders, runs
 from tiny_llm import movie_splits
 
 
@@ -52,16 +52,16 @@ def test_the_embedded_model_keeps_its_identity_unless_its_content_changed(monkey
 def test_two_identical_runs_at_once_make_it_once(monkeypatch, work):
     """The second waits for the first's lock, then reads the finished run back instead of training it again."""
     splits, config = movie_splits(), collab.MFConfig(dim=4, max_epochs=1, batch_size=16)
-    trained, real = [], collab.train_mf
+    trained, real = [], encoders.train
 
     def slow_train(*args, **kwargs):
         trained.append(threading.get_ident())
         time.sleep(1.5)  # long enough for the other thread to reach the lock
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(collab, "train_mf", slow_train)
+    monkeypatch.setattr(encoders, "train", slow_train)
     folders = []
-    threads = [threading.Thread(target=lambda: folders.append(collab.ensure_mf(splits, config, progress=False)))
+    threads = [threading.Thread(target=lambda: folders.append(encoders.ensure(splits, config, progress=False)))
                for _ in range(2)]
     for t in threads:
         t.start()

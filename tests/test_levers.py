@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from collm_lib import collab, stages
+from collm_lib import collab, encoders, stages
 from collm_lib.fece import build_inputs_embeds
 from collm_lib.llm import LLMConfig, text_encoder
 from collm_lib.scoring import frozen_prefix
@@ -45,7 +45,7 @@ def test_slot_filling_without_masks_equals_the_masked_one():
 
 def _stage2(tiny: Path, **changes) -> tuple[dict, dict]:
     splits = movie_splits(n_train=48)
-    mf = collab.ensure_mf(splits, collab.MFConfig(dim=8, max_epochs=2, patience=1, batch_size=16), progress=False)
+    mf = encoders.ensure(splits, collab.MFConfig(dim=8, max_epochs=2, patience=1, batch_size=16), progress=False)
     base = dict(batch_size=4, max_steps=6, eval_every=2, warmup_steps=1, score_batch_size=8, patience=10,
                 llm=LLMConfig(model=str(tiny), lora_dropout=0.0))
     first = stages.run_stage(splits, StageConfig(stage=1, **base), progress=False)

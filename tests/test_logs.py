@@ -14,7 +14,7 @@ import pytest
 import torch
 import transformers
 
-from collm_lib import collab, io, logs, reproduce, runner, runs
+from collm_lib import collab, encoders, io, logs, reproduce, runner, runs
 from tiny_llm import movie_splits
 
 CONFIG = collab.MFConfig(dim=4, max_epochs=2, patience=1)
@@ -35,7 +35,7 @@ def work(tmp_path, monkeypatch):
 
 def test_an_mf_run_keeps_its_log_and_a_rerun_does_not_need_it(work):
     before = _state()
-    out = collab.ensure_mf(movie_splits(), CONFIG, progress=False)
+    out = encoders.ensure(movie_splits(), CONFIG, progress=False)
     assert _state() == before
     text = (out / logs.RUN_LOG).read_text()
     info = io.run_info()
@@ -47,38 +47,38 @@ def test_an_mf_run_keeps_its_log_and_a_rerun_does_not_need_it(work):
     assert record is not None and logs.RUN_LOG not in record["outputs"]  # a record, never a hashed output
     (out / logs.RUN_LOG).unlink()
     stamp = (out / "mf.pt").stat().st_mtime_ns
-    assert collab.ensure_mf(movie_splits(), CONFIG, progress=False) == out  # found finished without its log
+    assert encoders.ensure(movie_splits(), CONFIG, progress=False) == out  # found finished without its log
     assert (out / "mf.pt").stat().st_mtime_ns == stamp and not (out / logs.RUN_LOG).exists()
 
 
 def test_a_warning_inside_a_run_is_logged_and_still_shown(work, monkeypatch):
-    train_mf = collab.train_mf
+    train_mf = encoders.train
 
     def warns(*args, **kwargs):
         warnings.warn("an odd thing happened in training", UserWarning)
         return train_mf(*args, **kwargs)
 
-    monkeypatch.setattr(collab, "train_mf", warns)
+    monkeypatch.setattr(encoders, "train", warns)
     with pytest.warns(UserWarning, match="an odd thing"):  # recorders still get it
-        out = collab.ensure_mf(movie_splits(), CONFIG, progress=False)
+        out = encoders.ensure(movie_splits(), CONFIG, progress=False)
     assert "UserWarning: an odd thing happened in training" in (out / logs.RUN_LOG).read_text()
 
 
 def test_a_failed_run_logs_why_and_leaves_nothing_attached(work, monkeypatch):
-    before, train_mf = _state(), collab.train_mf
+    before, train_mf = _state(), encoders.train
 
     def fails(*args, **kwargs):
         raise RuntimeError("out of memory, say")
 
-    monkeypatch.setattr(collab, "train_mf", fails)
+    monkeypatch.setattr(encoders, "train", fails)
     with pytest.raises(RuntimeError, match="out of memory"):
-        collab.ensure_mf(movie_splits(), CONFIG, progress=False)
+        encoders.ensure(movie_splits(), CONFIG, progress=False)
     assert _state() == before
-    out = runs.run_dir("mf", "ml-synthetic", collab.mf_identity(movie_splits(), CONFIG), "d4")
+    out = runs.run_dir("mf", "ml-synthetic", encoders.identity(movie_splits(), CONFIG), "d4")
     text = (out / logs.RUN_LOG).read_text()
     assert "stopped after" in text and "RuntimeError: out of memory, say" in text and "Traceback" in text
-    monkeypatch.setattr(collab, "train_mf", train_mf)
-    collab.ensure_mf(movie_splits(), CONFIG, progress=False)  # the rerun appends to the same log
+    monkeypatch.setattr(encoders, "train", train_mf)
+    encoders.ensure(movie_splits(), CONFIG, progress=False)  # the rerun appends to the same log
     text = (out / logs.RUN_LOG).read_text()
     assert text.count("run info: ") == 2 and "finished in" in text.splitlines()[-1]
 

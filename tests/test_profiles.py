@@ -46,6 +46,8 @@ def snapshot() -> dict[str, Any]:
                 "stage": {str(s): _plain(profiles.stage(p, s)) for s in (1, 2)},
                 "index": _plain(profiles.index(p)), "rerank": _plain(profiles.rerank(p)),
                 "ctrl": _plain(profiles.ctrl(p)), "plan": _plain(profiles.plan(p)),
+                "encoder": {name: _plain(profiles.encoder(p, name=name)) for name in profiles.ENCODER_NAMES},
+                "compare": _plain(profiles.compare(p)),
                 "sweep": _sweep(profiles.plan(p))}
             for p in settings.PROFILES}
 
@@ -117,6 +119,11 @@ ROWS = [  # (step, setting, its value for a profile); stage settings: stage 1 / 
         _stages(p, f, **profiles.plan(p).stage | profiles.plan(p).sweep) for f in ("train_rows", "test_rows"))),
     ("06 plan", "seeds: MF and CTRL(DIN) / LLM stages",
      lambda p: _shown(profiles.plan(p).n_seeds, profiles.plan(p).n_llm_seeds)),
+    ("07 encoders", "scored alone / stage 2 over", lambda p: " / ".join(_shown(getattr(profiles.compare(p), f))
+                                                                         for f in ("encoders", "stage2"))),
+    ("07 encoders", "stage 2 steps (max) per encoder", lambda p: ", ".join(
+        f"{name} {profiles.stage(p, 2, **profiles.compare(p).stage.get(name, {})).max_steps}"
+        for name in profiles.compare(p).stage2)),
 ]
 
 

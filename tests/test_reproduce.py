@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collm_lib import (baselines, collab, figure3, metrics, paper, profiles, replicates, report, reproduce, runs, stages,
+from collm_lib import (baselines, collab, encoders, figure3, metrics, paper, profiles, replicates, report, reproduce, runs, stages,
                        sweep)
 from collm_lib.llm import LLMConfig
 from collm_lib.io import read_json
@@ -44,16 +44,16 @@ def test_ensure_mf_retrains_only_when_settings_differ(tmp_path, monkeypatch):
     monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
     splits = movie_splits()
     config = collab.MFConfig(dim=4, max_epochs=1, patience=1)
-    out = collab.ensure_mf(splits, config, tmp_path / "mf", progress=False)
+    out = encoders.ensure(splits, config, tmp_path / "mf", progress=False)
     stamp = (out / "mf.pt").stat().st_mtime_ns
-    collab.ensure_mf(splits, config, out, progress=False)
+    encoders.ensure(splits, config, out, progress=False)
     assert (out / "mf.pt").stat().st_mtime_ns == stamp
-    collab.ensure_mf(splits, dataclasses.replace(config, dim=6), out, progress=False)
-    assert collab.load_mf(out).dim == 6
+    encoders.ensure(splits, dataclasses.replace(config, dim=6), out, progress=False)
+    assert encoders.load(out).dim == 6
     # default folders are named by identity: other settings or other data never share one
-    a = collab.ensure_mf(splits, config, progress=False)
-    b = collab.ensure_mf(splits, dataclasses.replace(config, dim=6), progress=False)
-    c = collab.ensure_mf(movie_splits(n_train=40), config, progress=False)
+    a = encoders.ensure(splits, config, progress=False)
+    b = encoders.ensure(splits, dataclasses.replace(config, dim=6), progress=False)
+    c = encoders.ensure(movie_splits(n_train=40), config, progress=False)
     assert len({a, b, c}) == 3 and all(p.parent == tmp_path / "work" / "runs" / "ml-synthetic" for p in (a, b, c))
 
 
@@ -67,8 +67,8 @@ def test_stage_sweep_over_mf_dim_and_same_row_baselines(tmp_path, monkeypatch):
     fn, upstream = stages.sweep_fns(splits, tmp_path / "s1", progress=False)
     frame = sweep.run_sweep("dim", base, {"mf.dim": [4, 8]}, fn, tmp_path / "sweeps", progress=False, upstream=upstream)
     assert list(frame["status"]) == ["ran", "ran"] and frame["test_auc"].between(0, 1).all()
-    mf4 = collab.ensure_mf(splits, dataclasses.replace(base.mf, dim=4), progress=False)
-    assert collab.load_mf(mf4).dim == 4
+    mf4 = encoders.ensure(splits, dataclasses.replace(base.mf, dim=4), progress=False)
+    assert encoders.load(mf4).dim == 4
     again = sweep.run_sweep("dim", base, {"mf.dim": [4, 8]}, fn, tmp_path / "sweeps", progress=False, upstream=upstream)
     assert list(again["status"]) == ["cached", "cached"] and list(again["test_auc"]) == list(frame["test_auc"])
 
@@ -79,7 +79,7 @@ def test_stage_sweep_over_mf_dim_and_same_row_baselines(tmp_path, monkeypatch):
     rows = baselines.rows_of(splits, s2_dir)
     assert same["MF"]["test"]["rows"] == len(rows) == read_json(s2_dir / "results.json")["sample_sizes"]["test"]
     assert baselines.check_same_rows(stage1["run_dir"], s2_dir) == len(rows)
-    expected = metrics.auc(rows["label"], collab.score_mf(collab.load_mf(mf4), rows))
+    expected = metrics.auc(rows["label"], encoders.score(encoders.load(mf4), rows))
     assert same["MF"]["test"]["all"]["auc"] == pytest.approx(expected)
     with pytest.raises(ValueError, match="needs its MF settings"):
         fn(dataclasses.replace(base, mf=None), tmp_path / "nomf")

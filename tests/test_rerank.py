@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("faiss", reason="pip install faiss-cpu to run the re-rank tests")
 
-from collm_lib import collab, matching, profiles, rerank, retrieval  # noqa: E402
+from collm_lib import collab, encoders, matching, profiles, rerank, retrieval  # noqa: E402
 from collm_lib.llm import LLMConfig  # noqa: E402
 from collm_lib.stages import build_model  # noqa: E402
 from collm_lib.train import StageConfig  # noqa: E402
@@ -33,8 +33,8 @@ def tiny(tmp_path_factory):
     for row in test.index[:7]:
         his = warm_items if row in test.index[:4] else []
         test.at[row, "his"], test.at[row, "his_title"] = his, [f"Movie {i}" for i in his]
-    mf = collab.train_mf(splits, collab.MFConfig(dim=8, max_epochs=2, patience=2), progress=False)
-    mf_dir = collab.save_mf(mf, tmp / "mf")
+    mf = encoders.train(splits, collab.MFConfig(dim=8, max_epochs=2, patience=2), progress=False)
+    mf_dir = encoders.save(mf, tmp / "mf")
     config = StageConfig(stage=2, score_batch_size=8, llm=LLMConfig(model=str(save_tiny(tmp / "llm"))))
     torch.manual_seed(0)
     model, bundle = build_model(config, mf_dir=mf_dir, device=torch.device("cpu"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from collm_lib import bundle, cli, collab, runner, runs
+from collm_lib import bundle, cli, collab, encoders, runner, runs
 from collm_lib.data import common
 from tiny_llm import movie_splits
 
@@ -30,7 +30,7 @@ def work(monkeypatch, tmp_path) -> Path:
 def made(tmp_path, work) -> Path:
     """A genuine bundle of one finished MF run."""
     with runs.track() as used:
-        collab.ensure_mf(movie_splits(), collab.MFConfig(dim=4, max_epochs=1, batch_size=16), progress=False)
+        encoders.ensure(movie_splits(), collab.MFConfig(dim=4, max_epochs=1, batch_size=16), progress=False)
     return bundle.pack(tmp_path / "mf.tar.gz", work, sorted(used), INFO)
 
 
@@ -178,7 +178,7 @@ def test_edited_scores_are_told_from_the_bundle_that_was_made(made, tmp_path, mo
     assert bundle.verify(forged)["signature"] == "unsigned" and bundle.verify(made)["signature"] == "unsigned"
     monkeypatch.setenv(bundle.KEY_ENV, "shared secret")
     with runs.track() as used:
-        collab.ensure_mf(movie_splits(), collab.MFConfig(dim=4, max_epochs=1, batch_size=16), progress=False)
+        encoders.ensure(movie_splits(), collab.MFConfig(dim=4, max_epochs=1, batch_size=16), progress=False)
     signed = bundle.pack(tmp_path / "signed.tar.gz", Path(runs.settings.work_dir()), sorted(used), INFO)
     assert bundle.verify(signed)["signature"] == f"verified with ${bundle.KEY_ENV}"
     _refused(_edit_scores(signed, tmp_path, rehash=True), tmp_path / "replay2", "signature does not match")

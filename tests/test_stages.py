@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collm_lib import collab, profiles, train
+from collm_lib import collab, encoders, profiles, train
 from collm_lib.llm import LLMConfig, load_llm
 from collm_lib.stages import load_trained, run_stage, sample_users
 from collm_lib.scoring import score
@@ -17,7 +17,7 @@ from tiny_llm import movie_splits, save_tiny
 def test_two_stages_end_to_end_and_reload(tmp_path):
     splits = movie_splits()
     model_dir = save_tiny(tmp_path / "tiny-llm")
-    mf_dir = collab.save_mf(collab.train_mf(splits, collab.MFConfig(dim=8, max_epochs=2, patience=2),
+    mf_dir = encoders.save(encoders.train(splits, collab.MFConfig(dim=8, max_epochs=2, patience=2),
                                             progress=False), tmp_path / "mf")
     common = dict(batch_size=4, max_steps=2, eval_every=1, warmup_steps=1, score_batch_size=8,
                   llm=LLMConfig(model=str(model_dir)))
