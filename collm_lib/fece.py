@@ -34,8 +34,7 @@ class HybridEncoder(nn.Module):
 
     def forward(self, uids: torch.Tensor, iids: torch.Tensor,
                 history: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        users = self.collab.user_vectors(uids, history) if self.collab.max_len else self.collab.user_vectors(uids)
-        return self.mapper(users), self.mapper(self.collab.item_vectors(iids))
+        return self.mapper(self.collab.user_vectors(uids, history)), self.mapper(self.collab.item_vectors(iids))
 
 
 def build_inputs_embeds(embedding: nn.Module, input_ids: torch.Tensor,

@@ -83,8 +83,8 @@ def prefix_groups(enc: EncodedSplit, row_users: bool = False) -> list[tuple[int,
     beginning neighbours); a group runs while neighbours share at least SHARE of the shorter row. Its prefix is the
     tokens all its rows share, cut before any item slot (its vector differs per row) and before a user slot that is
     not at one position in every row (or before any user slot with `row_users`: the collaborative model reads each
-    row's history, so one user's rows carry different user vectors), and leaving every row at least one token of its own (the one whose state
-    predicts the answer). A group of one row gets prefix 0, as does a group whose rows share nothing before a slot:
+    row's history, so one user's rows carry different user vectors), and leaving every row at least one token of its
+    own (the one whose state predicts the answer). A group of one row gets prefix 0, as does a group whose rows share nothing before a slot:
     they run as full prompts.
     """
     order = sorted(range(len(enc)), key=lambda i: (int(enc.uid[i]), enc.input_ids[i].tobytes()))

@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import distributed, runs, settings
-from . import encoders
+from . import distributed, encoders, runs, settings
 from .collab import MFConfig
 from .data import Splits
 from .fece import HybridEncoder
