@@ -30,6 +30,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MIN_RECALL, MIN_SPEEDUP = 0.95, 10.0  # the target this benchmark checks
 
 
+def portable(path: str | os.PathLike) -> str:
+    """`path` as the result JSON may carry it (it is committed): `<work_dir>/...` inside the work dir
+    (settings.work_dir), else relative to the repository root, else `<scratch>/<name>`; never this machine's
+    absolute path."""
+    path = Path(path).resolve()
+    for base, label in ((settings.work_dir(), "<work_dir>/"), (settings.REPO_ROOT, "")):
+        if path.is_relative_to(base):
+            return label + path.relative_to(base).as_posix()
+    return f"<scratch>/{path.name}"
+
+
 def ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
@@ -74,7 +85,7 @@ def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
         queries = items[rows] + scale * rng.standard_normal((args.queries, items.shape[1]), dtype=np.float32)
     if not args.no_normalize:
         items, queries = R.normalise(items), R.normalise(queries)
-    return items, queries, f"{args.vectors} ({'L2-normalised' if not args.no_normalize else 'raw norms'})"
+    return items, queries, f"{portable(args.vectors)} ({'L2-normalised' if not args.no_normalize else 'raw norms'})"
 
 
 def timed(fn, budget_s: float = 2.0, max_repeats: int = 3):
@@ -178,7 +189,7 @@ def main() -> None:
         "load_avg_start": load_start,
         "load_avg_end": os.getloadavg(),
         "target": {"min_recall": MIN_RECALL, "min_speedup_vs_flat": MIN_SPEEDUP, "met_by": meeting},
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": {k: portable(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "total_wall_s": round(time.perf_counter() - t_start, 1),
         "rows": rows,
     }

@@ -19,17 +19,28 @@ from pathlib import Path
 
 import numpy as np
 
-from collm_lib import io, reproduce, rerank, retrieval, runs, settings, stages
+from collm_lib import catalogue as C, io, plan_runs, rerank, retrieval, runs, settings, stages
 from collm_lib.data import load_dataset
 from collm_lib.prompts import default_template
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def portable(path: str | os.PathLike) -> str:
+    """`path` as the result JSON may carry it (it is committed): `<work_dir>/...` inside the work dir
+    (settings.work_dir), else relative to the repository root, else `<scratch>/<name>`; never this machine's
+    absolute path."""
+    path = Path(path).resolve()
+    for base, label in ((settings.work_dir(), "<work_dir>/"), (settings.REPO_ROOT, "")):
+        if path.is_relative_to(base):
+            return label + path.relative_to(base).as_posix()
+    return f"<scratch>/{path.name}"
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="cpu", help="whose stage-2 run: notebook 04's at this profile's defaults")
-    p.add_argument("--stage-dir", type=Path, help="stage-2 folder (default: reproduce.main_runs(profile)['stage2'])")
+    p.add_argument("--stage-dir", type=Path, help="stage-2 folder (default: plan_runs.main_runs(profile)['stage2'])")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--users", type=int, default=3, help="warm test users measured")
     p.add_argument("--k", type=int, default=50, help="candidates the LLM scores per user")
@@ -46,7 +57,7 @@ def main() -> None:
     args = parse_args()
     seed = settings.set_seed(args.seed)
     splits = load_dataset("ml-1m", args.data_dir)
-    stage_dir = args.stage_dir or reproduce.main_runs(args.profile, splits, args.seed)["stage2"]
+    stage_dir = args.stage_dir or plan_runs.main_runs(args.profile, splits, args.seed)["stage2"]
     if runs.finished(stage_dir) is None:
         raise SystemExit(f"no finished stage-2 run in {stage_dir}: run notebooks 02-04 (or `collm stages`) first")
     dev = settings.device()
@@ -54,9 +65,9 @@ def main() -> None:
     load_start, t_start = os.getloadavg(), time.perf_counter()
     model, bundle, stage_config = stages.load_trained(stage_dir, device=dev)
     template = stage_config.template or default_template(splits.name, with_ids=True)
-    titles = rerank.item_titles(splits)
-    warm_users, warm_items = rerank.train_ids(splits)
-    user_tab, item_tab = rerank.mf_tables(model.hybrid.collab, splits.n_users, splits.n_items)
+    titles = C.item_titles(splits)
+    warm_users, warm_items = C.train_ids(splits)
+    user_tab, item_tab = C.mf_tables(model.hybrid.collab, splits.n_users, splits.n_items)
     catalogue = np.array(sorted(i for i in titles if 0 < i < len(item_tab)), dtype=np.int64)
     users = rerank.sample_test_users(splits, args.users, args.seed, warm_users)
     index_config = retrieval.IndexConfig(kind=args.index, use_gpu=False)
@@ -109,13 +120,13 @@ def main() -> None:
         / mean("full_catalogue_s"),
     }
     result = {
-        "run_info": io.run_info(seed), "stage_dir": str(stage_dir), "template": template,
+        "run_info": io.run_info(seed), "stage_dir": portable(stage_dir), "template": template,
         "catalogue_items": len(catalogue), "k": args.k, "index": index.describe(), "index_build_s": build_s,
         "measured": "re-rank (shared prefix and full prompts) and whole catalogue (shared prefix), every user",
         "extrapolation": (f"whole catalogue as full prompts = unseen catalogue size / prompts/s measured by scoring "
                           f"{len(frame)} seeded prompts of user {int(first['uid'].iloc[0])}'s unseen catalogue"),
         "summary": summary, "users": rows, "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": {k: portable(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "total_wall_s": round(time.perf_counter() - t_start, 1),
     }
     io.write_json(out, result)

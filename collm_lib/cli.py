@@ -31,17 +31,37 @@ from .train import StageConfig
 
 STAGE, MF = "stage", "mf"  # the namespace groups of the generated options (options.overrides)
 COMMON_HELP = "Options not given take the profile's value (collm_lib/profiles.py), shown as 'profile default'."
+STAGES_HELP = "A default 'A / B' is stage 1's / stage 2's."
 Config = TypeVar("Config")
+
+# --help's sections (argparse argument groups), in the order shown
+RUN, TRAINING, DATA, LLM = "run", "training", "data", "llm"
+SECTIONS = {
+    RUN: options.Section("run", "profile, dataset, seed; folders (runs: $COLLM_WORK_DIR, default data/)"),
+    TRAINING: options.Section("stage training", "how each stage trains, is evaluated on valid and stops (StageConfig)"),
+    DATA: options.Section("stage data", "the rows each stage trains, validates and tests on; prompts (StageConfig)"),
+    LLM: options.Section("LLM", "the language model, its LoRA adapter, device and precision (LLMConfig)"),
+    MF: options.Section("MF / collaborative model", "stage 2's model (--encoder), MF's settings (MFConfig); defaults "
+                                                    "ML-1M's"),
+}
+MF_SECTIONS = {  # `collm mf`'s
+    RUN: options.Section("run", "profile, dataset; folders (runs: $COLLM_WORK_DIR, default data/)"),
+    MF: options.Section(SECTIONS[MF].title, "the model trained (--encoder), MF's settings (MFConfig); defaults "
+                                            "ML-1M's"),
+}
+# StageConfig's fields outside the TRAINING section (an LLMConfig field under its parent's name, "llm")
+STAGE_SECTIONS = {"stage": RUN, "dataset": RUN, "seed": RUN, "template": DATA, "max_history": DATA,
+                  "train_rows": DATA, "eval_rows": DATA, "test_rows": DATA, "llm": LLM}
 
 
 def stage_options(exclude: tuple[str, ...] = ()) -> list[options.Option]:
-    """The options of StageConfig and its nested LLMConfig."""
-    return options.config_options(StageConfig, exclude=exclude)
+    """The options of StageConfig and its nested LLMConfig, in their --help sections (STAGE_SECTIONS)."""
+    return options.config_options(StageConfig, exclude=exclude, sections=STAGE_SECTIONS, section=TRAINING)
 
 
 def mf_options(prefix: str = "") -> list[options.Option]:
     """The options of MFConfig (prefixed "mf-" beside a stage's: both have lr, seed, batch_size, ...)."""
-    return options.config_options(MFConfig, prefix=prefix)
+    return options.config_options(MFConfig, prefix=prefix, section=MF)
 
 
 def _stage_variants(profile: str) -> list[StageConfig]:
@@ -53,31 +73,37 @@ def _mf_variants(profile: str) -> list[MFConfig]:
 
 
 ENCODER_HELP = ("the collaborative model (profiles.ENCODER_NAMES; docs/protocol.md §4): mf (the paper's), mf-bias, "
-                "lightgcn or sasrec; the --mf-* settings apply to mf and mf-bias")
+                "lightgcn or sasrec; the {} settings apply to mf and mf-bias")
 
 
-def _add_encoder_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--encoder", default="mf", choices=profiles.ENCODER_NAMES,
-                        metavar="|".join(profiles.ENCODER_NAMES), help=ENCODER_HELP)
+def _add_encoder_argument(group: Any, settings_named: str = "--mf-*") -> None:
+    group.add_argument("--encoder", default="mf", choices=profiles.ENCODER_NAMES,
+                       metavar="|".join(profiles.ENCODER_NAMES), help=ENCODER_HELP.format(settings_named))
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default=None, choices=settings.PROFILES, metavar="|".join(settings.PROFILES),
-                        help="the run profile (default: $COLLM_PROFILE or cpu)")
-    parser.add_argument("--data-dir", default=None, help="raw data folder (default: $COLLM_DATA_DIR or data/raw)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+def _sectioned(parser: argparse.ArgumentParser, sections: dict[str, options.Section]) -> dict[str, Any]:
+    """options.add_sections(parser, sections), --help heading the first (the parser made with add_help=False)."""
+    groups = options.add_sections(parser, sections)
+    next(iter(groups.values())).add_argument("-h", "--help", action="help", help="show this help message and exit")
+    return groups
 
 
-def _add_stage_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = (),
+def _add_run_arguments(group: Any) -> None:
+    group.add_argument("--profile", default=None, choices=settings.PROFILES, metavar="|".join(settings.PROFILES),
+                       help="the run profile (default: $COLLM_PROFILE or cpu)")
+    group.add_argument("--data-dir", default=None, help="raw data folder (default: $COLLM_DATA_DIR or data/raw)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+
+
+def _add_stage_arguments(groups: dict[str, Any], exclude: tuple[str, ...] = (),
                          custom: dict[str, dict[str, Any]] | None = None) -> None:
-    options.add_config_arguments(parser, stage_options(exclude), STAGE, _stage_variants,
-                                 "stage settings (StageConfig, LLMConfig); profile defaults as stage 1 / stage 2",
+    options.add_config_arguments(groups, stage_options(exclude), STAGE, _stage_variants,
                                  {"precision": {"choices": settings.PRECISIONS, "metavar": "|".join(settings.PRECISIONS)}}
                                  | (custom or {}))
-    options.add_config_arguments(parser, mf_options("mf-"), MF, _mf_variants,
-                                 "the MF under stage 2 (MFConfig; profile defaults for ML-1M, other datasets adjust "
-                                 "some: profiles.MF_DATASET, MF_MODEL); --mf-seed defaults to --seed")
-    _add_encoder_argument(parser)
+    _add_encoder_argument(groups[MF])
+    # the MF under stage 2 takes the stage's seed unless given (run_stages)
+    options.add_config_arguments(groups, mf_options("mf-"), MF, _mf_variants,
+                                 {"seed": {"help": "default: the stage's --seed"}})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,9 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="collm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, text: str, generated: bool = False) -> argparse.ArgumentParser:
-        made = sub.add_parser(name, help=text, description=f"{text} {COMMON_HELP}" if generated else text,
-                              allow_abbrev=False)
+    def command(name: str, text: str, *more: str, usage: str | None = None) -> argparse.ArgumentParser:
+        # `usage`: a one-line usage for a command of many options (--help lists them, by section), no -h of its own
+        made = sub.add_parser(name, help=text, description=" ".join((text, *more)), allow_abbrev=False, usage=usage,
+                              add_help=usage is None)
         made.set_defaults(command_parser=made)  # for errors found after parsing, named after the subcommand
         return made
 
@@ -102,24 +129,29 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_arguments(command("reproduce", reproduce.DESCRIPTION))
 
     stages_parser = command("stages", "Stage 1, then stage 2 on its LoRA and the MF, then the MF on stage 2's rows; "
-                                      "prints a JSON summary. Given settings apply to both stages.", True)
-    _add_run_arguments(stages_parser)
-    _add_stage_arguments(stages_parser, exclude=("stage",))
+                                      "prints a JSON summary. Given settings apply to both stages.",
+                            COMMON_HELP, STAGES_HELP, usage="%(prog)s [-h] [OPTION ...]")
+    groups = _sectioned(stages_parser, SECTIONS)
+    _add_run_arguments(groups[RUN])
+    _add_stage_arguments(groups, exclude=("stage",))
     stage = command("stage", "One stage; stage 2 stands on the stage-1 run and MF that `collm stages` with the same "
-                             "options makes (made here when missing), or on --stage1-dir and --mf-dir.", True)
-    _add_run_arguments(stage)
-    stage.add_argument("--stage1-dir", type=Path, default=None, help="stage 2: the finished stage-1 run to stand on")
-    stage.add_argument("--mf-dir", type=Path, default=None, help="stage 2: the finished MF run to stand on")
-    _add_stage_arguments(stage, custom={"stage": {"required": True, "choices": (1, 2)}})
+                             "options makes (made here when missing), or on --stage1-dir and --mf-dir.",
+                    COMMON_HELP, STAGES_HELP, usage="%(prog)s [-h] --stage 1|2 [OPTION ...]")
+    only_stage2 = replace(SECTIONS[MF], title=f"{SECTIONS[MF].title} (--stage 2 only)")
+    groups = _sectioned(stage, SECTIONS | {MF: only_stage2})
+    _add_run_arguments(groups[RUN])
+    _add_stage_arguments(groups, custom={"stage": {"required": True, "choices": (1, 2), "metavar": "1|2"}})
+    groups[RUN].add_argument("--stage1-dir", type=Path, default=None,
+                             help="stage 2: the finished stage-1 run to stand on")
+    groups[RUN].add_argument("--mf-dir", type=Path, default=None, help="stage 2: the finished MF run to stand on")
 
     mf = command("mf", "Train (or find finished) the MF (or --encoder) of a dataset; prints its run folder and "
-                       "metrics.", True)
-    _add_run_arguments(mf)
-    _add_encoder_argument(mf)
-    mf.add_argument("--dataset", default="ml-1m", help="a dataset name or folder (default: ml-1m)")
-    options.add_config_arguments(mf, mf_options(), MF, _mf_variants,
-                                 "MF settings (MFConfig; profile defaults for ML-1M, other datasets adjust some: "
-                                 "profiles.MF_DATASET, MF_MODEL)")
+                       "metrics.", COMMON_HELP, usage="%(prog)s [-h] [OPTION ...]")
+    groups = _sectioned(mf, MF_SECTIONS)
+    _add_run_arguments(groups[RUN])
+    groups[RUN].add_argument("--dataset", default="ml-1m", help="a dataset name or folder (default: ml-1m)")
+    _add_encoder_argument(groups[MF], "MF")
+    options.add_config_arguments(groups, mf_options(), MF, _mf_variants)
     return parser
 
 

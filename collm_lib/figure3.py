@@ -1,7 +1,7 @@
 """Figure 3's data: the sweeps notebook 06 plots (and part "figure3" of reproduce runs) and their panels.
 
 figure3_sweeps: the LoRA lr on ML-1M, the FECE lr on the Amazon-Book substitute, and the technical report's FECE lr
-on ML-1M and MF size d, each through sweep.run_sweep at the size of the plan's sweep points (reproduce.SweepPlan:
+on ML-1M and MF size d, each through sweep.run_sweep at the size of the plan's sweep points (profiles.SweepPlan:
 plan.sweep over plan.stage). The stage-2 sweeps
 stand on stage-1 runs made elsewhere, named by figure3_needs with what makes each (notebook 03; the table1 part),
 and checked before anything runs. figure3_panels says which sweep each figure of notebook 06 draws.
@@ -17,8 +17,9 @@ import pandas as pd
 from . import runs, stages
 from .data import Splits, load_dataset
 from .llm import LLMConfig
-from .reproduce import (MAKES_TABLE1, SUBSTITUTE, Phases, SweepPlan, _alarm, _finished, _sweep, main_runs,
-                        stage_run)
+from .plan_runs import (MAKES_TABLE1, SUBSTITUTE, Phases, deadline_alarm, finished_results, main_runs, stage_run,
+                        sweep_frame)
+from .profiles import SweepPlan
 from .sweep import with_overrides
 
 
@@ -61,7 +62,7 @@ def figure3_sweeps(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
     ml, sub = splits["ml-1m"], splits[SUBSTITUTE]
     needs = figure3_needs(plan, splits, seed, llm, progress)
     for what, (folder, how) in needs.items():
-        _finished(folder, what, how)
+        finished_results(folder, what, how)
     ml_stage1, sub_stage1 = needs["ML-1M stage 1"][0], needs[f"{SUBSTITUTE} stage 1"][0]
     lrs = {"stage.lr": list(plan.lrs)}
     sweeps = {  # name: (sweep folder, base run, grid, data, stage 1 it stands on)
@@ -86,7 +87,7 @@ def figure3_sweeps(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
     frames = {}
     for key, (folder, run, grid, data, stage1_dir) in sweeps.items():
         with phases(f"sweep {key}"):
-            frames[key] = _sweep(folder, run, grid, data, root, stage1_dir, progress)
+            frames[key] = sweep_frame(folder, run, grid, data, root, stage1_dir, progress)
     return frames
 
 
@@ -94,6 +95,6 @@ def _sweep_setting(task: tuple) -> None:
     """One sweep setting in a worker process (--jobs), stopped at the part's deadline like the parent."""
     folder, run, grid, dataset, stage1_dir, root, data_dir, deadline = task
     if deadline is not None:
-        signal.signal(signal.SIGALRM, _alarm)
+        signal.signal(signal.SIGALRM, deadline_alarm)
         signal.alarm(max(1, int(deadline - time.time())))
-    _sweep(folder, run, grid, load_dataset(dataset, data_dir), root, stage1_dir, progress=False)
+    sweep_frame(folder, run, grid, load_dataset(dataset, data_dir), root, stage1_dir, progress=False)

@@ -22,10 +22,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import metrics, retrieval, settings
+from .catalogue import item_titles, mf_tables, train_ids
 from .data import Splits
 from .llm import base_causal_lm
 from .prompts import default_template, encode_frame
-from .rerank import item_titles, mf_tables, timed, train_ids
 from .scoring import score
 
 
@@ -183,8 +183,9 @@ def matching_inputs(collab: nn.Module, splits: Splits, frame: pd.DataFrame, item
     cold_user_repr, _ = pool_history(item_tab, [hist(h) for h in first["his"]])
     cold_items = np.array(sorted(set(frame["iid"].astype(int)) - warm_i), dtype=np.int64)
     titles = item_titles(splits)
-    text, text_seconds = timed(title_vectors, [titles[i] for i in np.concatenate([warm_items, cold_items])],
-                                item_text, bundle)
+    start = time.perf_counter()
+    text = title_vectors([titles[i] for i in np.concatenate([warm_items, cold_items])], item_text, bundle)
+    text_seconds = time.perf_counter() - start
     text = text - text[: len(warm_items)].mean(0, keepdims=True)  # mean-pooled LLM states share one big direction
     return MatchingInputs(cold_users, cold_user_repr, warm_users, warm_user_repr, cold_items, text[len(warm_items):],
                           warm_items, text[: len(warm_items)], item_text, text_seconds,
@@ -283,3 +284,10 @@ def _baseline(model, enc, frame, stage_dir: Path, pad: int, batch_size: int, pro
             if np.allclose(fresh, mine[check], atol=0.25 if bf16 else 1e-3, rtol=1e-2 if bf16 else 1e-3):
                 return mine, f"{settings.shown(path)} (reproduced on {len(check)} rescored rows)"
     return score(model, enc, pad, batch_size, progress), "rescored (no matching saved scores)"
+
+
+def subset_counts(rows: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """(rows, users) of all, warm and cold test rows in cold_matching's rows (one setting's rows are all of them)."""
+    first = rows[rows["setting"] == rows["setting"].iloc[0]]
+    parts = {"all": first, "warm": first[first["not_cold"] == 1], "cold": first[first["not_cold"] == 0]}
+    return {name: (len(part), part["uid"].nunique()) for name, part in parts.items()}

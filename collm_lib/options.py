@@ -5,6 +5,8 @@ is flattened into its fields (`--lora-r`), a nested name that clashes with anoth
 as prefix (`--llm-seed`, were LLMConfig to get a seed). Types: int, float, str; bool as `--flag / --no-flag`;
 `X | None` also takes "none"; tuple[X, ...] takes one or more values. The help text is the field's comment in the
 class source; the defaults shown are the profiles' (collm_lib/profiles.py), which only the options given override.
+--help shows the options in sections (argparse's argument groups: Section), each option in the one its field names
+(config_options' `sections`), so the options of every command that takes a config read the same.
 """
 from __future__ import annotations
 
@@ -25,12 +27,27 @@ from .settings import PROFILES
 
 @dataclass(frozen=True)
 class Option:
-    """One generated option: its flag, the field path it sets (("llm", "lora_r")), the field's type and help."""
+    """One generated option: its flag, the field path it sets (("llm", "lora_r")), the field's type and help, and
+    the key of the --help section it shows in (add_sections)."""
 
     flag: str
     path: tuple[str, ...]
     hint: Any
     comment: str
+    section: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    """A --help section (an argparse argument group): its title and one line on what its options configure."""
+
+    title: str
+    description: str
+
+
+def add_sections(parser: argparse.ArgumentParser, sections: dict[str, Section]) -> dict[str, Any]:
+    """{key: the parser's argument group of each of `sections`}, made in `sections`' order, which --help keeps."""
+    return {key: parser.add_argument_group(s.title, s.description) for key, s in sections.items()}
 
 
 def field_comments(cls: type) -> dict[str, str]:
@@ -81,10 +98,17 @@ def _leaves(cls: type, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...]
     return found
 
 
-def config_options(cls: type, prefix: str = "", exclude: tuple[str, ...] = ()) -> list[Option]:
+def config_options(cls: type, prefix: str = "", exclude: tuple[str, ...] = (),
+                   sections: dict[str, str] | None = None, section: str = "") -> list[Option]:
     """The options of every field of `cls` (nested dataclasses flattened) but the top-level fields in `exclude`,
-    flags prefixed with `prefix` ("mf-": --mf-dim)."""
+    flags prefixed with `prefix` ("mf-": --mf-dim). `sections` {field: section key} places options in --help: a
+    field's dotted path ("llm.lora_r"), else its top-level name ("llm": all of LLMConfig's fields); the others go
+    to `section`."""
+    sections = sections or {}
     leaves = [leaf for leaf in _leaves(cls) if leaf[0][0] not in exclude]
+    named = {".".join(path[:end]) for path, _, _ in _leaves(cls) for end in (1, len(path))}
+    if set(sections) - named:  # a misspelt field would leave its option in `section` unnoticed
+        raise ValueError(f"{cls.__name__}: sections name no field: {sorted(set(sections) - named)}")
     counts: dict[str, int] = {}
     for path, _, _ in leaves:
         counts[path[-1]] = counts.get(path[-1], 0) + 1
@@ -96,7 +120,8 @@ def config_options(cls: type, prefix: str = "", exclude: tuple[str, ...] = ()) -
             raise TypeError(f"{cls.__name__}.{'.'.join(path)}: {err}") from None
         # a clash keeps the top-level field's short name; the nested one carries its parent's name
         name = "_".join(path) if counts[path[-1]] > 1 and len(path) > 1 else path[-1]
-        options.append(Option(f"--{prefix}{name.replace('_', '-')}", path, hint, comment))
+        placed = sections.get(".".join(path), sections.get(path[0], section))
+        options.append(Option(f"--{prefix}{name.replace('_', '-')}", path, hint, comment, placed))
     flags = [o.flag for o in options]
     if len(set(flags)) != len(flags):
         raise ValueError(f"{cls.__name__}: generated flags clash: {sorted(f for f in flags if flags.count(f) > 1)}")
@@ -151,17 +176,22 @@ def profile_defaults(option: Option, variants: Callable[[str], list[Any]]) -> st
     return ", ".join(f"{p} {v}" for p, v in per.items())
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, options: list[Option], dest: str,
-                         variants: Callable[[str], list[Any]], title: str,
-                         custom: dict[str, dict[str, Any]] | None = None) -> None:
-    """Add `options` as a group; a given option lands in the namespace as "<dest>:<field.path>" (absent
-    otherwise: argparse.SUPPRESS), for overrides(). `custom` changes add_argument's keywords per field name."""
-    group = parser.add_argument_group(title)
+def add_config_arguments(groups: dict[str, Any], options: list[Option], dest: str,
+                         variants: Callable[[str], list[Any]], custom: dict[str, dict[str, Any]] | None = None) -> None:
+    """Add `options`, each to the argument group of its section (`groups`: add_sections' answer); a given option
+    lands in the namespace as "<dest>:<field.path>" (absent otherwise: argparse.SUPPRESS), for overrides().
+    `custom` changes add_argument's keywords per field name; its "help" replaces the field's comment, before the
+    profile defaults, which a required option does not show (it has none)."""
     for option in options:
-        text = f"{option.comment} [profile default: {profile_defaults(option, variants)}]".strip()
+        if option.section not in groups:  # a section the command did not make: an error, not a lost option
+            raise ValueError(f"{option.flag}: no --help section {option.section!r} among {sorted(groups)}")
+        changes = dict((custom or {}).get(option.path[-1], {}))
+        text = changes.pop("help", option.comment)
+        if not changes.get("required"):
+            text = f"{text} [profile default: {profile_defaults(option, variants)}]".strip()
         kwargs = argument_kwargs(option.hint) | {"default": argparse.SUPPRESS, "help": text.replace("%", "%%"),
                                                  "dest": f"{dest}:{'.'.join(option.path)}"}  # help is %-formatted
-        group.add_argument(option.flag, **kwargs | (custom or {}).get(option.path[-1], {}))
+        groups[option.section].add_argument(option.flag, **kwargs | changes)
 
 
 def overrides(args: argparse.Namespace, dest: str) -> dict[tuple[str, ...], Any]:

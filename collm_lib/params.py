@@ -25,7 +25,7 @@ from typing import Any
 
 # Literal copies of retrieval.KINDS, rerank.RerankConfig.item_text and profiles.ENCODER_NAMES: importing those modules loads torch
 # (tests keep the copies in step).
-INDEX_KINDS = ("flat", "ivf", "hnsw")
+INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 ITEM_TEXTS = ("llm", "hashed")
 ENCODER_NAMES = ("mf", "mf-bias", "lightgcn", "sasrec")  # profiles.ENCODER_NAMES
 _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}

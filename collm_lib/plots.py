@@ -69,21 +69,67 @@ def _note(ax: Axes, text: str) -> None:
                 bbox=dict(boxstyle="round", fc="white", ec="0.6"))
 
 
-def _kept(ax: Axes, x: float, what: str) -> None:
-    ax.axvline(x, color="0.35", linestyle="--", linewidth=1.2, label=f"kept {what} ({x:g})")
+def _kept(ax: Axes, x: float, what: str, value: float | None = None, metric: str = "AUC") -> None:
+    """The kept step / epoch: a dashed vertical line; with `value`, a ring round the kept point and its value named."""
+    shown = value is not None and np.isfinite(value)
+    ax.axvline(x, color="0.35", linestyle="--", linewidth=1.2,
+               label=f"kept {what} ({x:g}" + (f", {metric} {value:.3f})" if shown else ")"))
+    if shown:
+        ax.plot([x], [value], linestyle="none", marker="o", markersize=14, markerfacecolor="none",
+                markeredgecolor="0.15", markeredgewidth=1.4, zorder=4, label="_kept point")
+
+
+CHANCE = 0.5  # AUC of a random ranking
+FEW_ROWS, FEW_USERS = 100, 10  # below either, a point is one sample's accident more than a measurement
+
+
+def _auc_limits(values: Iterable[float], margin: float = 0.03) -> tuple[float, float]:
+    """An AUC scale that always holds chance (0.5) and at least 0.45..0.55, so that a 0.005 wiggle is never
+    blown up to the panel's height: from min(0.45, lowest - margin) to max(highest + margin, 0.55), within 0..1."""
+    v = np.asarray(list(values), float)
+    v = v[np.isfinite(v)]
+    lo = min(0.45, float(v.min()) - margin) if v.size else 0.45
+    hi = max(0.55, float(v.max()) + margin) if v.size else 0.55
+    return max(lo, -0.01), min(hi, 1.01)
+
+
+def _chance(ax: Axes) -> None:
+    ax.axhline(CHANCE, color="0.4", linestyle=":", linewidth=1.2, label="chance", zorder=1)
+
+
+def _auc_axis(ax: Axes, values: Iterable[float], limits: tuple[float, float] | None = None) -> None:
+    """Chance line (thin grey dotted, "chance" in the legend) and the AUC scale of `_auc_limits`."""
+    _chance(ax)
+    ax.set_ylim(*(limits if limits is not None else _auc_limits(values)))
+
+
+def _few(n_rows: int | None, n_users: int | None) -> bool:
+    return (n_rows is not None and n_rows < FEW_ROWS) or (n_users is not None and n_users < FEW_USERS)
+
+
+def _sample(n_rows: int | None, n_users: int | None) -> str:
+    """'32 rows, 1 user' from whichever counts are known."""
+    return ", ".join(([f"{n_rows:,} row{'s' * (n_rows != 1)}"] if n_rows is not None else [])
+                     + ([_users(n_users)] if n_users is not None else []))
 
 
 @_styled
 def mf_curve(history: pd.DataFrame, best_epoch: int, *, dataset: str, n_valid_rows: int, n_valid_users: int,
              subtitle: str = "", n_train_rows: int | None = None, n_uauc_users: int | None = None) -> Figure:
-    """MF training: training BCE loss per epoch, and validation AUC and UAUC per epoch; kept epoch dashed."""
+    """MF training: training BCE loss per epoch, and validation AUC and UAUC per epoch on an AUC scale that holds
+    chance (0.5, dotted); kept epoch dashed, its AUC ringed."""
     _require(history, ["epoch", "loss", "valid_auc", "valid_uauc"], "mf_curve history")
     fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     _line(ax_loss, history["epoch"], history["loss"], 0, "training BCE loss", markevery=_every(history))
     _line(ax_auc, history["epoch"], history["valid_auc"], 0, "validation AUC", markevery=_every(history))
     _line(ax_auc, history["epoch"], history["valid_uauc"], 1, "validation UAUC", markevery=_every(history))
+    kept = history.loc[history["epoch"] == best_epoch, "valid_auc"]
+    _kept(ax_loss, best_epoch, "epoch")
+    _kept(ax_auc, best_epoch, "epoch", float(kept.iloc[0]) if len(kept) else None, "validation AUC")
+    _auc_axis(ax_auc, pd.concat([history["valid_auc"], history["valid_uauc"]]))
+    if _few(n_valid_rows, n_valid_users):
+        _note(ax_auc, f"validation: {_sample(n_valid_rows, n_valid_users)} — indicative only")
     for ax in (ax_loss, ax_auc):
-        _kept(ax, best_epoch, "epoch")
         ax.set_xlabel("training epoch")
         ax.legend(loc="best")
     ax_loss.set_ylabel("training BCE loss (mean over the epoch)")
@@ -103,15 +149,22 @@ def _every(frame: pd.DataFrame) -> int:
 @_styled
 def stage_curve(history: pd.DataFrame, best_step: int, *, stage: int, dataset: str, n_train_rows: int,
                 n_valid_rows: int, n_valid_users: int, subtitle: str = "") -> Figure:
-    """Stage 1/2 training: validation AUC per evaluation step (kept step dashed), mean training loss per interval."""
+    """Stage 1/2 training: validation AUC per evaluation step on an AUC scale that holds chance (0.5, dotted), the
+    kept step dashed and its AUC ringed; mean training loss per evaluation interval (train.fit's history: the
+    per-step batch losses summed since the previous evaluation, divided by the steps, not the last batch's loss)."""
     _require(history, ["step", "loss", "valid_auc"], "stage_curve history")  # lr, seconds: used when present
     hist = pd.DataFrame(history).sort_values("step")
     fig, (ax_auc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
-    _line(ax_auc, hist["step"], hist["valid_auc"], 0, "validation AUC")
+    _line(ax_auc, hist["step"], hist["valid_auc"], 0, f"validation AUC ({_sample(n_valid_rows, n_valid_users)})")
     # The history's loss is the mean over the steps since the previous evaluation, not the last batch's loss.
     _line(ax_loss, hist["step"], hist["loss"], 1, "mean training loss per interval", color="C3")
+    kept = hist.loc[hist["step"] == best_step, "valid_auc"]
+    _kept(ax_auc, best_step, "step", float(kept.iloc[0]) if len(kept) else None, "validation AUC")
+    _kept(ax_loss, best_step, "step")
+    _auc_axis(ax_auc, hist["valid_auc"])
+    if _few(n_valid_rows, n_valid_users):
+        _note(ax_auc, f"validation: {_sample(n_valid_rows, n_valid_users)} — indicative only")
     for ax in (ax_auc, ax_loss):
-        _kept(ax, best_step, "step")
         ax.set_xlabel("training step")
         ax.legend(loc="best")
         # Steps are counts: start at 0 and leave room right of the last evaluation (often the kept one).
@@ -145,16 +198,24 @@ def _unique(frame: pd.DataFrame, column: str) -> int | None:
 def sweep_curve(frame: pd.DataFrame, x: str, *, x_label: str, title: str, paper: pd.DataFrame | None = None,
                 n_test_rows: int | None = None, n_test_users: int | None = None,
                 n_uauc_users: int | None = None, log_x: bool = True, show_valid: bool = False) -> Figure:
-    """Test AUC and UAUC against a swept setting, ours against the paper's reference (dashed) when given.
+    """Test AUC and UAUC against a swept setting: ours as a line, the paper's reported values (when given) as hollow
+    black markers without a line, chance (0.5) dotted; both panels on one AUC scale, so the AUC and UAUC panels
+    compare at a glance. A panel whose points rest on under ~100 rows or ~10 users says so.
 
-    Counts default to the frame's `test_rows` / `uauc_users` columns when those hold a single value.
+    Counts default to the frame's `test_rows` / `users` / `uauc_users` columns when those hold a single value.
     """
     _require(frame, [x, "test_auc", "test_uauc"] + (["valid_auc"] if show_valid else []), "sweep_curve frame")
     if paper is not None:
         _require(paper, [x, "auc", "uauc"], "sweep_curve paper")
     n_test_rows = n_test_rows if n_test_rows is not None else _unique(frame, "test_rows")
+    n_test_users = n_test_users if n_test_users is not None else _unique(frame, "users")
     n_uauc_users = n_uauc_users if n_uauc_users is not None else _unique(frame, "uauc_users")
     ours = frame.sort_values(x)
+    shown = [ours["test_auc"], ours["test_uauc"]] + ([ours["valid_auc"]] if show_valid else []) \
+        + ([paper["auc"], paper["uauc"]] if paper is not None else [])
+    limits = _auc_limits(pd.concat(shown))  # one scale for both panels
+    few = _few(n_test_rows, n_test_users)
+    caveat = f"ours: {_sample(n_test_rows, n_test_users)} — indicative only"
     # Shared x: a panel without any line keeps the other panel's scale instead of a meaningless 0..1.
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained", sharex=True)
     for ax, metric, ref_col, name in zip(axes, ("test_auc", "test_uauc"), ("auc", "uauc"), ("AUC", "UAUC")):
@@ -164,15 +225,24 @@ def sweep_curve(frame: pd.DataFrame, x: str, *, x_label: str, title: str, paper:
         if show_valid and metric == "test_auc":
             valid = ours.dropna(subset=["valid_auc"])
             _line(ax, valid[x], valid["valid_auc"], 2, "ours, validation AUC", color="C2")
-        if paper is not None:
-            ref = paper.sort_values(x)
-            _line(ax, ref[x], ref[ref_col], 1, f"paper, test {name}", color="0.45")
+        if paper is not None:  # reference points, not a competing curve: hollow markers, no line
+            ref = paper.sort_values(x).dropna(subset=[ref_col])
+            ax.plot(ref[x].to_numpy(float), ref[ref_col].to_numpy(float), linestyle="none", marker="D",
+                    markersize=7, markerfacecolor="none", markeredgecolor="black", markeredgewidth=1.3,
+                    label=f"paper, test {name}", zorder=3)
+        if ax.lines:
+            _chance(ax)
+        ax.set_ylim(*limits)
         if not len(rows):  # an empty panel would read as a plotting bug; say why instead
             if not ax.lines:
                 ax.set_yticks([])
             _note(ax, f"ours: {name} undefined at every setting\n(no test user has both labels)")
         elif name == "UAUC" and n_uauc_users == 1:
             _note(ax, "UAUC over 1 user is that user's AUC:\nsame values as the AUC panel")
+        elif name == "UAUC" and n_uauc_users is not None and n_uauc_users < FEW_USERS:
+            _note(ax, f"ours: UAUC over {_users(n_uauc_users)} — indicative only")
+        elif few:
+            _note(ax, caveat)
         if log_x:
             ax.set_xscale("log")
         values = sorted(set(ours[x].dropna()) | (set(paper[x].dropna()) if paper is not None else set()))
@@ -182,20 +252,33 @@ def sweep_curve(frame: pd.DataFrame, x: str, *, x_label: str, title: str, paper:
         ax.set_ylabel("test / validation AUC" if show_valid and name == "AUC" else f"test {name}")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best")
-    detail = (f"{n_test_rows:,} test rows" if n_test_rows is not None else "test rows: count not given") \
+    detail = "ours: " + (f"{n_test_rows:,} test rows" if n_test_rows is not None else "test rows: count not given") \
         + (f", {_users(n_test_users)}" if n_test_users is not None else "") \
-        + (f"; UAUC over {_users(n_uauc_users)} with both labels" if n_uauc_users is not None else "")
-    _title(fig, title, detail + ("; grey dashed: the paper's reported values" if paper is not None else ""))
+        + (f"; UAUC over {_users(n_uauc_users)} with both labels" if n_uauc_users is not None else "") \
+        + (" — indicative only" if few else "")
+    _title(fig, title, detail + ("; hollow black diamonds: the paper's reported values" if paper is not None else ""))
     return fig
 
 
 @_styled
-def recall_vs_k(table: pd.DataFrame, *, n_users: int, subtitle: str = "", dodge: float = 0.015) -> Figure:
-    """Recall@K and NDCG@K per method; methods dodged by `dodge` x the K range so equal curves stay visible."""
+def recall_vs_k(table: pd.DataFrame, *, n_users: int, subtitle: str = "", dodge: float = 0.015,
+                n_relevant: int | None = None, min_relevant: int | None = None) -> Figure:
+    """Recall@K and NDCG@K per method; methods dodged by `dodge` x the K range so equal curves stay visible.
+
+    `n_relevant`: the relevant (positive) test items of the `n_users` users, all together; `min_relevant`: the
+    fewest any one user has. Recall@K is the mean over users of each user's share of their relevant items, so one
+    item of one user moves it by 1 / (n_users x that user's count): at most 1 / (n_users x min_relevant), or at most
+    1 / n_users when only n_relevant is known. Given either, the subtitle says so and the Recall panel draws that
+    step as a scale bar: a gap no taller than the bar can be one item of one user. (No binomial interval: the
+    mean of per-user shares is not one proportion of n_relevant items.)
+    """
     _require(table, ["method", "K", "Recall@K", "NDCG@K"], "recall_vs_k table")
+    n_relevant = n_relevant if n_relevant is not None else _unique(table, "relevant")
     methods = list(dict.fromkeys(table["method"]))
     ks = sorted(table["K"].unique())
     span = (max(ks) - min(ks)) or 1.0
+    known = n_relevant is not None or min_relevant is not None
+    step = 1.0 / (n_users * (min_relevant or 1)) if known and n_users else None
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), layout="constrained")
     for ax, metric, word in zip(axes, ("Recall@K", "NDCG@K"), ("Recall", "NDCG")):
         for i, method in enumerate(methods):
@@ -206,12 +289,39 @@ def recall_vs_k(table: pd.DataFrame, *, n_users: int, subtitle: str = "", dodge:
         ax.set_xlabel("cut-off K (items recommended per user)")
         ax.set_ylabel(f"{word}@K (mean over users)")
         ax.set_ylim(bottom=0)
+        if metric == "Recall@K" and step is not None:
+            _step_bar(ax, step, n_users, min_relevant)
+        if n_users < FEW_USERS:
+            _note(ax, f"{_users(n_users)} — indicative only")
         # Below the panel: method names are long and any corner of the panel may hold data.
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1, fontsize="small")
-    _title(fig, f"Top-K recommendation on {n_users} test users",
-           f"{n_users} users, {len(methods)} methods; points dodged horizontally so equal values stay visible"
-           + (f". {subtitle}" if subtitle else ""))
+    behind = f"{_users(n_users)}" + (f", {n_relevant:,} relevant test items" if n_relevant is not None else "") \
+        + (f" (fewest per user: {min_relevant})" if min_relevant is not None else "") \
+        + f" behind each point; {len(methods)} methods, dodged horizontally so equal values stay visible"
+    if step is not None:
+        bound = (f"up to {step:.3f} here (a user with {min_relevant})" if min_relevant is not None
+                 else f"at most 1/{n_users} = {step:.3f}")
+        behind += (f". Recall@K averages each user's share of their relevant items: one item moves it by "
+                   f"1/({n_users} × that user's count), {bound}, the bar; a gap that small can be one item "
+                   "of one user")
+    _title(fig, f"Top-K recommendation on {n_users:,} test user{'s' * (n_users != 1)}",
+           behind + (f". {subtitle}" if subtitle else ""))
     return fig
+
+
+def _step_bar(ax: Axes, step: float, n_users: int, min_relevant: int | None) -> None:
+    """A vertical scale bar of height `step` in the panel's top left (recall grows with K: that corner is empty),
+    the axis raised to hold it when the step is taller than the data."""
+    top = max(ax.get_ylim()[1], step * 1.3)
+    ax.set_ylim(0, top)
+    y1 = top * 0.95
+    y0 = y1 - step
+    ax.annotate("", xy=(0.04, y0), xytext=(0.04, y1), xycoords=("axes fraction", "data"),
+                arrowprops=dict(arrowstyle="|-|", color="0.2", linewidth=1.2, shrinkA=0, shrinkB=0))
+    who = f"1/({n_users}×{min_relevant})" if min_relevant is not None else f"at most 1/{n_users}"
+    ax.annotate(f"one item of one user:\n{who} = {step:.3f}", xy=(0.04, (y0 + y1) / 2),
+                xycoords=("axes fraction", "data"), xytext=(8, 0), textcoords="offset points", ha="left",
+                va="center", fontsize="x-small", color="0.2")
 
 
 # Label offsets in points, tried in turn; odd series start from the opposite side (see _place_labels).
@@ -282,8 +392,12 @@ def faiss_tradeoff(sweep: pd.DataFrame, *, k: int, n_queries: int, n_items: int)
 
 
 @_styled
-def cold_auc_curve(table: pd.DataFrame, *, subtitle: str = "", n_cold_users: int | None = None) -> Figure:
-    """AUC on the cold test rows against the number of matched neighbours; 'without matching' as reference."""
+def cold_auc_curve(table: pd.DataFrame, *, subtitle: str = "", n_cold_users: int | None = None,
+                   counts: dict[str, tuple[int, int]] | None = None) -> Figure:
+    """AUC on the cold test rows against the number of matched neighbours; 'without matching' as reference, chance
+    (0.5) dotted, on an AUC scale that holds it. `counts`: subset (all / warm / cold) -> (rows, users), shown in the
+    subtitle; a cold subset of under 10 users is flagged on the panel. The table's `users` column, when present,
+    and `n_cold_users` stand in for counts' users."""
     _require(table, ["setting", "subset", "neighbours", "AUC", "rows"], "cold_auc_curve table")
     tab = table.astype({"AUC": float, "neighbours": float})
     cold = tab[tab["subset"] == "cold"]
@@ -292,23 +406,37 @@ def cold_auc_curve(table: pd.DataFrame, *, subtitle: str = "", n_cold_users: int
     n_cold = int(cold["rows"].max()) if len(cold) and cold["rows"].notna().any() else 0
     everything = tab.loc[tab["subset"] == "all", "rows"]
     total = f" (of {int(everything.iloc[0]):,})" if len(everything) else ""
+    counts = dict(counts or {})
+    for subset, part in tab.groupby("subset", sort=False):  # rows from the table, users where it has them
+        if subset not in counts and "users" in part and part["users"].notna().any():
+            counts[subset] = (int(part["rows"].max()), int(part["users"].max()))
+    if n_cold_users is None and "cold" in counts:
+        n_cold_users = counts["cold"][1]
     fig, ax = plt.subplots(figsize=(7, 4.4), layout="constrained")
     if n_cold == 0 or curve["AUC"].isna().all():
         ax.set_xticks([]), ax.set_yticks([])  # no scale to read: the panel holds only the explanation
         _note(ax, "no cold rows in this sample" if n_cold == 0 else "AUC undefined on the cold rows\n(one label only)")
     else:
         _line(ax, curve["neighbours"], curve["AUC"], 0, "with neighbour matching")
+        shown = list(curve["AUC"])
         if len(without) and np.isfinite(without["AUC"].iloc[0]):
             base = float(without["AUC"].iloc[0])
             ax.axhline(base, color="0.4", linestyle="--", label=f"without matching ({base:.3f})")
+            shown.append(base)
+        _auc_axis(ax, shown)
         ax.set_xticks(curve["neighbours"], [f"{v:g}" for v in curve["neighbours"]])
         ax.legend(loc="best")
+        if n_cold_users is not None and n_cold_users < FEW_USERS:
+            _note(ax, f"cold: {_users(n_cold_users)} — not a finding")
+        elif n_cold < FEW_ROWS:
+            _note(ax, f"cold: {n_cold:,} rows — not a finding")
     ax.set_xlabel("matched neighbours per cold id")
     ax.set_ylabel("AUC on cold test rows")
-    users = f" from {n_cold_users} users" if n_cold_users is not None else ""
+    users = f" from {_users(n_cold_users)}" if n_cold_users is not None else ""
+    others = "; ".join(f"{s}: {_sample(*counts[s])}" for s in ("warm", "all") if s in counts)
     _title(fig, f"Cold-start matching: AUC on {n_cold:,} cold test rows{total}",
            f"{n_cold:,} cold rows{users} (a row is cold when its user or item was unseen in training)"
-           + (f". {subtitle}" if subtitle else ""))
+           + (f"; {others}" if others else "") + (f". {subtitle}" if subtitle else ""))
     return fig
 
 
@@ -316,11 +444,12 @@ def cold_auc_curve(table: pd.DataFrame, *, subtitle: str = "", n_cold_users: int
 def paired_intervals(diffs: pd.DataFrame, counts: dict[str, tuple[int, int]], *, subtitle: str = "") -> Figure:
     """Paired differences with their intervals (report.paired_differences with a "subset" column: all / warm / cold),
     one panel per metric on one x scale, one line per comparison, a marker per subset; 0 (no difference) drawn.
-    `counts`: subset -> (rows, users)."""
+    `counts`: subset -> (rows, users), in the legend; a subset of under 10 users is flagged on every panel."""
     _require(diffs, ["method", "minus", "subset", "metric", "difference", "lo", "hi"], "paired_intervals frame")
     pairs = list(dict.fromkeys(zip(diffs["method"], diffs["minus"])))
     subsets = list(dict.fromkeys(diffs["subset"]))
     metrics_shown = list(dict.fromkeys(diffs["metric"]))
+    thin = [f"{s}: {_users(counts[s][1])} — not a finding" for s in subsets if counts[s][1] < FEW_USERS]
     fig, axes = plt.subplots(1, len(metrics_shown), figsize=(5 * len(metrics_shown) + 2, 1 + 0.55 * len(pairs) * len(subsets)),
                              sharey=True, sharex=True, layout="constrained", squeeze=False)
     for ax, metric in zip(axes[0], metrics_shown):
@@ -333,14 +462,19 @@ def paired_intervals(diffs: pd.DataFrame, counts: dict[str, tuple[int, int]], *,
             hi = np.array([np.nan if g is None else g["hi"] for g in got], float)
             n_rows, n_users = counts[subset]
             ax.errorbar(x, ys, xerr=[x - lo, hi - x], fmt=STYLES[s][0], capsize=3,
-                        label=f"{subset} ({n_rows:,} rows, {_users(n_users)})")
+                        label=f"{subset} ({n_rows:,} rows, {_users(n_users)}"
+                              + (" — not a finding)" if n_users < FEW_USERS else ")"))
         ax.axvline(0, color="0.3", linewidth=1)
         ax.set_xlabel(f"{metric} difference (95 % paired interval)")
-        ax.set_title(metric)
+        if thin:  # the metric stays named by the x label; the caveat takes the panel's title
+            _note(ax, "\n".join([metric] + thin))
+        else:
+            ax.set_title(metric)
     axes[0][0].set_yticks([p * (len(subsets) + 1) + (len(subsets) - 1) / 2 for p in range(len(pairs))],
                           [f"{m}\nminus {o}" for m, o in pairs])
     axes[0][0].invert_yaxis()
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right center", fontsize="small")
     _title(fig, "CoLLM-FaissRet over each collaborative model, against it and CTRL(DIN), same rows",
-           "right of 0: CoLLM-FaissRet ahead; an interval across 0: these rows cannot tell" + (f". {subtitle}" if subtitle else ""))
+           "right of 0: CoLLM-FaissRet ahead; an interval across 0: these rows cannot tell; "
+           + "; ".join(f"{s}: {_sample(*counts[s])}" for s in subsets) + (f". {subtitle}" if subtitle else ""))
     return fig

@@ -4,8 +4,8 @@ A profile is a size. smoke: seconds, to check the plumbing (CI, nbval); cpu: see
 finishes (a real run of every step, its numbers noisy); gpu: the full data on one GPU. Each table
 below holds, per profile, only the fields that differ from the dataclass defaults, with why. The dataclasses live
 with their code (PrepareConfig in data/prepare.py, MFConfig in collab.py, StageConfig in train.py, CTRLConfig in
-ctrl.py, IndexConfig in retrieval.py, RerankConfig in rerank.py, SweepPlan in reproduce.py); the functions at the
-end build them, keyword arguments replacing fields:
+ctrl.py, IndexConfig in retrieval.py, RerankConfig in rerank.py), except the plans, which are only sizes and live
+here (SweepPlan, ComparePlan); the functions at the end build them, keyword arguments replacing fields:
 
     profiles.prepare(profile)           notebook 01: the datasets to build
     profiles.mf(profile, dataset)       notebook 02: the collaborative model (MF), with the dataset's adjustments
@@ -26,9 +26,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import settings
+from . import params, settings
 from .collab import MFConfig, TrainSettings
 from .ctrl import CTRLConfig
 from .data import DATASETS
@@ -39,9 +39,6 @@ from .rerank import RerankConfig
 from .retrieval import IndexConfig
 from .sasrec import SASRecConfig
 from .train import StageConfig
-
-if TYPE_CHECKING:
-    from .reproduce import SweepPlan
 
 # Notebook 01 (PrepareConfig): cpu and gpu build every dataset; smoke skips bookcrossing-multi, a second
 # ~30-60 s BookCrossing build.
@@ -135,7 +132,7 @@ STAGE_BY_STAGE: dict[str, dict[int, dict[str, Any]]] = {
 INDEX: dict[str, dict[str, Any]] = {
     "smoke": dict(kind="flat", use_gpu=False),  # exact search on CPU: the catalogues are tiny
     "cpu": dict(kind="ivf", nlist=2048, nprobe=16),  # tuned on the 2-core benchmark
-    "gpu": dict(kind="ivf", nlist=4096, nprobe=64, use_gpu="auto"),
+    "gpu": dict(kind="auto", nlist=4096, nprobe=64, use_gpu="auto"),  # IVF from retrieval.EXACT_BELOW items
 }
 
 # Notebook 05 (RerankConfig); `index` holds IndexConfig's fields.
@@ -144,10 +141,10 @@ RERANK: dict[str, dict[str, Any]] = {
     # 20 users x 50 candidates and 2 users' whole catalogue: ~7,300 prompts, ~11 min at ~11 prompts/s with
     # shared-prefix scoring on 2 cores. Cold-item LLM title vectors take > 9 min on 2 busy cores: hashed n-grams.
     # Cold matching on ~1,500 of the stage's 7,331 test rows (whole users, ~20 of them cold): each neighbour count
-    # rescores the cold rows, ~43 % of them. HNSW, not cpu's IVF: on ML-1M's 3,255 MF item vectors IVF (83 lists,
-    # nprobe 16) reaches recall@50 0.77 only, HNSW efSearch 128 reaches 0.97 (benchmarks/results/faiss_cpu_ml1m.json).
+    # rescores the cold rows, ~43 % of them. The index by catalogue size ("auto"): ML-1M's 3,255 items get exact
+    # search, faster there than HNSW or IVF and exact (retrieval.EXACT_BELOW; notebook 05's sweep shows all three).
     "cpu": dict(n_users=20, n_full_users=2, neighbor_curve=(1, 10), item_text="hashed", test_rows=1500,
-                index=dict(kind="hnsw", use_gpu=False)),
+                index=dict(kind="auto", use_gpu=False)),
     # every warm test user, 20 whole catalogues
     "gpu": dict(n_users=None, n_full_users=20, score_batch_size=256, index=INDEX["gpu"]),
 }
@@ -160,6 +157,28 @@ CTRL: dict[str, dict[str, Any]] = {
     "cpu": {},
     "gpu": dict(align_rows=None, align_epochs=10, align_batch_size=512, max_epochs=50, patience=5),  # every train row
 }
+
+
+@dataclass
+class SweepPlan:
+    """Notebook 06's plan (reproduce.py, figure3.py): the grids of Figure 3 and the other sweeps, and the size of every
+    run in them and of the extra datasets' runs of Table 1 (ML-1M's Table 1 entries come from notebooks 02-04 at the
+    profile's size)."""
+
+    profile: str
+    lrs: tuple[float, ...]  # LoRA (Figure 3a) and FECE (3b, ML-1M) learning rates
+    dims: tuple[int, ...]  # MF embedding sizes d
+    stage: dict[str, Any]  # StageConfig overrides over profiles.stage(profile, ...): other datasets' stages
+    mf: dict[str, Any]  # MFConfig overrides for the MFs of the embedding-size sweep
+    ctrl: dict[str, Any]  # CTRLConfig overrides over profiles.ctrl(profile)
+    n_seeds: int = 1  # Table 1's seed spread: MF and CTRL(DIN) over this many seeds on the full test splits
+    n_llm_seeds: int = 1  # ... and the LLM stages over this many (the first seed is the notebooks' own run)
+    jobs: int = 1  # processes making the MF and CTRL(DIN) seed replicates at once (each trains on one thread)
+    sweep: dict[str, Any] = field(default_factory=dict)  # Figure 3's sweep points: overrides over `stage`
+
+    def __post_init__(self) -> None:
+        params.check_config(self)
+
 
 # Notebook 06 (SweepPlan): Figure 3's grids, and the size of the runs notebook 06 makes itself (Table 1's other
 # datasets, Figure 3's sweep points) as overrides over STAGE / MF / CTRL; ML-1M's Table 1 entries are notebooks
@@ -244,7 +263,5 @@ def compare(profile: str | None = None, **overrides: Any) -> ComparePlan:
 
 def plan(profile: str | None = None, **overrides: Any) -> SweepPlan:
     """The profile's SweepPlan, `overrides` replacing fields."""
-    from .reproduce import SweepPlan  # reproduce builds on this module
-
     name, base = _table(PLAN, profile)
     return dataclasses.replace(SweepPlan(name, **base), **overrides)

@@ -6,6 +6,7 @@ This module reads result files and knows no model.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -20,25 +21,82 @@ from .io import atomic_path, plain, run_info, write_frame, write_json
 
 
 def rounded(frame: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
-    """`frame` for reading: fractions to `digits` decimals (tiny ones like a learning rate in scientific notation),
-    columns of whole numbers without decimals, undefined values (None, NaN) blank. Text, so for showing only."""
-    def text(value: Any, whole: bool) -> str:
+    """`frame` for reading: whole numbers without decimals (a whole column, or a count of 2 or more in a mixed one),
+    fractions to `digits` decimals (1 decimal from 100 up), rate columns (`RATE_WORDS`) in scientific notation when
+    tiny, undefined values (None, NaN) blank. Scores keep their decimals even when whole (an AUC of 1.0 is a score).
+    Text, so for showing only."""
+    def text(value: Any, column: str, whole: bool) -> str:
         if value is None or (not isinstance(value, (list, tuple, dict)) and pd.isna(value)):
             return ""
-        if isinstance(value, float):
-            if whole:
-                return f"{value:.0f}"
-            return f"{value:.{digits}f}" if value == 0 or abs(value) >= 10 ** -digits else f"{value:.2g}"
-        return str(value)
+        if not isinstance(value, float):
+            return str(value)
+        if "auc" not in column and value.is_integer() and (whole or abs(value) >= 2):
+            return f"{value:.0f}"
+        if abs(value) >= 100:
+            return f"{value:.1f}"
+        if value != 0 and abs(value) < 10 ** -digits and any(w in column for w in RATE_WORDS):
+            return f"{value:.2g}"
+        return f"{value:.{digits}f}"
 
     out = pd.DataFrame(index=frame.index)
     for i, column in enumerate(frame.columns):
         values = [v.item() if hasattr(v, "item") else v for v in frame.iloc[:, i]]
-        floats = [v for v in values if isinstance(v, float) and not math.isnan(v)]
-        # a column is whole when every float in it is, unless it holds scores (an AUC of 1.0 is a score)
-        whole = all(v.is_integer() for v in floats) and "auc" not in str(column).lower()
-        out[column] = [text(v, whole) for v in values]
+        whole = all(v.is_integer() for v in values if isinstance(v, float) and not math.isnan(v))
+        out[column] = [text(v, str(column).lower(), whole) for v in values]
     return out
+
+
+RATE_WORDS = ("lr", "learning rate", "decay")  # column names whose tiny values read best as 1e-05
+
+
+def config_table(config: Any) -> pd.DataFrame:
+    """A dataclass config as a compact table: the fields (nested ones dotted, e.g. llm.lora_r) whose value differs
+    from the field's default, with the default beside it; fields without a default are always shown. A dict of
+    configs (e.g. one per dataset) gives one value column per key: the fields where any of them differs."""
+    if isinstance(config, dict):
+        tables = {name: config_table(c) for name, c in config.items()}
+        fields = list(dict.fromkeys(f for t in tables.values() for f in t.index))
+        out = pd.DataFrame({name: [_cell(_field(config[name], f)) for f in fields] for name in config}, index=fields)
+        defaults = pd.concat(t["default"] for t in tables.values())
+        out["default"] = [defaults[~defaults.index.duplicated()].get(f, "") for f in fields]
+        return out.rename_axis("field")
+    rows = []
+
+    def walk(obj: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                walk(value, f"{prefix}{f.name}.")
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                rows.append({"field": prefix + f.name, "value": _cell(value), "default": "(required)"})
+                continue
+            if value != default:
+                rows.append({"field": prefix + f.name, "value": _cell(value), "default": _cell(default)})
+
+    walk(config, "")
+    return pd.DataFrame(rows, columns=["field", "value", "default"]).set_index("field")
+
+
+def _field(config: Any, dotted: str) -> Any:
+    for name in dotted.split("."):
+        config = getattr(config, name)
+    return config
+
+
+def _cell(value: Any) -> str:
+    """A config value as short text: floats without trailing noise (1e-05, 0.001), sequences comma-joined."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value) or "()"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items()) or "{}"
+    return str(settings.shown(value) if isinstance(value, Path) else value)
 
 
 def _shown(obj: Any) -> Any:
@@ -232,3 +290,106 @@ def paired_differences(rows: pd.DataFrame, method: str, others: Sequence[str], s
     frame = pd.DataFrame(out)
     frame.attrs["bootstrap"] = metrics.BOOTSTRAP | {"seed": seed, "kind": "paired user-level bootstrap, percentile"}
     return frame
+
+
+def strongest_baseline(long: pd.DataFrame, diffs: pd.DataFrame, method: str = "CoLLM-FaissRet") -> pd.DataFrame:
+    """Per dataset, `method` against the strongest other method on the same rows (the highest AUC in `long`, a
+    table1-style frame with method / dataset / AUC / UAUC), with the paired differences from `diffs`
+    (paired_differences): one row per dataset, what a reader needs to say where the method wins and where not."""
+    out = []
+    for dataset, part in long.dropna(subset=["AUC"]).groupby("dataset", sort=False):
+        mine = part[part["method"] == method]
+        others = part[part["method"] != method]
+        if mine.empty or others.empty:
+            continue
+        best = others.loc[others["AUC"].idxmax()]
+        row = {"dataset": dataset, "strongest baseline": best["method"], "its AUC": best["AUC"],
+               "its UAUC": best.get("UAUC"), f"{method} AUC": mine["AUC"].iloc[0],
+               f"{method} UAUC": mine["UAUC"].iloc[0]}
+        pair = diffs[(diffs["dataset"] == dataset) & (diffs["minus"] == best["method"])]
+        for metric in ("AUC", "UAUC"):
+            hit = pair[pair["metric"] == metric]
+            row[f"{metric} difference [95 %]"] = ("undef." if hit.empty else
+                                                  f"{hit['difference'].iloc[0]:+.4f} [{hit['lo'].iloc[0]:+.3f}, "
+                                                  f"{hit['hi'].iloc[0]:+.3f}]")
+            row[f"{metric} reading"] = "" if hit.empty else _side(hit["lo"].iloc[0], hit["hi"].iloc[0])
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _side(lo: float, hi: float) -> str:
+    return "leads" if lo > 0 else "trails" if hi < 0 else "not resolved"
+
+
+def summary_markdown(table: pd.DataFrame, method: str = "CoLLM-FaissRet") -> str:
+    """strongest_baseline's table as one plain sentence per dataset."""
+    lines = []
+    for _, r in table.iterrows():
+        auc, uauc = r["AUC reading"], r["UAUC reading"]
+        line = (f"- **{r['dataset']}**: the strongest baseline is **{r['strongest baseline']}** (AUC "
+                f"{r['its AUC']:.4f}); {method} scores {r[f'{method} AUC']:.4f}. Paired on the same rows, AUC "
+                f"{r['AUC difference [95 %]']}: {auc}")
+        line += f"; UAUC {r['UAUC difference [95 %]']}: {uauc}." if uauc else " (UAUC undefined)."
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def verdict(long: pd.DataFrame, strongest: pd.DataFrame, profile: str, gpu: pd.DataFrame | None = None,
+            method: str = "CoLLM-FaissRet") -> pd.DataFrame:
+    """The README's first table: per dataset of Table 1 (`long`, made at `profile`), `method`'s AUC / UAUC in the
+    paper, ours on gpu (`gpu`: a stage2_results table of ML-1M, rows method / subset / AUC / UAUC, when one exists),
+    ours at `profile` with intervals, the strongest baseline of ours on the same rows (`strongest`) and the paired
+    difference to it."""
+    here, theirs_col = f"ours, {profile}", f"strongest baseline of ours, {profile}"
+    out = []
+    for key, (title, _) in TABLE1_COLUMNS.items():
+        part = long[(long["dataset"] == key) & (long["method"] == method)]
+        if part.empty:
+            continue
+        r = part.iloc[0]
+        row = {"dataset": title, f"paper ({method}, Vicuna-7B)": _pair(r.get("paper AUC"), r.get("paper UAUC")),
+               **({"ours, gpu": "-"} if gpu is not None else {}), here: "-", theirs_col: "-",
+               "ours minus it (paired 95 %)": "-"}
+        if key == "ml-1m" and gpu is not None:
+            g = gpu[(gpu["method"] == method) & (gpu["subset"] == "all")]
+            row["ours, gpu"] = _pair(g["AUC"].iloc[0], g["UAUC"].iloc[0]) if len(g) else "-"
+        if not pd.isna(r["AUC"]):
+            row[here] = (f"{_with_interval(r['AUC'], r['AUC lo'], r['AUC hi'])} / "
+                                 f"{_with_interval(r['UAUC'], r['UAUC lo'], r['UAUC hi'], r.get('UAUC note'))}")
+        best = strongest[strongest["dataset"] == key]
+        if len(best):
+            b = best.iloc[0]
+            theirs = long[(long["dataset"] == key) & (long["method"] == b["strongest baseline"])].iloc[0]
+            row[theirs_col] = (
+                f"{b['strongest baseline']}: {_with_interval(theirs['AUC'], theirs['AUC lo'], theirs['AUC hi'])} / "
+                f"{_with_interval(theirs['UAUC'], theirs['UAUC lo'], theirs['UAUC hi'], theirs.get('UAUC note'))}")
+            row["ours minus it (paired 95 %)"] = (f"AUC {b['AUC difference [95 %]']} {b['AUC reading']}"
+                                                  + (f"; UAUC {b['UAUC difference [95 %]']} {b['UAUC reading']}"
+                                                     if b["UAUC reading"] else ""))
+        elif not pd.isna(r.get("note")) and r.get("note"):
+            row[here] = str(r["note"]).split(":")[0]
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def saved_table(name: str, out_dir: str | os.PathLike | None = None) -> pd.DataFrame | None:
+    """The table `name` that save_table wrote to the figures folder (its CSV), or None when there is none."""
+    path = settings.figures_dir(out_dir) / f"{name}.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def rerank_reading(table: pd.DataFrame, method: str = "Faiss top-K + LLM re-rank",
+                   reference: str = "Faiss top-K (MF order)") -> str:
+    """What the LLM's re-ranking did to the ranking quality in a rerank table (method / K / NDCG@K rows): per K,
+    `method`'s NDCG@K against `reference`, the same candidates in MF order. Said plainly, whichever way it went."""
+    by_k = table.pivot_table(index="K", columns="method", values="NDCG@K")
+    if method not in by_k or reference not in by_k:
+        return ""
+    diff = (by_k[method] - by_k[reference]).dropna()
+    parts = ", ".join(f"K={k}: {d:+.4f}" for k, d in diff.items())
+    users = int(table.loc[table["method"] == method, "users"].max()) if "users" in table else None
+    side, then = (("lowers", "the MF order ranks these candidates better than the LLM") if (diff < 0).all() else
+                  ("raises", "the LLM ranks these candidates better than MF") if (diff > 0).all() else
+                  ("moves both ways", "no consistent effect"))
+    return (f"The LLM's re-ranking {side} NDCG@K against the same candidates in MF order ({parts}"
+            + (f"; {users} users" if users else "") + f"): {then}.")

@@ -17,14 +17,11 @@ an interrupted notebook resumes, and a setting equal to another run is that run.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import logging
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
 
 import pandas as pd
 import torch
@@ -32,84 +29,18 @@ import torch
 from . import (baselines, bundle, ctrl, encoders, logs, params, popularity, profiles, replicates, runs, settings,
                stages)
 from .data import Splits, load_dataset
-from .io import read_json, run_info
+from .figure3 import figure3_sweeps
+from .io import run_info
 from .llm import LLMConfig, precision_of, text_encoder
-from .sweep import run_sweep
+from .plan_runs import (SUBSTITUTE, DeadlineReached, Phases, deadline_alarm, finished_results, main_runs, stage_run,
+                        sweep_frame)
+from .profiles import SweepPlan
 
-SUBSTITUTE = "amazon-book-msl"  # stands in for Amazon-Book (Figure 3b) where its raw files are absent
 PARTS = ("mf", "ml-1m", "table1", "figure3")
 MF_DATASETS = ("ml-1m", "bookcrossing", "bookcrossing-multi", SUBSTITUTE)  # notebook 02's default `datasets`
 TABLE1_DATASETS = ("ml-1m", "bookcrossing", SUBSTITUTE)  # notebook 06's default `datasets`
 LOG = "reproduce.log"  # beside the bundles: the phases, warnings and timings of every part run into that folder
 log = logging.getLogger(__name__)
-
-
-class Phases:
-    """Seconds per phase of a reproduction, logged as each phase ends and kept for the bundle. A phase starting after
-    `deadline` (time.time()) raises DeadlineReached too: the alarm alone has let a run go on past its deadline (its
-    exception lost somewhere in library code, not found), and this check does not depend on the signal."""
-
-    def __init__(self, progress: bool = True, deadline: float | None = None):
-        self.rows: list[dict[str, Any]] = []
-        self.progress = progress
-        self.deadline = deadline
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        if self.deadline is not None and time.time() >= self.deadline:
-            raise DeadlineReached(f"deadline reached before {name}")
-        start = time.perf_counter()
-        status = "stopped"
-        try:
-            yield
-            status = "done"
-        finally:
-            seconds = round(time.perf_counter() - start, 2)
-            self.rows.append({"phase": name, "seconds": seconds, "status": status})
-            logs.say(f"[phase] {name}: {seconds:.1f} s ({status})")
-
-
-@dataclasses.dataclass
-class SweepPlan:
-    """The grids of Figure 3 and the other sweeps, and the size of every run in them and of the extra
-    datasets' runs of Table 1 (ML-1M's Table 1 entries come from notebooks 02-04 at the profile's size).
-    Each profile's plan: profiles.plan (collm_lib/profiles.py)."""
-
-    profile: str
-    lrs: tuple[float, ...]  # LoRA (Figure 3a) and FECE (3b, ML-1M) learning rates
-    dims: tuple[int, ...]  # MF embedding sizes d
-    stage: dict[str, Any]  # StageConfig overrides over profiles.stage(profile, ...): other datasets' stages
-    mf: dict[str, Any]  # MFConfig overrides for the MFs of the embedding-size sweep
-    ctrl: dict[str, Any]  # CTRLConfig overrides over profiles.ctrl(profile)
-    n_seeds: int = 1  # Table 1's seed spread: MF and CTRL(DIN) over this many seeds on the full test splits
-    n_llm_seeds: int = 1  # ... and the LLM stages over this many (the first seed is the notebooks' own run)
-    jobs: int = 1  # processes making the MF and CTRL(DIN) seed replicates at once (each trains on one thread)
-    sweep: dict[str, Any] = dataclasses.field(default_factory=dict)  # Figure 3's sweep points: overrides over `stage`
-
-    def __post_init__(self) -> None:
-        params.check_config(self)
-
-
-def stage_run(plan: SweepPlan, stage: int, dataset: str, seed: int = 2023, llm: LLMConfig | None = None,
-              sweep: bool = False, **mf_changes: Any) -> stages.StageRun:
-    """A stage run of the plan's size (with `sweep`, a Figure 3 point's: plan.sweep over plan.stage); stage 2 sits on
-    the profile's MF for the dataset, changed by `mf_changes`."""
-    config = profiles.stage(plan.profile, stage, dataset=dataset, seed=seed, llm=llm or LLMConfig(),
-                            **plan.stage | (plan.sweep if sweep else {}))
-    mf = profiles.mf(plan.profile, dataset, seed=seed, **mf_changes) if stage == 2 else None
-    return stages.StageRun(config, mf)
-
-
-def main_runs(profile: str, splits: Splits, seed: int = 2023, llm: LLMConfig | None = None,
-              progress: bool = True) -> dict[str, Path]:
-    """The folders of notebooks 02-04's runs of `splits` at the profile's defaults: {"mf", "stage1", "stage2"}.
-    The MF is trained if missing; the stage folders are named whether or not they ran (stage 2's needs a
-    finished stage 1, whose fingerprint is part of its identity)."""
-    llm = llm or LLMConfig()
-    mf = encoders.ensure(splits, profiles.mf(profile, splits.name, seed=seed), progress=progress)
-    first = stages.stage_dir(splits, profiles.stage(profile, 1, dataset=splits.name, seed=seed, llm=llm))
-    second = stages.stage_dir(splits, profiles.stage(profile, 2, dataset=splits.name, seed=seed, llm=llm), first, mf)
-    return {"mf": mf, "stage1": first, "stage2": second}
 
 
 def ml1m_stages(profile: str, splits: Splits, seed: int, llm: LLMConfig, progress: bool, phases: Phases,
@@ -125,26 +56,6 @@ def ml1m_stages(profile: str, splits: Splits, seed: int, llm: LLMConfig, progres
     return made
 
 
-MAKES_ML = "run notebooks 02-04 with this profile first (or: collm reproduce --part mf, then --part ml-1m)"
-MAKES_TABLE1 = "run the table1 part first: collm reproduce --part table1 (notebook 06's Table 1 cells)"
-
-
-def _finished(folder: Path, what: str, how: str = MAKES_ML) -> dict:
-    """results.json of the finished run in `folder`, else FileNotFoundError naming it and `how` to make it."""
-    runs.require_finished(folder, what, how)
-    return read_json(folder / "results.json")
-
-
-def _sweep(name: str, run: stages.StageRun, grid: dict, splits: Splits, root: Path,
-           stage1_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
-    fn, upstream = stages.sweep_fns(splits, stage1_dir, progress=progress)
-    frame = run_sweep(name, run, grid, fn, root, errors="raise", progress=progress, upstream=upstream)
-    frame = frame.assign(run_dir=frame["run_dir"].map(runs.locate))  # records keep it relative to the work dir
-    for folder in frame["run_dir"]:  # a setting found finished (or made by a --jobs worker) names its run only here
-        runs.mark_used(folder)
-    return frame
-
-
 def _llm_stages(plan: SweepPlan, name: str, data: Splits, seed: int, llm: LLMConfig, progress: bool,
                 phases: Phases, make_ml: bool = False) -> tuple[Path, Path]:
     """Stage 1 and stage 2 folders of a dataset at `seed`: ML-1M's are notebooks 03 / 04's (made here only with
@@ -156,10 +67,10 @@ def _llm_stages(plan: SweepPlan, name: str, data: Splits, seed: int, llm: LLMCon
         return made["stage1"], made["stage2"]
     root = runs.sweep_root(plan.profile)
     with phases(f"{name} seed {seed}: stage 1"):
-        first = _sweep(f"{name}/stage1", stage_run(plan, 1, name, seed, llm), {}, data, root, progress=progress)
+        first = sweep_frame(f"{name}/stage1", stage_run(plan, 1, name, seed, llm), {}, data, root, progress=progress)
     second_run = stage_run(plan, 2, name, seed, llm)
     with phases(f"{name} seed {seed}: stage 2"):
-        second = _sweep(f"{name}/stage2", second_run, {"stage.lr": [second_run.stage.lr]}, data, root,
+        second = sweep_frame(f"{name}/stage2", second_run, {"stage.lr": [second_run.stage.lr]}, data, root,
                         Path(first["run_dir"].iloc[0]), progress=progress)
     return Path(first["run_dir"].iloc[0]), Path(second["run_dir"].iloc[0])
 
@@ -186,7 +97,7 @@ def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
             ctrl_record = ctrl.run_ctrl(data, profiles.ctrl(plan.profile, seed=seed, **plan.ctrl), encoder,
                                         progress=progress)
         stage_dirs = _llm_stages(plan, name, data, seed, llm, progress, phases)
-        s1, s2 = (_finished(d, f"stage {k}") for k, d in zip((1, 2), stage_dirs))
+        s1, s2 = (finished_results(d, f"stage {k}") for k, d in zip((1, 2), stage_dirs))
         rows = baselines.check_same_rows(*stage_dirs)
         with phases(f"{name}: MF, popularity and CTRL(DIN) on the stages' rows"):
             same = baselines.baselines_on_same_rows(data, stage_dirs[1], mf_dir, ctrl_record["run_dir"],
@@ -217,7 +128,7 @@ def table1_replicates(plan: SweepPlan, splits: dict[str, Splits], seed: int = 20
         for each in replicates.seeds_from(seed, plan.n_llm_seeds):
             dirs = _llm_stages(plan, name, data, each, llm, progress, phases, make_ml=each != seed)
             for method, folder in zip(("TALLRec", "CoLLM-FaissRet"), dirs):
-                test = _finished(folder, f"{method} seed {each}")["test"]
+                test = finished_results(folder, f"{method} seed {each}")["test"]
                 rows.append(replicates.replicate_row(method, name, each, test, folder / "scores_test.csv"))
     return replicates.frame_of(frame.to_dict("records") + rows)
 
@@ -244,16 +155,7 @@ def _part_runs(part: str, profile: str, data: dict[str, Splits], seed: int, llm:
             table1_results(plan, data, seed, llm, progress, phases)
             table1_replicates(plan, data, seed, llm, progress, phases, data_dir)
         else:
-            from .figure3 import figure3_sweeps  # figure3 builds on this module's plans and runs
             figure3_sweeps(plan, data, seed, llm, progress, phases, jobs, data_dir, deadline)
-
-
-class DeadlineReached(BaseException):
-    """Raised by the alarm at --deadline: a BaseException, so no `except Exception` on the way swallows it."""
-
-
-def _alarm(signum, frame) -> None:
-    raise DeadlineReached("deadline reached")
 
 
 def run_part(part: str, out: str | Path, profile: str | None = None, data_dir: str | None = None, seed: int = 2023,
@@ -335,7 +237,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                  args.seed, args.model)
         try:
             if deadline is not None:
-                signal.signal(signal.SIGALRM, _alarm)
+                signal.signal(signal.SIGALRM, deadline_alarm)
                 signal.alarm(args.deadline)
             for part in parts:
                 run_part(part, args.out, args.profile, args.data_dir, args.seed, llm, not args.no_progress, args.jobs,

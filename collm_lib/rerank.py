@@ -18,12 +18,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
 from . import metrics, retrieval, runs, settings
+from .catalogue import item_titles, mf_tables, train_ids
 from .data import Splits
 from .io import read_json
+from .matching import MatchingConfig
 from .prompts import default_template, encode_frame
 from .scoring import score
 
@@ -47,7 +48,6 @@ class RerankConfig:  # each profile's values: collm_lib/profiles.py
     def matching(self):
         """Cold-id matching's settings (matching.MatchingConfig): the fields above, so a run's identity, which hashes
         this config's fields, is the same as before matching had a config of its own."""
-        from .matching import MatchingConfig
         return MatchingConfig.of(self)
 
 
@@ -80,33 +80,6 @@ def run_folder(config: RerankConfig, stage_dir: str | Path) -> Path:
     upstream = {"stage2": runs.upstream_fingerprint(stage_dir, "stage-2 run", "run notebook 04 first")}
     dataset = read_json(Path(stage_dir) / "results.json")["dataset"]
     return runs.run_dir("faiss", dataset, runs.identity("faiss", config, upstream))
-
-
-def item_titles(splits: Splits) -> dict[int, str]:
-    """iid -> title from every split, targets and histories alike (valid_small is a subset of valid)."""
-    titles: dict[int, str] = {}
-    for frame in (splits.train, splits.valid, splits.test):
-        for his, his_title in zip(frame["his"], frame["his_title"]):
-            titles.update(zip(map(int, his), his_title))
-        titles.update(zip(frame["iid"].astype(int), frame["title"]))
-    if not titles:
-        raise ValueError(f"{splits.name}: no item titles in any split; rebuild the dataset")
-    return titles
-
-
-def train_ids(splits: Splits) -> tuple[set[int], set[int]]:
-    """Warm users and items: those with rows in the frame the MF was trained on."""
-    train = splits.collab_rows
-    return set(train["uid"].astype(int)), set(train["iid"].astype(int))
-
-
-@torch.no_grad()
-@torch.no_grad()
-def mf_tables(collab: nn.Module, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
-    """All user and item vectors (row = id) of any collaborative encoder, as float32 numpy."""
-    dev = next(collab.parameters()).device
-    users = collab.user_vectors(torch.arange(n_users, device=dev)).float().cpu().numpy()
-    return users, collab.item_vectors(torch.arange(n_items, device=dev)).float().cpu().numpy()
 
 
 def sample_test_users(splits: Splits, n_users: int | None, seed: int, warm_users: set[int]) -> pd.DataFrame:
@@ -275,3 +248,10 @@ def index_sweep(item_vectors: np.ndarray, queries: np.ndarray, k: int, base: ret
             rows.append({"kind": kind, "knob": knob or "", "value": value, "recall": retrieval.recall_vs_exact(ids, exact),
                          "queries_per_s": len(queries) / best, "nlist": index.nlist_effective})
     return pd.DataFrame(rows)
+
+
+def relevant_counts(rows: pd.DataFrame) -> dict[str, int]:
+    """From a ranking's rows (uid, relevant: the user's relevant test items): how many relevant items all users
+    have together and the fewest one user has; what one item moves Recall@K by (plots.recall_vs_k)."""
+    per_user = rows.groupby("uid")["relevant"].first()
+    return {"n_relevant": int(per_user.sum()), "min_relevant": int(per_user.min())}

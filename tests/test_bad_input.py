@@ -17,7 +17,7 @@ from collm_lib.collab import MFConfig
 from collm_lib.lightgcn import LightGCNConfig
 from collm_lib.sasrec import SASRecConfig
 from collm_lib.llm import LLMConfig, load_llm
-from collm_lib.reproduce import SweepPlan
+from collm_lib.profiles import SweepPlan
 from collm_lib.train import StageConfig
 from tiny_llm import movie_splits
 

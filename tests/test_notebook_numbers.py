@@ -80,6 +80,8 @@ def test_committed_notebook_is_clean(path):
     nb = json.loads(path.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(c.get("execution_count") for c in code), f"{path.name}: not fully executed; run the main job"
+    counts = [c["execution_count"] for c in code]
+    assert counts == list(range(1, len(code) + 1)), f"{path.name}: execution counts {counts}, not 1, 2, 3 ..."
     outputs = _outputs(path)
     stderr = [_text(o)[:120] for o in outputs if o.get("name") == "stderr"]
     assert not stderr, f"{path.name}: stderr in the committed outputs (warnings, progress bars): {stderr[:3]}"

@@ -222,3 +222,157 @@ def test_styling_does_not_leak_into_callers_rcparams():
     before = {k: matplotlib.rcParams[k] for k in ("axes.facecolor", "font.size", "axes.grid", "lines.linewidth")}
     plots.mf_curve(mf_history(), 3, dataset="d", n_valid_rows=10, n_valid_users=2)
     assert {k: matplotlib.rcParams[k] for k in before} == before
+
+
+# --- The second review: chance lines and honest AUC scales, the paper as reference markers, sample sizes and
+# --- few-user caveats on the panels, Recall@K's one-item step.
+
+def flat(fig: Figure) -> str:
+    """texts(fig) with the caption's line wrapping undone."""
+    return " ".join(texts(fig).split())
+
+
+def zoomed_stage_history(aucs=(0.4971, 0.4773, 0.4836)) -> pd.DataFrame:
+    """Stage 1 on ML-1M under cpu: three evaluations within 0.02 of each other, all just under chance."""
+    return pd.DataFrame({"step": [50, 100, 150], "loss": [1.63, 0.76, 0.70], "valid_auc": list(aucs)})
+
+
+def chance_line(ax) -> bool:
+    """A thin grey dotted horizontal line at AUC 0.5, named "chance" in the panel's legend."""
+    lines = [ln for ln in ax.lines if ln.get_label() == "chance" and np.allclose(ln.get_ydata(), 0.5)
+             and ln.get_linestyle() == ":"]
+    legend = ax.get_legend()
+    return bool(lines) and legend is not None and "chance" in [t.get_text() for t in legend.get_texts()]
+
+
+def auc_axes(name: str, aucs=(0.4971, 0.4773, 0.4836)):
+    """The AUC panels each curve function draws."""
+    if name == "stage":
+        return plots.stage_curve(zoomed_stage_history(aucs), 50, stage=1, dataset="ml-1m", n_train_rows=1200,
+                                 n_valid_rows=262, n_valid_users=22).axes[:1]
+    if name == "mf":
+        hist = mf_history().assign(valid_auc=lambda f: aucs[0] + 0.0005 * f["epoch"],
+                                   valid_uauc=lambda f: aucs[1] + 0.0005 * f["epoch"])
+        return plots.mf_curve(hist, 9, dataset="d", n_valid_rows=455, n_valid_users=15).axes[1:]
+    if name == "sweep":
+        frame = sweep_frame().assign(test_auc=list(aucs), test_uauc=list(aucs))
+        return plots.sweep_curve(frame, "lr", x_label="learning rate", title="t", n_test_rows=455,
+                                 n_test_users=15).axes
+    table = cold_table()
+    table.loc[table["subset"] == "cold", "AUC"] = aucs[0]
+    table.loc[(table["subset"] == "cold") & (table["neighbours"] == 10), "AUC"] = aucs[1]
+    return plots.cold_auc_curve(table, n_cold_users=25).axes
+
+
+@pytest.mark.parametrize("aucs", [(0.4971, 0.4773, 0.4836), (0.748, 0.752, 0.755)], ids=["near-chance", "near-0.75"])
+@pytest.mark.parametrize("name", ["stage", "mf", "sweep", "cold"])
+def test_auc_panels_hold_chance_on_a_readable_scale(name, aucs):
+    for ax in auc_axes(name, aucs):
+        lo, hi = ax.get_ylim()
+        assert lo <= 0.5 <= hi and hi - lo >= 0.1, f"{name}: AUC axis {lo:.3f}..{hi:.3f} hides chance or zooms"
+        assert lo >= 0.0 and hi <= 1.02
+        assert lo < min(aucs) and hi > max(aucs), "every point inside the panel"
+        assert chance_line(ax), f"{name}: no dotted 'chance' line at 0.5 in the legend"
+
+
+def test_sweep_curve_panels_share_the_auc_scale_and_paper_is_markers_only():
+    frame, paper = sweep_frame(uauc=(0.44, 0.47, 0.50)), paper_frame()
+    fig = plots.sweep_curve(frame, "lr", x_label="learning rate", title="t", paper=paper, n_test_rows=455,
+                            n_test_users=15, n_uauc_users=12)
+    auc_ax, uauc_ax = fig.axes
+    assert auc_ax.get_ylim() == uauc_ax.get_ylim()
+    lo, hi = auc_ax.get_ylim()
+    assert lo < 0.44 and hi > 0.75  # ours and the paper's, both panels, on the one scale
+    for ax in fig.axes:
+        ref = next(line for line in ax.lines if line.get_label().startswith("paper"))
+        assert ref.get_linestyle() == "None" and ref.get_marker() not in (None, "", "None")
+        assert ref.get_markerfacecolor() == "none"  # hollow
+        assert matplotlib.colors.to_rgb(ref.get_markeredgecolor()) == (0.0, 0.0, 0.0)
+    words = flat(fig)
+    assert "455 test rows" in words and "15 users" in words and "hollow black" in words
+    assert "indicative only" not in words  # 455 rows, 15 users, 12 UAUC users: no caveat
+
+
+def test_sweep_curve_thin_sample_is_flagged_on_the_panels():
+    frame = sweep_frame().assign(test_rows=32, uauc_users=1)
+    fig = plots.sweep_curve(frame, "lr", x_label="learning rate", title="t", paper=paper_frame(), n_test_users=1)
+    assert "ours: 32 rows, 1 user — indicative only" in fig.axes[0].get_title()
+    assert "that user's AUC" in fig.axes[1].get_title()
+    assert "32 test rows, 1 user" in fig._supxlabel.get_text()
+    few_uauc = plots.sweep_curve(sweep_frame(), "lr", x_label="learning rate", title="t", n_test_rows=455,
+                                 n_test_users=15, n_uauc_users=7)
+    assert few_uauc.axes[0].get_title() == ""  # AUC rests on 455 rows, 15 users
+    assert "UAUC over 7 users — indicative only" in few_uauc.axes[1].get_title()
+
+
+def test_stage_curve_rings_the_kept_point_and_flags_a_thin_validation_sample():
+    fig = plots.stage_curve(zoomed_stage_history(), 50, stage=1, dataset="ml-1m", n_train_rows=1200,
+                            n_valid_rows=262, n_valid_users=22)
+    ax_auc = fig.axes[0]
+    labels = ax_auc.get_legend_handles_labels()[1]
+    assert "kept step (50, validation AUC 0.497)" in labels
+    assert any(line.get_marker() == "o" and line.get_markerfacecolor() == "none"
+               and np.allclose(line.get_xydata(), [[50, 0.4971]]) for line in ax_auc.lines)
+    assert any("262 rows, 22 users" in label for label in labels)
+    assert "262 rows, 22 users" in flat(fig) and "indicative only" not in flat(fig)
+    thin = plots.stage_curve(zoomed_stage_history(), 50, stage=1, dataset="ml-1m", n_train_rows=160,
+                             n_valid_rows=66, n_valid_users=4)
+    assert "validation: 66 rows, 4 users — indicative only" in thin.axes[0].get_title()
+
+
+def test_recall_vs_k_states_relevant_items_and_the_one_item_step():
+    table = rerank_table()
+    fig = plots.recall_vs_k(table, n_users=20, n_relevant=197, min_relevant=1)
+    words = flat(fig)
+    assert "20 users, 197 relevant test items" in words and "fewest per user: 1" in words
+    assert "1/(20 × that user's count)" in words and "0.050" in words
+    recall_ax = fig.axes[0]
+    bar = [t for t in recall_ax.texts if "one item of one user" in t.get_text()]
+    assert bar and "0.050" in bar[0].get_text()
+    assert recall_ax.get_ylim()[1] >= 0.05 * 1.2  # the bar fits inside the panel
+    assert not any("one item" in t.get_text() for t in fig.axes[1].texts)  # NDCG's step is not 1/n
+    only_total = flat(plots.recall_vs_k(table, n_users=20, n_relevant=197))
+    assert "197 relevant test items" in only_total and "at most 1/20 = 0.050" in only_total
+    plain = flat(plots.recall_vs_k(table, n_users=20))  # old calls: unchanged, no claim about items
+    assert "relevant test items" not in plain and "one item" not in plain
+
+
+def test_recall_vs_k_step_taller_than_the_data_raises_the_axis():
+    fig = plots.recall_vs_k(rerank_table(), n_users=2, n_relevant=5, min_relevant=1)
+    assert fig.axes[0].get_ylim()[1] >= 0.5  # one item of one of 2 users: 0.5, taller than every point
+    assert "2 users — indicative only" in fig.axes[0].get_title()
+
+
+def test_cold_auc_curve_counts_per_subset_and_few_cold_users():
+    assert "cold: 3 users — not a finding" in plots.cold_auc_curve(cold_table(), n_cold_users=3).axes[0].get_title()
+    assert "not a finding" not in flat(plots.cold_auc_curve(cold_table(), n_cold_users=25))
+    counts = {"all": (455, 20), "warm": (144, 17), "cold": (311, 3)}
+    fig = plots.cold_auc_curve(cold_table(), counts=counts)
+    assert "cold: 3 users — not a finding" in fig.axes[0].get_title()
+    words = flat(fig)
+    assert "311 cold rows from 3 users" in words and "warm: 144 rows, 17 users" in words \
+        and "all: 455 rows, 20 users" in words
+    many = plots.cold_auc_curve(cold_table(), counts={**counts, "cold": (311, 25)})
+    assert "not a finding" not in flat(many) and "from 25 users" in flat(many)
+
+
+def intervals_frame() -> pd.DataFrame:
+    rows = []
+    for subset in ("all", "warm", "cold"):
+        for minus in ("MF", "CTRL (DIN)"):
+            for metric in ("AUC", "UAUC"):
+                rows.append({"method": "CoLLM-FaissRet over MF", "minus": minus, "subset": subset, "metric": metric,
+                             "difference": 0.02, "lo": -0.01, "hi": 0.05})
+    return pd.DataFrame(rows)
+
+
+def test_paired_intervals_shows_counts_and_flags_few_users():
+    counts = {"all": (7331, 320), "warm": (4153, 264), "cold": (40, 3)}
+    fig = plots.paired_intervals(intervals_frame(), counts)
+    for ax in fig.axes:
+        assert "cold: 3 users — not a finding" in ax.get_title()
+    words = flat(fig)
+    assert "all: 7,331 rows, 320 users" in words and "cold: 40 rows, 3 users" in words
+    fine = plots.paired_intervals(intervals_frame(), {**counts, "cold": (3178, 97)})
+    assert "not a finding" not in texts(fine)
+    assert [ax.get_title() for ax in fine.axes] == ["AUC", "UAUC"]

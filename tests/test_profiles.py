@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from collm_lib import profiles, reproduce, settings
+from collm_lib import plan_runs, profiles, retrieval, settings
 from collm_lib.data import DATASETS
 
 EXPECTED = Path(__file__).resolve().parent / "expected" / "profiles.json"
@@ -28,13 +28,13 @@ def _plain(config: Any) -> Any:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def _sweep(plan: reproduce.SweepPlan) -> dict[str, Any]:
+def _sweep(plan: profiles.SweepPlan) -> dict[str, Any]:
     """The configs a plan's own runs get: the other datasets' stages (and stage 2's MF), the MFs of Figure 3's
     embedding-size sweep, CTRL(DIN)."""
-    made = {s: reproduce.stage_run(plan, s, "amazon-book-msl") for s in (1, 2)}
+    made = {s: plan_runs.stage_run(plan, s, "amazon-book-msl") for s in (1, 2)}
     return {"stage1": _plain(made[1].stage), "stage2": _plain(made[2].stage), "stage2_mf": _plain(made[2].mf),
-            "figure3_point": _plain(reproduce.stage_run(plan, 2, "ml-1m", sweep=True).stage),
-            "mf_dim_mf": _plain(reproduce.stage_run(plan, 2, "ml-1m", **plan.mf).mf),
+            "figure3_point": _plain(plan_runs.stage_run(plan, 2, "ml-1m", sweep=True).stage),
+            "mf_dim_mf": _plain(plan_runs.stage_run(plan, 2, "ml-1m", **plan.mf).mf),
             "ctrl": _plain(profiles.ctrl(plan.profile, **plan.ctrl))}
 
 
@@ -78,8 +78,9 @@ def _evaluations(p: str) -> str:
 
 def _index(config: Any) -> str:
     where = {"auto": "GPU if any", True: "GPU", False: "CPU"}[config.use_gpu]
-    detail = {"flat": "exact", "ivf": f"nlist {config.nlist}, nprobe {config.nprobe}",
-              "hnsw": f"M {config.hnsw_m}, efSearch {config.ef_search}"}[config.kind]
+    ivf = f"nlist {config.nlist}, nprobe {config.nprobe}"
+    detail = {"flat": "exact", "ivf": ivf, "hnsw": f"M {config.hnsw_m}, efSearch {config.ef_search}",
+              "auto": f"exact below {retrieval.EXACT_BELOW:,} items, else ivf {ivf}"}[config.kind]
     return f"{config.kind} ({detail}; {where})"
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from collm_lib import (baselines, collab, encoders, figure3, metrics, paper, profiles, replicates, report, reproduce, runs, stages,
-                       sweep)
+from collm_lib import (baselines, collab, encoders, figure3, metrics, paper, plan_runs, profiles, replicates, report,
+                       reproduce, runs, stages, sweep)
 from collm_lib.llm import LLMConfig
 from collm_lib.io import read_json
 from collm_lib.train import StageConfig
@@ -31,13 +31,13 @@ def test_plans_use_the_papers_grid_and_share_the_default_lr():
 
 
 def test_stage_run_overrides_reach_nested_configs():
-    run = reproduce.stage_run(profiles.plan("cpu"), 2, "ml-1m", seed=7, patience=3)
+    run = plan_runs.stage_run(profiles.plan("cpu"), 2, "ml-1m", seed=7, patience=3)
     assert run.stage.train_rows == 160 and run.stage.seed == 7 and run.mf.patience == 3 and run.mf.seed == 7
-    point = reproduce.stage_run(profiles.plan("cpu"), 2, "ml-1m", sweep=True).stage
+    point = plan_runs.stage_run(profiles.plan("cpu"), 2, "ml-1m", sweep=True).stage
     assert (point.test_rows, point.train_rows, run.stage.test_rows) == (300, 160, 1000), "Figure 3's points: plan.sweep"
     changed = sweep.with_overrides(run, {"stage.lr": 3e-4, "mf.dim": 64})
     assert (changed.stage.lr, changed.mf.dim) == (3e-4, 64) and run.mf.dim == 256
-    assert reproduce.stage_run(profiles.plan("cpu"), 1, "ml-1m").mf is None
+    assert plan_runs.stage_run(profiles.plan("cpu"), 1, "ml-1m").mf is None
 
 
 def test_ensure_mf_retrains_only_when_settings_differ(tmp_path, monkeypatch):
@@ -138,14 +138,15 @@ def test_figure3_names_the_runs_it_needs_and_what_makes_them(tmp_path, monkeypat
     monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
     tiny = LLMConfig(model=str(save_tiny(tmp_path / "tiny-llm")))
     plan = profiles.plan("smoke")
-    splits = {"ml-1m": movie_splits(), reproduce.SUBSTITUTE: movie_splits()}
+    splits = {"ml-1m": movie_splits(), plan_runs.SUBSTITUTE: movie_splits()}
     ml_stage1 = tmp_path / "ml-stage1"
     monkeypatch.setattr(figure3, "main_runs", lambda *a, **k: {"stage1": ml_stage1})
-    monkeypatch.setattr(figure3, "_sweep", lambda *a, **k: pytest.fail("a sweep ran before its inputs were checked"))
+    monkeypatch.setattr(figure3, "sweep_frame",
+                        lambda *a, **k: pytest.fail("a sweep ran before its inputs were checked"))
     needs = figure3.figure3_needs(plan, splits, llm=tiny, progress=False)
-    assert list(needs) == ["ML-1M stage 1", f"{reproduce.SUBSTITUTE} stage 1"]
-    assert needs[f"{reproduce.SUBSTITUTE} stage 1"][0] == stages.stage_dir(
-        splits[reproduce.SUBSTITUTE], reproduce.stage_run(plan, 1, reproduce.SUBSTITUTE, llm=tiny).stage)
+    assert list(needs) == ["ML-1M stage 1", f"{plan_runs.SUBSTITUTE} stage 1"]
+    assert needs[f"{plan_runs.SUBSTITUTE} stage 1"][0] == stages.stage_dir(
+        splits[plan_runs.SUBSTITUTE], plan_runs.stage_run(plan, 1, plan_runs.SUBSTITUTE, llm=tiny).stage)
     with pytest.raises(FileNotFoundError, match="part ml-1m"):
         figure3.figure3_sweeps(plan, splits, llm=tiny, progress=False)
     ml_stage1.mkdir()
@@ -162,7 +163,7 @@ def test_an_ml1m_seed_replicate_makes_stage_1_before_stage_2(tmp_path, monkeypat
     monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
     tiny = LLMConfig(model=str(save_tiny(tmp_path / "tiny-llm")))
     ml = dataclasses.replace(movie_splits(), name="ml-1m")
-    first, second = reproduce._llm_stages(profiles.plan("smoke"), "ml-1m", ml, 8, tiny, False, reproduce.Phases(False),
+    first, second = reproduce._llm_stages(profiles.plan("smoke"), "ml-1m", ml, 8, tiny, False, plan_runs.Phases(False),
                                           make_ml=True)
     assert runs.finished(first) and runs.finished(second)
-    assert reproduce.main_runs("smoke", ml, 8, tiny, progress=False) == {"mf": ANY, "stage1": first, "stage2": second}
+    assert plan_runs.main_runs("smoke", ml, 8, tiny, progress=False) == {"mf": ANY, "stage1": first, "stage2": second}

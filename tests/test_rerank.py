@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("faiss", reason="pip install faiss-cpu to run the re-rank tests")
 
-from collm_lib import collab, encoders, matching, profiles, rerank, retrieval  # noqa: E402
+from collm_lib import catalogue, collab, encoders, matching, profiles, rerank, retrieval  # noqa: E402
 from collm_lib.llm import LLMConfig  # noqa: E402
 from collm_lib.stages import build_model  # noqa: E402
 from collm_lib.train import StageConfig  # noqa: E402
@@ -46,7 +46,7 @@ def test_rerank_keeps_k_per_user_and_excludes_history(tiny):
     cfg = rerank.RerankConfig(ks=(3, 5), n_users=None, n_full_users=2,
                               index=retrieval.IndexConfig(kind="flat", use_gpu=False))
     out = rerank.retrieve_then_rank(model, bundle, splits, config, cfg, progress=False)
-    users = rerank.sample_test_users(splits, None, cfg.seed, rerank.train_ids(splits)[0])
+    users = rerank.sample_test_users(splits, None, cfg.seed, catalogue.train_ids(splits)[0])
     assert not set(users["uid"]) & set(COLD_USERS), "retrieval samples warm users only"
     rows = out["rows"]
     reranked = rows[rows["method"] == "faiss+llm"]
@@ -107,7 +107,7 @@ def test_cold_user_with_empty_history_gets_the_fallback(tiny):
     assert set(inputs.cold_users) == set(COLD_USERS)
     enc, counts = matching.matched_encoder(base, inputs, n_neighbors=3)
     assert counts["cold_users"] == 2 and counts["user_fallbacks"] == 1
-    user_tab, _ = rerank.mf_tables(base, splits.n_users, splits.n_items)
+    user_tab, _ = catalogue.mf_tables(base, splits.n_users, splits.n_items)
     with torch.no_grad():
         empty = enc.user_vectors(torch.tensor([COLD_USERS[1]]))[0].numpy()
         warm = enc.user_vectors(torch.tensor([1]))[0].numpy()
@@ -163,3 +163,14 @@ def test_matching_config_is_the_rerank_configs_matching_fields():
     assert matching.MatchingConfig.of(settings_) is settings_
     assert set(runs.plain(config)) == {"ks", "n_users", "n_full_users", "n_neighbors", "neighbor_curve", "weighting",
                                        "item_text", "index", "score_batch_size", "test_rows", "shared_prefix", "seed"}
+
+
+def test_relevant_counts_and_subset_counts_read_the_rows():
+    import pandas as pd
+
+    from collm_lib import matching, rerank
+    rows = pd.DataFrame({"uid": [1, 1, 2, 3], "relevant": [4, 4, 1, 2], "method": "faiss+llm"})
+    assert rerank.relevant_counts(rows) == {"n_relevant": 7, "min_relevant": 1}
+    cold = pd.DataFrame({"uid": [1, 1, 2, 1, 1, 2], "not_cold": [1, 0, 0] * 2,
+                         "setting": ["without matching"] * 3 + ["matching, 10 neighbours"] * 3})
+    assert matching.subset_counts(cold) == {"all": (3, 2), "warm": (1, 1), "cold": (2, 2)}

@@ -205,3 +205,15 @@ def test_profile_index():
     assert profiles.index("cpu", nprobe=3).nprobe == 3
     with pytest.raises(ValueError, match="profile"):
         profiles.index("laptop")
+
+
+def test_auto_index_searches_exactly_below_the_size_and_with_ivf_from_it(monkeypatch):
+    from collm_lib import retrieval
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 8)).astype(np.float32)
+    small = retrieval.VectorIndex(retrieval.IndexConfig(kind="auto", use_gpu=False)).build(x)
+    assert small.config.kind == "flat" and small.describe()["faiss_class"] == "IndexFlat"
+    assert any("auto: flat for 400 items" in n for n in small.notes)
+    monkeypatch.setattr(retrieval, "EXACT_BELOW", 100)
+    large = retrieval.VectorIndex(retrieval.IndexConfig(kind="auto", nlist=4, use_gpu=False)).build(x)
+    assert large.config.kind == "ivf" and large.describe()["kind"] == "ivf"

@@ -75,3 +75,17 @@ def test_prepare_for_commit(tmp_path):
     assert [c["source"] for c in done["cells"]] == ["profile = None", "x = 1"]
     assert done["metadata"]["papermill"]["input_path"] == done["metadata"]["papermill"]["output_path"] == \
         "notebooks/01_prepare_data.ipynb"
+
+
+def test_prepare_for_commit_numbers_the_cells_left_contiguously(tmp_path):
+    def code(n, tags=(), out=True):
+        outputs = [{"output_type": "execute_result", "execution_count": n, "data": {}, "metadata": {}}] if out else []
+        return {"cell_type": "code", "execution_count": n, "metadata": {"tags": list(tags)}, "source": "", "outputs": outputs}
+    nb = tmp_path / "n.ipynb"
+    nb.write_text(json.dumps({"cells": [code(1, ["parameters"], out=False), code(2, ["injected-parameters"]),
+                                        {"cell_type": "markdown", "metadata": {}, "source": "#"}, code(3), code(4)],
+                              "metadata": {}}))
+    runner.prepare_for_commit(nb, runner.NOTEBOOK_DIR / "01_prepare_data.ipynb")
+    cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+    assert [c["execution_count"] for c in cells] == [1, 2, 3]
+    assert [o["execution_count"] for c in cells for o in c["outputs"]] == [2, 3]

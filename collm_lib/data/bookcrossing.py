@@ -14,6 +14,7 @@ from .. import settings
 
 from .common import (FLAGS, SPLIT_NAMES, Splits, by_flag, check_columns, make_splits, sample_valid_users,
                      source_record, split_users)
+from .text import repair_columns
 
 FILES = {"books": "BX-Books.csv", "ratings": "BX-Book-Ratings.csv", "users": "BX-Users.csv"}
 HOW = ("Put BX-Books.csv, BX-Book-Ratings.csv and BX-Users.csv (plain or .xz) in <data_dir>/bookcrossing-raw/; "
@@ -92,6 +93,7 @@ def user_sequences(books: pd.DataFrame, ratings: pd.DataFrame) -> tuple[pd.DataF
 
 def build(folder: Path, multi: bool, expected_books: int | None = EXPECTED_BOOKS) -> Splits:
     books, ratings, paths = read_raw(folder, expected_books)
+    books, text_repair = repair_columns(books, ["Book-Title", "Book-Author"])
     seq, starts, lengths = user_sequences(books, ratings)
     cols = {c: seq[c].to_numpy() for c in ("User-ID", "ISBN", "Book-Title", "Book-Author", "label",
                                             "tallrec_item_id")}
@@ -131,12 +133,15 @@ def build(folder: Path, multi: bool, expected_books: int | None = EXPECTED_BOOKS
         "seeds": {"item_shuffle": ITEM_SHUFFLE_SEED, "user_split": USER_SPLIT_SEED,
                   "valid_small": VALID_SMALL_SEED},
         "uauc_defined": multi,
+        "text_repair": text_repair,
         "notes": [
             "label = Book-Rating > 5 (0 = implicit, negative); users with > 3 ratings after the inner join.",
             "Each user's books (TALLRec's grouped-by-ISBN merge order) shuffled by random.Random(42); "
             "history = the first <= 10 non-target books (TALLRec's item_id[:-1][:10]).",
             "Users shuffled by random.Random(2023) over ascending User-ID, cut 8:1:1 with int() as TALLRec.",
             "timestamp = position in the user's shuffled list (BX has no time).",
+            "Titles and authors: mojibake of the dump repaired with ftfy (data/text.py); a character the dump "
+            "lost is '?'.",
             "collab_train = every history interaction (the <= 10 shown) of every user + targets of train "
             "users; not_cold = user and item both in collab_train.",
             "valid_small = all rows of a 50% sample of the valid users (seed 2023).",

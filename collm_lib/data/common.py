@@ -24,7 +24,7 @@ INT_COLUMNS = ("uid", "iid", "label", "timestamp", "flag", "not_cold")
 LIST_COLUMNS = ("his", "his_title", "his_author", "his_label")
 FLAGS = {"train": -1, "valid": 0, "test": 1}  # the "flag" column: a row's split (valid_small rows are valid ones)
 # Bumped whenever the processed format or a builder changes, so stale caches are rebuilt.
-FORMAT_VERSION = 3  # 2: meta.json holds the frames' content sha256 (content_sha256); 3: gzip JSON, no pickles
+FORMAT_VERSION = 4  # 2: meta.json holds the frames' content sha256; 3: gzip JSON, no pickles; 4: BX text repaired
 FRAME_SUFFIX = ".json.gz"
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import plain, write_frame, write_json
+from .registry import DATASETS
 from .common import (FLAGS, SPLIT_NAMES, Splits, add_history, add_not_cold, by_flag, make_splits, remap_ids,
                      sample_valid_users, source_record, split_users)
 
@@ -287,8 +288,6 @@ def from_interactions(interactions: pd.DataFrame, titles: pd.DataFrame, spec: In
 
 def check_name(name: str) -> None:
     """A dataset name becomes a folder name (processed cache, runs): plain characters only, no built-in name."""
-    from . import DATASETS  # the package imports this module: the registry is read at call time
-
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_.+=,-" for c in name) \
             or name.startswith("."):
         raise ValueError(f"dataset name {name!r}: use letters, digits and _ . + = , - only (it names folders)")

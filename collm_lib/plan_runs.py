@@ -1,0 +1,96 @@
+"""What reproduce (Table 1, the parts) and figure3 (Figure 3's sweeps) share, below both: the stage runs of a
+profiles.SweepPlan, notebooks 02-04's runs they stand on, sweeps of stage runs, and the phases and deadline of a
+reproduction part. figure3 builds on this module, and reproduce, the orchestrator, runs figure3.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from . import encoders, logs, profiles, runs, stages
+from .data import Splits
+from .io import read_json
+from .llm import LLMConfig
+from .profiles import SweepPlan
+from .sweep import run_sweep
+
+SUBSTITUTE = "amazon-book-msl"  # stands in for Amazon-Book (Figure 3b) where its raw files are absent
+MAKES_ML = "run notebooks 02-04 with this profile first (or: collm reproduce --part mf, then --part ml-1m)"
+MAKES_TABLE1 = "run the table1 part first: collm reproduce --part table1 (notebook 06's Table 1 cells)"
+
+
+class DeadlineReached(BaseException):
+    """Raised by the alarm at --deadline: a BaseException, so no `except Exception` on the way swallows it."""
+
+
+def deadline_alarm(signum, frame) -> None:
+    """The SIGALRM handler of a part with a deadline."""
+    raise DeadlineReached("deadline reached")
+
+
+class Phases:
+    """Seconds per phase of a reproduction, logged as each phase ends and kept for the bundle. A phase starting after
+    `deadline` (time.time()) raises DeadlineReached too: the alarm alone has let a run go on past its deadline (its
+    exception lost somewhere in library code, not found), and this check does not depend on the signal."""
+
+    def __init__(self, progress: bool = True, deadline: float | None = None):
+        self.rows: list[dict[str, Any]] = []
+        self.progress = progress
+        self.deadline = deadline
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if self.deadline is not None and time.time() >= self.deadline:
+            raise DeadlineReached(f"deadline reached before {name}")
+        start = time.perf_counter()
+        status = "stopped"
+        try:
+            yield
+            status = "done"
+        finally:
+            seconds = round(time.perf_counter() - start, 2)
+            self.rows.append({"phase": name, "seconds": seconds, "status": status})
+            logs.say(f"[phase] {name}: {seconds:.1f} s ({status})")
+
+
+def stage_run(plan: SweepPlan, stage: int, dataset: str, seed: int = 2023, llm: LLMConfig | None = None,
+              sweep: bool = False, **mf_changes: Any) -> stages.StageRun:
+    """A stage run of the plan's size (with `sweep`, a Figure 3 point's: plan.sweep over plan.stage); stage 2 sits on
+    the profile's MF for the dataset, changed by `mf_changes`."""
+    config = profiles.stage(plan.profile, stage, dataset=dataset, seed=seed, llm=llm or LLMConfig(),
+                            **plan.stage | (plan.sweep if sweep else {}))
+    mf = profiles.mf(plan.profile, dataset, seed=seed, **mf_changes) if stage == 2 else None
+    return stages.StageRun(config, mf)
+
+
+def main_runs(profile: str, splits: Splits, seed: int = 2023, llm: LLMConfig | None = None,
+              progress: bool = True) -> dict[str, Path]:
+    """The folders of notebooks 02-04's runs of `splits` at the profile's defaults: {"mf", "stage1", "stage2"}.
+    The MF is trained if missing; the stage folders are named whether or not they ran (stage 2's needs a
+    finished stage 1, whose fingerprint is part of its identity)."""
+    llm = llm or LLMConfig()
+    mf = encoders.ensure(splits, profiles.mf(profile, splits.name, seed=seed), progress=progress)
+    first = stages.stage_dir(splits, profiles.stage(profile, 1, dataset=splits.name, seed=seed, llm=llm))
+    second = stages.stage_dir(splits, profiles.stage(profile, 2, dataset=splits.name, seed=seed, llm=llm), first, mf)
+    return {"mf": mf, "stage1": first, "stage2": second}
+
+
+def finished_results(folder: Path, what: str, how: str = MAKES_ML) -> dict:
+    """results.json of the finished run in `folder`, else FileNotFoundError naming it and `how` to make it."""
+    runs.require_finished(folder, what, how)
+    return read_json(folder / "results.json")
+
+
+def sweep_frame(name: str, run: stages.StageRun, grid: dict, splits: Splits, root: Path,
+                stage1_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
+    """sweep.run_sweep of stage runs, stopping at the first error; one row per setting, its run folder located."""
+    fn, upstream = stages.sweep_fns(splits, stage1_dir, progress=progress)
+    frame = run_sweep(name, run, grid, fn, root, errors="raise", progress=progress, upstream=upstream)
+    frame = frame.assign(run_dir=frame["run_dir"].map(runs.locate))  # records keep it relative to the work dir
+    for folder in frame["run_dir"]:  # a setting found finished (or made by a --jobs worker) names its run only here
+        runs.mark_used(folder)
+    return frame
