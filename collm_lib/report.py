@@ -22,9 +22,9 @@ from .io import atomic_path, plain, run_info, write_frame, write_json
 
 def rounded(frame: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     """`frame` for reading: whole numbers without decimals (a whole column, or a count of 2 or more in a mixed one),
-    fractions to `digits` decimals (1 decimal from 100 up), rate columns (`RATE_WORDS`) in scientific notation when
-    tiny, undefined values (None, NaN) blank. Scores keep their decimals even when whole (an AUC of 1.0 is a score).
-    Text, so for showing only."""
+    fractions to `digits` decimals (1 decimal from 100 up and for durations), rate columns (`RATE_WORDS`) in
+    scientific notation when tiny, undefined values (None, NaN) blank. Scores keep their decimals even when whole
+    (an AUC of 1.0 is a score). Text, so for showing only."""
     def text(value: Any, column: str, whole: bool) -> str:
         if value is None or (not isinstance(value, (list, tuple, dict)) and pd.isna(value)):
             return ""
@@ -32,7 +32,7 @@ def rounded(frame: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
             return str(value)
         if "auc" not in column and value.is_integer() and (whole or abs(value) >= 2):
             return f"{value:.0f}"
-        if abs(value) >= 100:
+        if abs(value) >= 100 or any(w in column for w in SECONDS_WORDS):
             return f"{value:.1f}"
         if value != 0 and abs(value) < 10 ** -digits and any(w in column for w in RATE_WORDS):
             return f"{value:.2g}"
@@ -47,6 +47,7 @@ def rounded(frame: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
 
 
 RATE_WORDS = ("lr", "learning rate", "decay")  # column names whose tiny values read best as 1e-05
+SECONDS_WORDS = ("second", "(s)")  # column names of durations: tenths of a second are enough
 
 
 def config_table(config: Any) -> pd.DataFrame:

@@ -27,7 +27,7 @@ def test_rounded_reads_counts_as_integers_and_differences_in_decimals():
                           "AUC difference": [-7.1e-05, 0.0123, 0.0]})
     shown = report.rounded(frame)
     assert list(shown["value"]) == ["455", "0.7205", "1.0000"]  # a count in a mixed column; 1.0 may be a share
-    assert list(shown["seconds"]) == ["3625.1", "12.2500", "7"]
+    assert list(shown["seconds"]) == ["3625.1", "12.2", "7"]
     assert list(shown["AUC difference"]) == ["-0.0001", "0.0123", "0.0000"]  # no 1e-05 outside rate columns
 
 
