@@ -26,19 +26,10 @@ from collm_lib import io, retrieval as R, settings
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from synthetic import synthetic_clusters  # noqa: E402  (test data, not library code)
 
+from paths import portable  # noqa: E402  (benchmarks/paths.py: this script's folder is on sys.path)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 MIN_RECALL, MIN_SPEEDUP = 0.95, 10.0  # the target this benchmark checks
-
-
-def portable(path: str | os.PathLike) -> str:
-    """`path` as the result JSON may carry it (it is committed): `<work_dir>/...` inside the work dir
-    (settings.work_dir), else relative to the repository root, else `<scratch>/<name>`; never this machine's
-    absolute path."""
-    path = Path(path).resolve()
-    for base, label in ((settings.work_dir(), "<work_dir>/"), (settings.REPO_ROOT, "")):
-        if path.is_relative_to(base):
-            return label + path.relative_to(base).as_posix()
-    return f"<scratch>/{path.name}"
 
 
 def ints(text: str) -> list[int]:

@@ -23,18 +23,9 @@ from collm_lib import catalogue as C, io, plan_runs, rerank, retrieval, runs, se
 from collm_lib.data import load_dataset
 from collm_lib.prompts import default_template
 
+from paths import portable  # noqa: E402  (benchmarks/paths.py: this script's folder is on sys.path)
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def portable(path: str | os.PathLike) -> str:
-    """`path` as the result JSON may carry it (it is committed): `<work_dir>/...` inside the work dir
-    (settings.work_dir), else relative to the repository root, else `<scratch>/<name>`; never this machine's
-    absolute path."""
-    path = Path(path).resolve()
-    for base, label in ((settings.work_dir(), "<work_dir>/"), (settings.REPO_ROOT, "")):
-        if path.is_relative_to(base):
-            return label + path.relative_to(base).as_posix()
-    return f"<scratch>/{path.name}"
 
 
 def parse_args() -> argparse.Namespace:
