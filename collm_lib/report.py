@@ -59,7 +59,8 @@ def config_table(config: Any) -> pd.DataFrame:
         fields = list(dict.fromkeys(f for t in tables.values() for f in t.index))
         out = pd.DataFrame({name: [_cell(_field(config[name], f)) for f in fields] for name in config}, index=fields)
         defaults = pd.concat(t["default"] for t in tables.values())
-        out["default"] = [defaults[~defaults.index.duplicated()].get(f, "") for f in fields]
+        defaults = defaults[~defaults.index.duplicated()]
+        out["default"] = [defaults.get(f, "") for f in fields]
         return out.rename_axis("field")
     rows = []
 
@@ -356,7 +357,7 @@ def verdict(long: pd.DataFrame, strongest: pd.DataFrame, profile: str, gpu: pd.D
             row["ours, gpu"] = _pair(g["AUC"].iloc[0], g["UAUC"].iloc[0]) if len(g) else "-"
         if not pd.isna(r["AUC"]):
             row[here] = (f"{_with_interval(r['AUC'], r['AUC lo'], r['AUC hi'])} / "
-                                 f"{_with_interval(r['UAUC'], r['UAUC lo'], r['UAUC hi'], r.get('UAUC note'))}")
+                         f"{_with_interval(r['UAUC'], r['UAUC lo'], r['UAUC hi'], r.get('UAUC note'))}")
         best = strongest[strongest["dataset"] == key]
         if len(best):
             b = best.iloc[0]
