@@ -14,4 +14,6 @@ export COLLM_CACHE_DIR=${COLLM_CACHE_DIR:-$HOME/.cache/collm} TQDM_MININTERVAL=3
 # smoke numbers are held to fp32 expectations on every CPU, with or without bf16 units; bf16 against fp32 is
 # tests/test_precision.py (set COLLM_PRECISION to run the notebooks in another precision)
 export COLLM_PRECISION=${COLLM_PRECISION:-fp32}
+# the real-model bf16 tests run on every CPU: emulated (slow, so they are small) where there are no bf16 units
+export COLLM_TEST_BF16=${COLLM_TEST_BF16:-1}
 .venv/bin/python -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax "$@"
