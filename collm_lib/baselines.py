@@ -69,15 +69,20 @@ def rows_of(splits: Splits, stage_dir: str | Path, split: str = "test") -> pd.Da
     return rows.drop(columns=["_merge", "n"])
 
 
-def on_scored_rows(scores: pd.DataFrame, stage_dir: str | Path, split: str = "test") -> pd.DataFrame:
-    """The rows of `scores` (a method's per-row scores of the whole split: uid, iid, label, score, ...) that a
-    finished stage scored, in the stage's order; repeated (uid, iid) pairs match one to one, in order."""
-    keys = _keyed(scored_keys(stage_dir, split))
-    rows = keys[["uid", "iid", "n"]].merge(_keyed(scores), on=["uid", "iid", "n"], how="left", validate="one_to_one")
+def on_keys(scores: pd.DataFrame, keys: pd.DataFrame, what: str) -> pd.DataFrame:
+    """The rows of `scores` (a method's per-row scores of the whole split: uid, iid, label, score, ...) at the (uid,
+    iid) `keys`, in their order; repeated pairs match one to one, in order. `what` names the keys in the error."""
+    keyed = _keyed(keys[["uid", "iid"]])
+    rows = keyed.merge(_keyed(scores), on=["uid", "iid", "n"], how="left", validate="one_to_one")
     if rows["score"].isna().any():
-        raise ValueError(f"{stage_dir}: {int(rows['score'].isna().sum())} of its scored {split} rows have no score "
-                         "in the given frame: it scored other rows")
+        raise ValueError(f"{what}: {int(rows['score'].isna().sum())} of its rows have no score in the given frame: "
+                         "it scored other rows")
     return rows.drop(columns="n")
+
+
+def on_scored_rows(scores: pd.DataFrame, stage_dir: str | Path, split: str = "test") -> pd.DataFrame:
+    """on_keys at the rows a finished stage scored on `split`."""
+    return on_keys(scores, scored_keys(stage_dir, split), f"{stage_dir}'s scored {split} rows")
 
 
 BASELINE_FILES = ("results.json", "scores_*.csv")

@@ -1,11 +1,12 @@
-"""Notebook 07: CoLLM-FaissRet over each collaborative model, against that model alone and against CTRL(DIN), all
-scored on the same test rows (docs/protocol.md §4.1).
+"""Notebook 07: CoLLM-FaissRet over each collaborative model, against that model alone, against CTRL(DIN) and against
+the best no-training baseline, all scored on the same test rows (docs/protocol.md §4.1).
 
 For every encoder of the plan (profiles.COMPARE): the model alone (encoders.ensure) and, for those in
-`plan.stage2`, stage 2 over it (on the main stage-1 run's LoRA, the encoder's run part of stage 2's identity). The
-per-row scores of all of them and of CTRL(DIN) (the main seed's run of Table 1's replicates) are checked to be the
-same rows; differences are paired user-level bootstraps (report.paired_differences), on all rows and on the warm
-and cold ones.
+`plan.stage2`, stage 2 over it (on the main stage-1 run's LoRA, the encoder's run part of stage 2's identity). Every
+seed that exists counts: MF alone over Table 1's seeds, CoLLM-FaissRet over MF over the seeds notebook 08 made
+(table1.llm_runs), CTRL(DIN) over its seeds; the other encoders and stage 2 over them at the main seed. The
+no-training baselines (popularity, item and user positive rate) are Table 1's. Differences are paired user-level
+bootstraps that resample seeds too (report.paired_differences), on all rows and on the warm and cold ones.
 """
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import baselines, encoders, metrics, profiles, replicates, report, stages
+from . import baselines, encoders, profiles, rates, replicates, report, stages, table1
 from .data import Splits
-from .io import score_rows
 from .llm import LLMConfig
 from .profiles import ComparePlan
 
@@ -54,49 +54,38 @@ def stage2_runs(plan: ComparePlan, splits: Splits, runs: dict[str, Path], seed: 
                                mf_dir=runs[name], progress=progress) for name in plan.stage2}
 
 
-def ctrl_runs(plan: ComparePlan, splits: Splits, seed: int, llm: LLMConfig, n_seeds: int,
-              progress: bool = True) -> pd.DataFrame:
-    """CTRL(DIN)'s seed replicates as Table 1 makes them (notebook 06: the same runs, found finished)."""
+def score_files(plan: ComparePlan, splits: Splits, runs: dict[str, Path], stage2: dict[str, dict], seed: int,
+                llm: LLMConfig, progress: bool = True) -> dict[tuple[str, int | None], Path]:
+    """{(method, seed): its per-row test scores} of every method notebook 07 compares (seed None: none), made unless
+    finished, except the seeds of stage 2 over MF beyond the main one, which are read where notebook 08 made them."""
     table = profiles.plan(plan.profile)
-    frame = replicates.cheap_replicates(plan.profile, {splits.name: splits}, replicates.seeds_from(seed, n_seeds),
-                                        table.ctrl, llm, progress)
-    return frame[frame["method"] == CTRL].reset_index(drop=True)
+    cheap = replicates.cheap_replicates(plan.profile, {splits.name: splits},
+                                        replicates.seeds_from(seed, table.n_seeds), table.ctrl, llm, progress)
+    files: dict[tuple[str, int | None], Path] = {
+        (r.method, None if pd.isna(r.seed) else int(r.seed)): Path(r.scores)
+        for r in cheap.itertuples() if r.method in (CTRL, "Popularity") or (r.method == "MF" and "mf" in runs)}
+    files |= {(alone(name), seed): folder / "test_scores.csv" for name, folder in runs.items()}
+    files |= {(over(name), seed): Path(result["run_dir"]) / "scores_test.csv" for name, result in stage2.items()}
+    if "mf" in stage2:
+        for each, (_, folder) in table1.llm_runs(table, splits, seed, llm, progress=progress).items():
+            files[(over("mf"), each)] = folder / "scores_test.csv"
+    for kind, method in rates.KINDS.items():
+        files[(method, None)] = Path(rates.ensure_rates(splits, kind)["run_dir"]) / "test_scores.csv"
+    return files
 
 
-def same_rows(runs: dict[str, Path], stage2: dict[str, dict], ctrl: pd.DataFrame, seed: int,
-              dataset: str) -> pd.DataFrame:
-    """The per-row test scores of every method (method, dataset, uid, iid, label, score, not_cold) on stage 2's test
-    rows (the whole split, or the profile's sample of users), checked to be the same rows: each encoder alone and
-    CTRL(DIN) at `seed` (their whole-split scores, cut to those rows), and stage 2 over each encoder."""
-    scored = Path(next(iter(stage2.values()))["run_dir"])
-    files = {over(name): Path(result["run_dir"]) / "scores_test.csv" for name, result in stage2.items()}
-    whole = {alone(name): folder / "test_scores.csv" for name, folder in runs.items()}
-    whole[CTRL] = ctrl.loc[ctrl["seed"] == seed, "scores"].iloc[0]
-    parts = [baselines.on_scored_rows(pd.read_csv(path), scored).assign(method=method, dataset=dataset)
-             for method, path in whole.items()]
-    rows = pd.concat([*parts[:-1], score_rows(files).assign(dataset=dataset), parts[-1]], ignore_index=True)
-    rows = rows[["method", "dataset", "uid", "iid", "label", "score", "not_cold"]]
-    baselines.check_same_keys(rows)
+def same_rows(files: dict[tuple[str, int | None], Path], stage2: dict[str, dict], dataset: str) -> pd.DataFrame:
+    """The per-row test scores of every method and seed of `files` (method, dataset, seed, uid, iid, label, score,
+    not_cold), cut to stage 2's test rows (the whole split, or the profile's sample of users) and checked to be the
+    same rows."""
+    keys = baselines.scored_keys(next(iter(stage2.values()))["run_dir"])
+    parts = [baselines.on_keys(pd.read_csv(path), keys, f"{method} seed {each}").assign(method=method, seed=each)
+             for (method, each), path in files.items()]
+    rows = pd.concat(parts, ignore_index=True).assign(dataset=dataset).astype({"seed": "Int64"})
+    rows = rows[["method", "dataset", "seed", "uid", "iid", "label", "score", "not_cold"]]
+    for _, one in rows.groupby("seed", dropna=False):
+        baselines.check_same_keys(one)
     return rows
-
-
-def table(rows: pd.DataFrame, ctrl: pd.DataFrame) -> pd.DataFrame:
-    """One row per method: rows and users scored, AUC, UAUC, warm and cold AUC with their row and user counts; for
-    CTRL(DIN), the mean and spread of its seed replicates beside the main seed's numbers."""
-    out = []
-    for method, part in rows.groupby("method", sort=False):
-        test = metrics.evaluate(part)
-        row = {"method": method, "rows": test["all"]["rows"], "users": int(part["uid"].nunique()),
-               "AUC": test["all"]["auc"], "UAUC": test["all"]["uauc"]}
-        for subset, flag in (("warm", 1), ("cold", 0)):
-            sub = part[part["not_cold"] == flag]
-            row |= {f"{subset} AUC": test.get(subset, {}).get("auc"), f"{subset} rows": len(sub),
-                    f"{subset} users": int(sub["uid"].nunique())}
-        if method == CTRL:
-            row |= {"seeds": len(ctrl), "AUC seed mean": ctrl["AUC"].mean(), "AUC seed std": ctrl["AUC"].std()}
-        out.append(row)
-    return pd.DataFrame(out).astype({c: "Int64" for c in ("rows", "users", "warm rows", "warm users", "cold rows",
-                                                          "cold users")})
 
 
 SUBSETS = ("all", "warm", "cold")  # warm: user and item seen in training (not_cold == 1), as metrics.evaluate
@@ -108,23 +97,59 @@ def subsets(rows: pd.DataFrame) -> pd.DataFrame:
                       rows[rows["not_cold"] == 0].assign(subset="cold")], ignore_index=True)
 
 
+def table(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """One row per method: its seeds, rows and users, AUC and UAUC (the seed mean) with 95 % intervals that resample
+    users and seeds, whether it learned (table1.learned), and warm and cold AUC with their row and user counts."""
+    no_valid = pd.DataFrame(columns=["method", "dataset"])
+    parts = {name: table1.cells(part.drop(columns="subset"), no_valid, seed).set_index("method")
+             for name, part in subsets(rows).groupby("subset", sort=False) if part["label"].nunique() == 2}
+    out = parts["all"][["seeds", "rows", "users", "AUC", "AUC lo", "AUC hi", "UAUC", "UAUC lo", "UAUC hi", "learned",
+                        "note"]].copy()
+    for name in ("warm", "cold"):
+        part = parts.get(name)
+        out[f"{name} AUC"] = None if part is None else part["AUC"]
+        out[f"{name} rows"] = None if part is None else part["rows"]
+        out[f"{name} users"] = None if part is None else part["users"]
+    return out.reset_index()
+
+
 def counts(rows: pd.DataFrame) -> dict[str, tuple[int, int]]:
-    """subset -> (rows, users) of one method's rows (every method has the same)."""
-    one = rows[rows["method"] == rows["method"].iloc[0]]
+    """subset -> (rows, users) of one method's rows of one seed (every method and seed has the same)."""
+    first = rows[(rows["method"] == rows["method"].iloc[0])]
+    one = first[first["seed"].isna()] if first["seed"].isna().all() else first[first["seed"] == first["seed"].min()]
     return {name: (len(part), int(part["uid"].nunique())) for name, part in subsets(one).groupby("subset", sort=False)}
 
 
+def baselines_of(rows: pd.DataFrame, encoder: str) -> list[str]:
+    """Whom CoLLM-FaissRet over `encoder` is compared with: that encoder alone, CTRL(DIN), and every no-training
+    baseline."""
+    return [alone(encoder), CTRL, *[m for m in table1.UNTRAINED if m in set(rows["method"])]]
+
+
 def differences(rows: pd.DataFrame, plan: ComparePlan, seed: int) -> pd.DataFrame:
-    """CoLLM-FaissRet over each encoder minus that encoder alone and minus CTRL(DIN), AUC and UAUC, on all, warm and
-    cold rows: paired user-level bootstrap intervals (report.paired_differences)."""
+    """CoLLM-FaissRet over each encoder minus each of baselines_of, AUC and UAUC, on all, warm and cold rows: paired
+    user-level intervals, seeds resampled where a method has them (report.paired_differences)."""
     split = subsets(rows)
-    parts = [report.paired_differences(split, over(name), [alone(name), CTRL], seed, by=("subset",))
+    parts = [report.paired_differences(split, over(name), baselines_of(rows, name), seed, by=("subset",))
              for name in plan.stage2]
     frame = pd.concat(parts, ignore_index=True)
     frame.attrs = parts[0].attrs
     return frame
 
 
-def verdict(diffs: pd.DataFrame) -> pd.DataFrame:
-    """Against CTRL(DIN) only: one row per (method, rows, metric), the difference, interval and reading."""
-    return diffs[diffs["minus"] == CTRL][["method", "subset", "metric", "difference", "lo", "hi", "users", "reading"]]
+def verdict(diffs: pd.DataFrame, methods: pd.DataFrame) -> pd.DataFrame:
+    """On all rows, each CoLLM-FaissRet against the strongest baseline that learned, trained (the encoder alone or
+    CTRL(DIN)) and no-training, by AUC (`methods`: table's frame): the difference, interval and reading."""
+    learned = methods[methods["learned"]].set_index("method")["AUC"]
+    out = []
+    for method, part in diffs[diffs["subset"] == "all"].groupby("method", sort=False):
+        for kind, pool in (("trained", [m for m in part["minus"].unique() if m not in table1.UNTRAINED]),
+                           ("no-training", [m for m in part["minus"].unique() if m in table1.UNTRAINED])):
+            pool = [m for m in pool if m in learned.index]
+            if not pool:
+                continue
+            best = max(pool, key=lambda m: learned[m])
+            out += [{"method": method, "strongest": kind, **r} for r in
+                    part[part["minus"] == best][["minus", "metric", "difference", "lo", "hi", "seeds", "users",
+                                                 "reading"]].to_dict("records")]
+    return pd.DataFrame(out)

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from . import io, metrics, settings
 from .collab import torch_threads
 from .data import Splits
-from .prompts import default_template, get_template
+from .prompts import default_template, get_template, identity_key
 
 TextEncoder = Callable[[list[str]], np.ndarray]
 
@@ -358,6 +358,30 @@ def load_ctrl(out_dir: str | os.PathLike, device: str | torch.device | None = No
     return model.to(device or "cpu").eval(), config
 
 
+def _identity(splits: Splits, config: CTRLConfig, text_encoder: TextEncoder | None
+              ) -> tuple[CTRLConfig, str, dict[str, Any]]:
+    """(config with its encoder named, identity, upstream) of a CTRL(DIN) run."""
+    from . import runs
+
+    # an LLM text encoder names its model: runs and cached encodings of another LLM are never taken for this one's
+    config = replace(config, encoder=getattr(text_encoder, "model", config.encoder))
+    upstream = {"data": runs.data_fingerprint(splits), "encoder": config.encoder if text_encoder else None}
+    template = identity_key(config.template or default_template(splits.name, with_ids=False))
+    if text_encoder and template:  # a changed prompt is other encodings
+        upstream["template"] = template
+    return config, runs.identity("ctrl", config, upstream), upstream
+
+
+def finished_run(splits: Splits, config: CTRLConfig, text_encoder: TextEncoder | None) -> dict[str, Any] | None:
+    """results.json (with "run_dir") of the finished run that run_ctrl would return, without training; None when
+    there is none."""
+    from . import runs
+
+    _, ident, _ = _identity(splits, config, text_encoder)
+    out = runs.run_dir("ctrl", splits.name, ident)
+    return io.read_json(out / "results.json") | {"run_dir": str(out)} if runs.finished(out, ident) else None
+
+
 def run_ctrl(splits: Splits, config: CTRLConfig, text_encoder: TextEncoder | None,
              out_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
              progress: bool = True) -> dict[str, Any]:
@@ -366,10 +390,7 @@ def run_ctrl(splits: Splits, config: CTRLConfig, text_encoder: TextEncoder | Non
     encoder from llm.text_encoder sets config.encoder to its LLM's name."""
     from . import runs
 
-    # an LLM text encoder names its model: runs and cached encodings of another LLM are never taken for this one's
-    config = replace(config, encoder=getattr(text_encoder, "model", config.encoder))
-    upstream = {"data": runs.data_fingerprint(splits), "encoder": config.encoder if text_encoder else None}
-    ident = runs.identity("ctrl", config, upstream)
+    config, ident, upstream = _identity(splits, config, text_encoder)
     out = Path(out_dir) if out_dir else runs.run_dir("ctrl", splits.name, ident)
     with runs.claim(out, ident) as todo:
         if todo:

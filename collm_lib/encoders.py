@@ -188,6 +188,11 @@ def identity(splits: Splits, config: TrainSettings) -> str:
     return runs.identity(kind_of(config), config, {"data": runs.data_fingerprint(splits)})
 
 
+def default_dir(splits: Splits, config: TrainSettings, work_dir: str | os.PathLike | None = None) -> Path:
+    """The folder ensure() uses for `config` on `splits`, whether or not it ran: runs/<dataset>/<kind>-d<dim>-<id>."""
+    return runs.run_dir(kind_of(config), splits.name, identity(splits, config), f"d{config.dim}", work_dir)
+
+
 def ensure(splits: Splits, config: TrainSettings, out_dir: str | os.PathLike | None = None,
            progress: bool = True, work_dir: str | os.PathLike | None = None) -> Path:
     """The folder of a finished run of `config` on `splits`, trained first unless one is there intact.
@@ -195,7 +200,7 @@ def ensure(splits: Splits, config: TrainSettings, out_dir: str | os.PathLike | N
     Default folder: runs.run_dir(kind, dataset, identity, "d<dim>"); a folder of other settings or data, or
     with damaged weights, is never reused (it is cleared and retrained, saying why)."""
     kind, ident = kind_of(config), identity(splits, config)
-    out = Path(out_dir) if out_dir else runs.run_dir(kind, splits.name, ident, f"d{config.dim}", work_dir)
+    out = Path(out_dir) if out_dir else default_dir(splits, config, work_dir)
     owned = (weights_file(kind), "config.json", "history.csv", "test_scores.csv")
     with runs.claim(out, ident) as todo:
         if todo:

@@ -1,10 +1,15 @@
-"""Figure 3's data: the sweeps notebook 06 plots (and part "figure3" of reproduce runs) and their panels.
+"""Figure 3's data: the sweeps notebook 08 plots (and part "figure3" of reproduce runs), each point CoLLM-FaissRet
+after both stages, with its interval.
 
-figure3_sweeps: the LoRA lr on ML-1M, the FECE lr on the Amazon-Book substitute, and the technical report's FECE lr
-on ML-1M and MF size d, each through sweep.run_sweep at the size of the plan's sweep points (profiles.SweepPlan:
-plan.sweep over plan.stage). The stage-2 sweeps
-stand on stage-1 runs made elsewhere, named by figure3_needs with what makes each (notebook 03; the table1 part),
-and checked before anything runs. figure3_panels says which sweep each figure of notebook 06 draws.
+figure3_sweeps, through sweep.run_sweep at the size of the plan's sweep points (profiles.SweepPlan):
+- (a) the LoRA learning rate on ML-1M: each rate's stage 1, then stage 2 over it (stages.TwoStages), judged by the
+  model after stage 2 as the paper's Figure 3 is ("Impact of learning rate on CoLLM-FaissRet performance");
+- (b) the FECE learning rate of stage 2 on the Amazon-Book substitute, over its stage 1;
+- the technical report's FECE learning rate on ML-1M and MF size d, stage 2 over notebook 03's stage 1.
+ML-1M's points are notebooks 03-04's size, on the whole test split: the setting equal to the main run is that run.
+`points` reads every point's per-row test scores (AUC and UAUC with their intervals) and the paired difference to
+the next setting, which says whether a line may join them (plots.sweep_curve draws none where it is not resolved).
+Every point must be a stage-2 run (`check_stage2`): a sweep that read stage 1's metric would plot another quantity.
 """
 from __future__ import annotations
 
@@ -14,21 +19,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import runs, stages
+from . import metrics, runs, stages
 from .data import Splits, load_dataset
+from .io import read_json
 from .llm import LLMConfig
 from .plan_runs import (MAKES_TABLE1, SUBSTITUTE, Phases, deadline_alarm, finished_results, main_runs, stage_run,
-                        sweep_frame)
+                        sweep_frame, two_stages)
 from .profiles import SweepPlan
 from .sweep import with_overrides
 
 
 def figure3_panels(profile: str) -> dict[str, tuple[str, str, str, str | None, str]]:
-    """Notebook 06's sweep figures: {figure name: (sweep of figure3_sweeps, swept setting, x-axis label, the paper's
+    """Notebook 08's sweep figures: {figure name: (sweep of figure3_sweeps, swept setting, x-axis label, the paper's
     Figure 3 panel or None, title)}."""
     return {
-        f"figure3a_{profile}": ("lora_lr_ml-1m", "stage.lr", "LoRA learning rate", "a",
-                                "(a) ML-1M: LoRA learning rate (stage 1)"),
+        f"figure3a_{profile}": ("lora_lr_ml-1m", "stage1.lr", "LoRA learning rate (stage 1)", "a",
+                                "(a) ML-1M: LoRA learning rate, CoLLM-FaissRet after stage 2"),
         f"figure3b_{profile}": (f"fece_lr_{SUBSTITUTE}", "stage.lr", "FECE learning rate", "b",
                                 "(b) Amazon-Book substitute: FECE learning rate (paper: Amazon-Book)"),
         f"fece_lr_ml-1m_{profile}": ("fece_lr_ml-1m", "stage.lr", "FECE learning rate", None,
@@ -51,11 +57,12 @@ def figure3_needs(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, 
 def figure3_sweeps(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: LLMConfig | None = None,
                    progress: bool = True, phases: Phases | None = None, jobs: int = 1,
                    data_dir: str | None = None, deadline: float | None = None) -> dict[str, pd.DataFrame]:
-    """Figure 3 (a) and (b) and the technical report's sweeps; one frame per sweep, one row per setting.
+    """Figure 3 (a) and (b) and the technical report's sweeps; one frame per sweep, one row per setting, "run_dir"
+    its stage-2 run.
 
-    Stage-2 sweeps stand on finished stage-1 runs made elsewhere (figure3_needs): ML-1M's is notebook 03's, the
-    substitute's is the one Table 1 made; each missing one fails here, naming what makes it. The embedding-size
-    sweep trains its own MFs (the plan's MF settings), each in its own run folder.
+    The stage-2 sweeps stand on finished stage-1 runs made elsewhere (figure3_needs): ML-1M's is notebook 03's, the
+    substitute's is Table 1's (notebook 08); each missing one fails here, naming what makes it. Sweep (a) makes its
+    own stage-1 runs; the embedding-size sweep trains its own MFs, each in its own run folder.
     """
     llm, phases = llm or LLMConfig(), phases or Phases(progress)
     root = runs.sweep_root(plan.profile)
@@ -64,12 +71,13 @@ def figure3_sweeps(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
     for what, (folder, how) in needs.items():
         finished_results(folder, what, how)
     ml_stage1, sub_stage1 = needs["ML-1M stage 1"][0], needs[f"{SUBSTITUTE} stage 1"][0]
-    lrs = {"stage.lr": list(plan.lrs)}
+    lrs = list(plan.lrs)
     sweeps = {  # name: (sweep folder, base run, grid, data, stage 1 it stands on)
-        "lora_lr_ml-1m": ("ml-1m/lora_lr", stage_run(plan, 1, "ml-1m", seed, llm, sweep=True), lrs, ml, None),
-        f"fece_lr_{SUBSTITUTE}": (f"{SUBSTITUTE}/fece_lr", stage_run(plan, 2, SUBSTITUTE, seed, llm, sweep=True), lrs,
-                                  sub, sub_stage1),
-        "fece_lr_ml-1m": ("ml-1m/fece_lr", stage_run(plan, 2, "ml-1m", seed, llm, sweep=True), lrs, ml, ml_stage1),
+        "lora_lr_ml-1m": ("ml-1m/lora_lr", two_stages(plan, "ml-1m", seed, llm), {"stage1.lr": lrs}, ml, None),
+        f"fece_lr_{SUBSTITUTE}": (f"{SUBSTITUTE}/fece_lr", stage_run(plan, 2, SUBSTITUTE, seed, llm, sweep=True),
+                                  {"stage.lr": lrs}, sub, sub_stage1),
+        "fece_lr_ml-1m": ("ml-1m/fece_lr", stage_run(plan, 2, "ml-1m", seed, llm, sweep=True), {"stage.lr": lrs}, ml,
+                          ml_stage1),
         "mf_dim_ml-1m": ("ml-1m/mf_dim", stage_run(plan, 2, "ml-1m", seed, llm, sweep=True, **plan.mf),
                          {"mf.dim": list(plan.dims)}, ml, ml_stage1),
     }
@@ -98,3 +106,48 @@ def _sweep_setting(task: tuple) -> None:
         signal.signal(signal.SIGALRM, deadline_alarm)
         signal.alarm(max(1, int(deadline - time.time())))
     sweep_frame(folder, run, grid, load_dataset(dataset, data_dir), root, stage1_dir, progress=False)
+
+
+def check_stage2(frame: pd.DataFrame, name: str) -> None:
+    """Raise unless every point of a Figure 3 sweep is a stage-2 run: the figure plots CoLLM-FaissRet after both
+    stages, never the text-only stage 1."""
+    kinds = {str(folder): read_json(Path(folder) / "identity.json").get("kind") for folder in frame["run_dir"]}
+    wrong = {folder: kind for folder, kind in kinds.items() if kind != "stage2"}
+    if wrong:
+        raise ValueError(f"{name}: points of {sorted(set(wrong.values()))} runs, not stage 2: {sorted(wrong)[:2]}; "
+                         "Figure 3 plots CoLLM-FaissRet after both stages")
+
+
+def scores(frame: pd.DataFrame, x: str) -> pd.DataFrame:
+    """The per-row test scores of every point of a sweep (x: the swept setting, e.g. "stage1.lr"), with a column
+    of its value: what the figure's table recomputes from."""
+    return stages.sweep_scores(frame).merge(frame[["setting", x]], on="setting")
+
+
+def points(frame: pd.DataFrame, x: str, name: str, seed: int) -> pd.DataFrame:
+    """One row per setting of a sweep, in the order of x: test AUC and UAUC with their 95 % user-level intervals,
+    rows and users, stage 2's kept step and valid AUC, and the paired difference to the next setting (AUC, on the
+    same rows) with whether it is resolved: a line joins two points only then."""
+    check_stage2(frame, name)
+    per_row = scores(frame, x)
+    out = []
+    for _, r in frame.sort_values(x).iterrows():
+        rows = per_row[per_row["setting"] == r["setting"]]
+        boot = metrics.bootstrap(rows, seed=seed, **metrics.BOOTSTRAP)
+        out.append({x: r[x], "setting": r["setting"], "test_auc": boot["auc"], "test_auc_lo": boot["auc_lo"],
+                    "test_auc_hi": boot["auc_hi"], "test_uauc": boot["uauc"], "test_uauc_lo": boot["uauc_lo"],
+                    "test_uauc_hi": boot["uauc_hi"], "test_rows": boot["rows"], "users": boot["users"],
+                    "uauc_users": metrics.uauc(rows["uid"], rows["label"], rows["score"]).n_users,
+                    "valid_auc": r["valid_auc"], "best_step": r["best_step"],
+                    **({"stage1_valid_auc": r["stage1_valid_auc"]} if "stage1_valid_auc" in r else {})})
+    table = pd.DataFrame(out)
+    steps = [None]
+    for before, after in zip(table["setting"], table["setting"].iloc[1:]):
+        diff = metrics.paired_difference(per_row[per_row["setting"] == after], per_row[per_row["setting"] == before],
+                                         seed=seed, **metrics.BOOTSTRAP)
+        steps.append(diff)
+    table["AUC change from previous"] = [d and d["auc"] for d in steps]
+    table["change lo"] = [d and d["auc_lo"] for d in steps]
+    table["change hi"] = [d and d["auc_hi"] for d in steps]
+    table["resolved from previous"] = [bool(d and (d["auc_lo"] > 0 or d["auc_hi"] < 0)) for d in steps]
+    return table

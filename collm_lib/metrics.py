@@ -253,6 +253,49 @@ def _intervals(points: dict[str, float | None], values: dict[str, np.ndarray], l
     return out
 
 
+def _keys(frame: pd.DataFrame) -> np.ndarray | None:
+    """The sorted (uid, iid) keys of a frame's rows, None without an iid column."""
+    if "iid" not in frame:
+        return None
+    return np.sort(np.asarray(frame["uid"], dtype=np.int64) * (1 << 32) + np.asarray(frame["iid"], dtype=np.int64))
+
+
+def by_seed(frame: pd.DataFrame) -> list[pd.DataFrame]:
+    """A method's per-row scores split into one frame per seed (its "seed" column); one frame when it has no such
+    column or a single seed."""
+    if "seed" not in frame or frame["seed"].nunique(dropna=False) <= 1:
+        return [frame]
+    return [part for _, part in frame.groupby("seed", sort=True, dropna=False)]
+
+
+def _seed_parts(frame: pd.DataFrame, n_boot: int, level: float, what: str) -> list[pd.DataFrame]:
+    """by_seed(frame), each part checked; the seeds must have scored the same (uid, iid) rows."""
+    parts = by_seed(frame)
+    for part in parts:
+        _check_bootstrap(part, n_boot, level)
+    first = _keys(parts[0])
+    if len(parts) > 1 and any(_keys(p) is None or len(_keys(p)) != len(first) or not np.array_equal(_keys(p), first)
+                              for p in parts):
+        raise ValueError(f"{what}: its seeds scored other (uid, iid) rows; each seed must score the same rows")
+    return parts
+
+
+def _resampled_seeds(parts: list[pd.DataFrame], n_boot: int, seed: int, stream: int
+                     ) -> tuple[dict[str, float | None], dict[str, np.ndarray], int]:
+    """(points: each metric's mean over the seeds, resampled values, users). Each resample draws users (the same
+    draws for every seed: they depend only on the users and `seed`) and one of the seeds (from the generator
+    (seed, stream)), so the interval carries both the sampling of users and the spread over seeds."""
+    runs = [_resampled(part, n_boot, seed) for part in parts]
+    points = [_points(part) for part in parts]
+    mean = {k: None if any(p[k] is None for p in points) else float(np.mean([p[k] for p in points])) for k in points[0]}
+    if len(parts) == 1:
+        return mean, {"auc": runs[0][0], "uauc": runs[0][1]}, runs[0][2]
+    pick = np.random.default_rng([seed, stream]).integers(len(parts), size=n_boot)
+    columns = np.arange(n_boot)
+    values = {name: np.stack([r[i] for r in runs])[pick, columns] for i, name in enumerate(("auc", "uauc"))}
+    return mean, values, runs[0][2]
+
+
 def bootstrap(frame: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed: int = 2023) -> dict[str, Any]:
     """User-level bootstrap percentile intervals for AUC and UAUC of frame's (uid, label, score) rows.
 
@@ -262,12 +305,18 @@ def bootstrap(frame: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed
     counts as row weights (equal to `auc` on the concatenated rows); its UAUC is the draw-weighted mean of the
     per-user AUCs, which are computed once. Resamples where a metric is undefined (one class; no user with both
     classes) are counted in n_undefined_* and left out.
+
+    A frame with a "seed" column holding several seeds (the same rows scored by each seed's run) gives the mean over
+    the seeds, and an interval that resamples the seeds too: each resample takes one seed's scores at random
+    (_resampled_seeds), so it is as wide as users and seeds together make it.
     """
-    _check_bootstrap(frame, n_boot, level)
-    boot_auc, boot_uauc, n_users = _resampled(frame, n_boot, seed)
-    out = _intervals(_points(frame), {"auc": boot_auc, "uauc": boot_uauc}, level)
+    parts = _seed_parts(frame, n_boot, level, "bootstrap")
+    points, values, n_users = _resampled_seeds(parts, n_boot, seed, 1)
+    out = _intervals(points, values, level)
     return out | {"n_boot": int(n_boot), "level": float(level), "seed": seed, "users": int(n_users),
-                  "rows": int(len(frame)), "method": "user-level bootstrap, percentile interval"}
+                  "rows": int(len(parts[0])), "seeds": len(parts),
+                  "method": "user-level bootstrap, percentile interval" + (" (users and seeds)" if len(parts) > 1
+                                                                             else "")}
 
 
 def paired_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, level: float = 0.95,
@@ -276,25 +325,29 @@ def paired_difference(a: pd.DataFrame, b: pd.DataFrame, n_boot: int = 1000, leve
     difference: each resample draws the same users for both (bootstrap's draws depend only on the users and the
     seed), so what the two methods share cancels and the interval is that of the difference itself, narrower than
     comparing two separate intervals. The (uid, iid) rows must be the same multiset: ValueError otherwise.
+    With a "seed" column, every seed of a method counts: the difference of the seed means, each resample taking one
+    seed of a and one of b at random (independently: their runs are), so the seed spread of both widens it.
     share_below_0 / share_above_0: the resamples where the difference is < 0 / > 0 (of those where it is defined)."""
-    for frame in (a, b):
-        _check_bootstrap(frame, n_boot, level)
-    keys = [np.sort(np.asarray(f["uid"], dtype=np.int64) * (1 << 32) + np.asarray(f["iid"], dtype=np.int64))
-            for f in (a, b)] if {"iid"} <= set(a) and {"iid"} <= set(b) else None
-    if keys is None or len(keys[0]) != len(keys[1]) or not np.array_equal(*keys):
-        raise ValueError(f"paired_difference: the two frames must hold the same (uid, iid) rows ({len(a)} and "
-                         f"{len(b)} rows given); score both methods on one set of rows (baselines.rows_of)")
-    (a_auc, a_uauc, n_users), (b_auc, b_uauc, _) = (_resampled(f, n_boot, seed) for f in (a, b))
-    pa, pb = _points(a), _points(b)
+    parts = {name: _seed_parts(f, n_boot, level, f"paired_difference ({name})") for name, f in (("a", a), ("b", b))}
+    keys = [_keys(parts[name][0]) for name in ("a", "b")]
+    if keys[0] is None or keys[1] is None or len(keys[0]) != len(keys[1]) or not np.array_equal(*keys):
+        raise ValueError(f"paired_difference: the two frames must hold the same (uid, iid) rows ({len(parts['a'][0])} "
+                         f"and {len(parts['b'][0])} rows given); score both methods on one set of rows "
+                         "(baselines.rows_of)")
+    (pa, va, n_users), (pb, vb, _) = (_resampled_seeds(parts[name], n_boot, seed, stream)
+                                      for name, stream in (("a", 1), ("b", 2)))
     points = {k: None if pa[k] is None or pb[k] is None else pa[k] - pb[k] for k in pa}
-    values = {"auc": a_auc - b_auc, "uauc": a_uauc - b_uauc}
+    values = {k: va[k] - vb[k] for k in va}
     out = _intervals(points, values, level)
     for name, diffs in values.items():
         ok = diffs[~np.isnan(diffs)]
         out |= {f"{name}_share_below_0": float((ok < 0).mean()) if ok.size else None,
                 f"{name}_share_above_0": float((ok > 0).mean()) if ok.size else None}
+    seeds = (len(parts["a"]), len(parts["b"]))
     return out | {"n_boot": int(n_boot), "level": float(level), "seed": seed, "users": int(n_users),
-                  "rows": int(len(a)), "method": "paired user-level bootstrap, percentile interval"}
+                  "rows": int(len(parts["a"][0])), "seeds": seeds,
+                  "method": "paired user-level bootstrap, percentile interval" + (
+                      " (users and seeds)" if max(seeds) > 1 else "")}
 
 
 # ---- top-K ranking metrics for retrieval -------------------------------------------------------

@@ -135,6 +135,15 @@ def _selected(entry: dict[str, Any], out_dir: str | os.PathLike | None) -> pd.Da
     return rows[(rows["not_cold"] == 1) == (part == "warm")] if "not_cold" in rows else rows.iloc[:0]
 
 
+def _point(rows: pd.DataFrame, metric: str) -> float | int | None:
+    """`metric` of one method's rows; with several seeds (a "seed" column), the mean over the seeds, as the tables
+    report it (a count: one seed's)."""
+    values = [metrics.evaluate(part)["all"][metric] for part in metrics.by_seed(rows)]
+    if metric in ("rows", "uauc_users") or len(values) == 1:
+        return values[0]
+    return None if any(v is None for v in values) else sum(values) / len(values)
+
+
 def recompute(entry: dict[str, Any], out_dir: str | os.PathLike | None = None) -> float | int | None:
     """Recompute a `from_rows` or `paired` number from the per-row scores saved beside its table."""
     rows = _selected(entry, out_dir)
@@ -142,11 +151,11 @@ def recompute(entry: dict[str, Any], out_dir: str | os.PathLike | None = None) -
         other = _selected(entry | {"where": entry["minus"]}, out_dir)
         if "bound" in entry:
             return metrics.paired_difference(rows, other, **entry["bootstrap"])[f"{entry['metric']}_{entry['bound']}"]
-        a, b = (metrics.evaluate(r)["all"][entry["metric"]] if len(r) else None for r in (rows, other))
+        a, b = (_point(r, entry["metric"]) if len(r) else None for r in (rows, other))
         return None if a is None or b is None else a - b
     if rows.empty:  # e.g. no cold rows in a small sample: a count of nothing is 0, a metric of nothing undefined
         return 0 if entry["metric"] in ("rows", "uauc_users") else None
-    return metrics.evaluate(rows)["all"][entry["metric"]]
+    return _point(rows, entry["metric"])
 
 
 def resolution(entry: dict[str, Any], out_dir: str | os.PathLike | None = None) -> float:

@@ -59,10 +59,11 @@ class Phases:
 
 def stage_run(plan: SweepPlan, stage: int, dataset: str, seed: int = 2023, llm: LLMConfig | None = None,
               sweep: bool = False, **mf_changes: Any) -> stages.StageRun:
-    """A stage run of the plan's size (with `sweep`, a Figure 3 point's: plan.sweep over plan.stage); stage 2 sits on
-    the profile's MF for the dataset, changed by `mf_changes`."""
-    config = profiles.stage(plan.profile, stage, dataset=dataset, seed=seed, llm=llm or LLMConfig(),
-                            **plan.stage | (plan.sweep if sweep else {}))
+    """A stage run of the plan's size: ML-1M's at notebooks 03-04's (the profile's), the other datasets' with
+    plan.stage over it; with `sweep`, a Figure 3 point's, plan.sweep over that. Stage 2 sits on the profile's MF for
+    the dataset, changed by `mf_changes`."""
+    sizes = ({} if dataset == "ml-1m" else plan.stage) | (plan.sweep if sweep else {})
+    config = profiles.stage(plan.profile, stage, dataset=dataset, seed=seed, llm=llm or LLMConfig(), **sizes)
     mf = profiles.mf(plan.profile, dataset, seed=seed, **mf_changes) if stage == 2 else None
     return stages.StageRun(config, mf)
 
@@ -85,10 +86,18 @@ def finished_results(folder: Path, what: str, how: str = MAKES_ML) -> dict:
     return read_json(folder / "results.json")
 
 
-def sweep_frame(name: str, run: stages.StageRun, grid: dict, splits: Splits, root: Path,
+def two_stages(plan: SweepPlan, dataset: str, seed: int = 2023, llm: LLMConfig | None = None) -> stages.TwoStages:
+    """Stage 1 then stage 2 of the plan's Figure 3 points on `dataset`, over the profile's MF (Figure 3(a))."""
+    first, second = (stage_run(plan, k, dataset, seed, llm, sweep=True) for k in (1, 2))
+    return stages.TwoStages(first.stage, second.stage, second.mf)
+
+
+def sweep_frame(name: str, run: stages.StageRun | stages.TwoStages, grid: dict, splits: Splits, root: Path,
                 stage1_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
-    """sweep.run_sweep of stage runs, stopping at the first error; one row per setting, its run folder located."""
-    fn, upstream = stages.sweep_fns(splits, stage1_dir, progress=progress)
+    """sweep.run_sweep of stage runs (StageRun: one stage; TwoStages: both), stopping at the first error; one row per
+    setting, its (stage 2's) run folder located."""
+    fn, upstream = (stages.two_stage_fns(splits, progress) if isinstance(run, stages.TwoStages)
+                    else stages.sweep_fns(splits, stage1_dir, progress=progress))
     frame = run_sweep(name, run, grid, fn, root, errors="raise", progress=progress, upstream=upstream)
     frame = frame.assign(run_dir=frame["run_dir"].map(runs.locate))  # records keep it relative to the work dir
     for folder in frame["run_dir"]:  # a setting found finished (or made by a --jobs worker) names its run only here

@@ -148,20 +148,28 @@ def _every(frame: pd.DataFrame) -> int:
 
 @_styled
 def stage_curve(history: pd.DataFrame, best_step: int, *, stage: int, dataset: str, n_train_rows: int,
-                n_valid_rows: int, n_valid_users: int, subtitle: str = "") -> Figure:
-    """Stage 1/2 training: validation AUC per evaluation step on an AUC scale that holds chance (0.5, dotted), the
-    kept step dashed and its AUC ringed; mean training loss per evaluation interval (train.fit's history: the
-    per-step batch losses summed since the previous evaluation, divided by the steps, not the last batch's loss)."""
+                n_valid_rows: int, n_valid_users: int, subtitle: str = "",
+                intervals: pd.DataFrame | None = None) -> Figure:
+    """Stage 1/2 training: validation AUC per evaluation step on an AUC scale that holds chance (0.5, dotted), with
+    its 95 % interval where `intervals` (stages.curve_intervals: step, lo, hi) gives it, the kept step dashed and its
+    AUC ringed; mean training loss per evaluation interval (train.fit's history: the per-step batch losses summed
+    since the previous evaluation, divided by the steps, not the last batch's loss)."""
     _require(history, ["step", "loss", "valid_auc"], "stage_curve history")  # lr, seconds: used when present
     hist = pd.DataFrame(history).sort_values("step")
     fig, (ax_auc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     _line(ax_auc, hist["step"], hist["valid_auc"], 0, f"validation AUC ({_sample(n_valid_rows, n_valid_users)})")
+    if intervals is not None:
+        auc = intervals["valid_auc"].to_numpy(float)
+        ax_auc.errorbar(intervals["step"].to_numpy(float), auc, fmt="none", ecolor="C0", capsize=4,
+                        yerr=[auc - intervals["lo"].to_numpy(float), intervals["hi"].to_numpy(float) - auc],
+                        label="95 % interval (users resampled)")
     # The history's loss is the mean over the steps since the previous evaluation, not the last batch's loss.
     _line(ax_loss, hist["step"], hist["loss"], 1, "mean training loss per interval", color="C3")
     kept = hist.loc[hist["step"] == best_step, "valid_auc"]
     _kept(ax_auc, best_step, "step", float(kept.iloc[0]) if len(kept) else None, "validation AUC")
     _kept(ax_loss, best_step, "step")
-    _auc_axis(ax_auc, hist["valid_auc"])
+    _auc_axis(ax_auc, pd.concat([hist["valid_auc"]] + ([intervals["lo"], intervals["hi"]] if intervals is not None
+                                                      else [])))
     if _few(n_valid_rows, n_valid_users):
         _note(ax_auc, f"validation: {_sample(n_valid_rows, n_valid_users)} — indicative only")
     for ax in (ax_auc, ax_loss):
@@ -194,43 +202,56 @@ def _unique(frame: pd.DataFrame, column: str) -> int | None:
     return int(values[0]) if len(values) == 1 else None
 
 
+def _points_with_intervals(ax: Axes, frame: pd.DataFrame, x: str, metric: str, label: str) -> None:
+    """Ours at each setting with its 95 % interval; a segment joins two neighbouring settings only where their paired
+    difference is resolved (column "resolved from previous"), so no line suggests a trend the rows do not show."""
+    rows = frame.dropna(subset=[metric]).sort_values(x)
+    xs, ys = rows[x].to_numpy(float), rows[metric].to_numpy(float)
+    below, above = ys - rows[f"{metric}_lo"].to_numpy(float), rows[f"{metric}_hi"].to_numpy(float) - ys
+    ax.errorbar(xs, ys, yerr=[below, above], fmt="o", color="C0", markersize=7, capsize=4, label=f"{label} (95 % CI)",
+                zorder=3)
+    if metric == "test_auc" and "resolved from previous" in rows:
+        joined = rows["resolved from previous"].to_numpy(bool)
+        for i in np.flatnonzero(joined[1:]) + 1:
+            ax.plot(xs[i - 1:i + 1], ys[i - 1:i + 1], color="C0", linewidth=1.5, zorder=2)
+
+
 @_styled
 def sweep_curve(frame: pd.DataFrame, x: str, *, x_label: str, title: str, paper: pd.DataFrame | None = None,
                 n_test_rows: int | None = None, n_test_users: int | None = None,
-                n_uauc_users: int | None = None, log_x: bool = True, show_valid: bool = False) -> Figure:
-    """Test AUC and UAUC against a swept setting: ours as a line, the paper's reported values (when given) as hollow
-    black markers without a line, chance (0.5) dotted; both panels on one AUC scale, so the AUC and UAUC panels
-    compare at a glance. A panel whose points rest on under ~100 rows or ~10 users says so.
+                n_uauc_users: int | None = None, log_x: bool = True) -> Figure:
+    """Test AUC and UAUC against a swept setting (figure3.points' frame): ours as points with their 95 % intervals,
+    joined only where the paired difference between neighbours is resolved; the paper's reported values (when given)
+    as hollow black markers, chance (0.5) dotted; both panels on one AUC scale. A panel whose points rest on under
+    ~100 rows or ~10 users says so.
 
     Counts default to the frame's `test_rows` / `users` / `uauc_users` columns when those hold a single value.
     """
-    _require(frame, [x, "test_auc", "test_uauc"] + (["valid_auc"] if show_valid else []), "sweep_curve frame")
+    _require(frame, [x, "test_auc", "test_auc_lo", "test_auc_hi", "test_uauc", "test_uauc_lo", "test_uauc_hi"],
+             "sweep_curve frame")
     if paper is not None:
         _require(paper, [x, "auc", "uauc"], "sweep_curve paper")
     n_test_rows = n_test_rows if n_test_rows is not None else _unique(frame, "test_rows")
     n_test_users = n_test_users if n_test_users is not None else _unique(frame, "users")
     n_uauc_users = n_uauc_users if n_uauc_users is not None else _unique(frame, "uauc_users")
     ours = frame.sort_values(x)
-    shown = [ours["test_auc"], ours["test_uauc"]] + ([ours["valid_auc"]] if show_valid else []) \
+    shown = [ours[c] for c in ("test_auc_lo", "test_auc_hi", "test_uauc_lo", "test_uauc_hi")] \
         + ([paper["auc"], paper["uauc"]] if paper is not None else [])
-    limits = _auc_limits(pd.concat(shown))  # one scale for both panels
+    limits = _auc_limits(pd.concat(shown).dropna())  # one scale for both panels
     few = _few(n_test_rows, n_test_users)
     caveat = f"ours: {_sample(n_test_rows, n_test_users)} — indicative only"
-    # Shared x: a panel without any line keeps the other panel's scale instead of a meaningless 0..1.
+    # Shared x: a panel without any point keeps the other panel's scale instead of a meaningless 0..1.
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained", sharex=True)
     for ax, metric, ref_col, name in zip(axes, ("test_auc", "test_uauc"), ("auc", "uauc"), ("AUC", "UAUC")):
         rows = ours.dropna(subset=[metric])
         if len(rows):
-            _line(ax, rows[x], rows[metric], 0, f"ours, test {name}")
-        if show_valid and metric == "test_auc":
-            valid = ours.dropna(subset=["valid_auc"])
-            _line(ax, valid[x], valid["valid_auc"], 2, "ours, validation AUC", color="C2")
+            _points_with_intervals(ax, ours, x, metric, f"ours, test {name}")
         if paper is not None:  # reference points, not a competing curve: hollow markers, no line
             ref = paper.sort_values(x).dropna(subset=[ref_col])
             ax.plot(ref[x].to_numpy(float), ref[ref_col].to_numpy(float), linestyle="none", marker="D",
                     markersize=7, markerfacecolor="none", markeredgecolor="black", markeredgewidth=1.3,
                     label=f"paper, test {name}", zorder=3)
-        if ax.lines:
+        if ax.lines or ax.containers:
             _chance(ax)
         ax.set_ylim(*limits)
         if not len(rows):  # an empty panel would read as a plotting bug; say why instead
@@ -249,13 +270,15 @@ def sweep_curve(frame: pd.DataFrame, x: str, *, x_label: str, title: str, paper:
         ax.set_xticks(values, [f"{v:g}" for v in values], rotation=30 if len(values) > 4 else 0)
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel(x_label + (" (log scale)" if log_x and "log" not in x_label else ""))
-        ax.set_ylabel("test / validation AUC" if show_valid and name == "AUC" else f"test {name}")
+        ax.set_ylabel(f"test {name}")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best")
     detail = "ours: " + (f"{n_test_rows:,} test rows" if n_test_rows is not None else "test rows: count not given") \
         + (f", {_users(n_test_users)}" if n_test_users is not None else "") \
         + (f"; UAUC over {_users(n_uauc_users)} with both labels" if n_uauc_users is not None else "") \
-        + (" — indicative only" if few else "")
+        + (" — indicative only" if few else "") \
+        + ("; a line joins two settings only where their paired AUC difference is resolved"
+           if "resolved from previous" in ours else "")
     _title(fig, title, detail + ("; hollow black diamonds: the paper's reported values" if paper is not None else ""))
     return fig
 
@@ -474,7 +497,7 @@ def paired_intervals(diffs: pd.DataFrame, counts: dict[str, tuple[int, int]], *,
                           [f"{m}\nminus {o}" for m, o in pairs])
     axes[0][0].invert_yaxis()
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right center", fontsize="small")
-    _title(fig, "CoLLM-FaissRet over each collaborative model, against it and CTRL(DIN), same rows",
+    _title(fig, "CoLLM-FaissRet over each collaborative model, against it and the other baselines, same rows",
            "right of 0: CoLLM-FaissRet ahead; an interval across 0: these rows cannot tell; "
            + "; ".join(f"{s}: {_sample(*counts[s])}" for s in subsets) + (f". {subtitle}" if subtitle else ""))
     return fig

@@ -35,7 +35,9 @@ def _quoted(titles: Sequence[str]) -> str:
 
 
 def _books(titles: Sequence[str], authors: Sequence[str]) -> str:
-    return ", ".join(f'"{t}" by {a}' for t, a in zip(titles, authors)) if len(titles) else EMPTY_HISTORY
+    """A book list; an empty one stays empty, as in TALLRec's book prompts ("User Preference: " with nothing after it
+    for a user who liked none of their history; docs/protocol.md §5.1)."""
+    return ", ".join(f'"{t}" by {a}' for t, a in zip(titles, authors))
 
 
 def movie_fields(row: pd.Series, max_history: int) -> dict[str, str]:
@@ -105,8 +107,9 @@ TEMPLATES: dict[str, Template] = {
         Template("item_text", 1, (_ITEM_Q + _ITEM_ASK + _TAIL,), movie_fields),
         Template("item_id", 1, (_ITEM_Q + _FEATURE_USER, USER_SLOT, "." + _ITEM_ASK + " with the feature ",
                                 ITEM_SLOT, _TAIL), movie_fields),
-        Template("book_text", 1, (_BOOK_Q + _BOOK_ASK + _TAIL,), book_fields),
-        Template("book_id", 1, (_BOOK_Q + _FEATURE_USER, USER_SLOT, "." + _BOOK_ASK + " with the feature ",
+        # version 2: an empty liked or disliked list is empty, as TALLRec's, no longer "none"
+        Template("book_text", 2, (_BOOK_Q + _BOOK_ASK + _TAIL,), book_fields),
+        Template("book_id", 2, (_BOOK_Q + _FEATURE_USER, USER_SLOT, "." + _BOOK_ASK + " with the feature ",
                                 ITEM_SLOT, _TAIL), book_fields),
         *(t for name, question in (("amazon", _AMAZON_Q), ("amazon_msl", _MSL_Q)) for t in (
             Template(f"{name}_text", 1, (question + _TITLE_ASK + _TAIL,), movie_fields),
@@ -125,6 +128,13 @@ def get_template(name: str) -> Template:
 # The built-in datasets' template kinds (collm_lib.data.DATASETS); any other dataset is your own: item_*.
 DATASET_KINDS = {"ml-1m": "movie", "ml-1m-raw": "movie", "bookcrossing": "book", "bookcrossing-multi": "book",
                  "amazon-book": "amazon", "amazon-book-msl": "amazon_msl"}
+
+
+def identity_key(name: str) -> str | None:
+    """What a run's identity records of its prompt template: its key (name@version) once the template has changed
+    since its first version, None before (runs made then keep the identities they had)."""
+    template = get_template(name)
+    return template.key if template.version > 1 else None
 
 
 def default_template(dataset: str, with_ids: bool) -> str:

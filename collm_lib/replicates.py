@@ -1,10 +1,6 @@
-"""Uncertainty of Table 1 (docs/protocol.md §7.5): seed replicates and user-level bootstrap intervals.
-
-Two kinds, both from saved per-row scores:
-- seed spread: MF, popularity and CTRL(DIN) trained over several seeds and scored on the full test split (cheap on
-  any machine), the LLM stages over the plan's LLM seeds (a GPU job); reported as mean and standard deviation;
-- sampling interval: a 95 % user-level bootstrap of AUC and UAUC for every cell scored on the LLM stages' rows
-  (`metrics.bootstrap`): how much the number would move on another draw of test users.
+"""Seed replicates of the cheap models (docs/protocol.md §7.5): MF and CTRL(DIN) trained over several seeds and
+scored on the full test split, and popularity (no seed), made unless finished. Table 1 (table1.py) cuts their
+per-row scores to its rows and reads every seed; its intervals resample users and seeds (metrics.bootstrap).
 """
 from __future__ import annotations
 
@@ -13,9 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from . import ctrl, encoders, io, metrics, popularity, profiles, runs
+from . import ctrl, encoders, io, popularity, profiles, runs
 from .data import Splits, load_dataset
-from .io import score_rows
 from .llm import LLMConfig, text_encoder
 
 
@@ -36,11 +31,17 @@ def replicate_row(method: str, dataset: str, seed: int | None, test: dict[str, A
 
 
 def _mf_and_ctrl(profile: str, data: Splits, seed: int, ctrl_overrides: dict[str, Any],
-                 encoder: ctrl.TextEncoder | None, progress: bool) -> tuple[Path, dict[str, Any]]:
-    """MF's run folder and CTRL(DIN)'s results of one dataset at one seed, made unless finished."""
-    mf_dir = encoders.ensure(data, profiles.mf(profile, data.name, seed=seed), progress=progress)
-    made = ctrl.run_ctrl(data, profiles.ctrl(profile, seed=seed, **ctrl_overrides), encoder, progress=progress)
-    return mf_dir, made
+                 encoder: ctrl.TextEncoder | None, progress: bool, make: bool = True
+                 ) -> tuple[Path | None, dict[str, Any] | None]:
+    """MF's run folder and CTRL(DIN)'s results of one dataset at one seed, made unless finished; without `make`,
+    those finished only (None for one that is not)."""
+    mf_config = profiles.mf(profile, data.name, seed=seed)
+    ctrl_config = profiles.ctrl(profile, seed=seed, **ctrl_overrides)
+    if not make:
+        mf_dir = encoders.default_dir(data, mf_config)
+        return mf_dir if runs.finished(mf_dir) else None, ctrl.finished_run(data, ctrl_config, encoder)
+    mf_dir = encoders.ensure(data, mf_config, progress=progress)
+    return mf_dir, ctrl.run_ctrl(data, ctrl_config, encoder, progress=progress)
 
 
 def _cheap_seed(task: tuple) -> None:
@@ -52,12 +53,13 @@ def _cheap_seed(task: tuple) -> None:
 
 def cheap_replicates(profile: str, splits: dict[str, Splits], seeds: tuple[int, ...], ctrl_overrides: dict[str, Any],
                      llm: LLMConfig | None, progress: bool = True, jobs: int = 1,
-                     data_dir: str | None = None) -> pd.DataFrame:
+                     data_dir: str | None = None, make: bool = True) -> pd.DataFrame:
     """MF and CTRL(DIN) at the profile's settings over `seeds`, and popularity (no seed), on each full test split;
-    runs already finished (the main seed's, from notebooks 02 and 06) are found, not retrained. CTRL aligns with
-    `llm`'s text encodings (None: plain DIN). jobs > 1: the (dataset, seed) runs are made that many at a time in
-    their own processes first (MF and CTRL train on one thread each)."""
-    if jobs > 1:
+    runs already finished (the main seed's, from notebooks 02 and 06) are found, not retrained; without `make`, only
+    those finished are listed (popularity, cheap, is made). CTRL aligns with `llm`'s text encodings (None: plain
+    DIN). jobs > 1: the (dataset, seed) runs are made that many at a time in their own processes first (MF and CTRL
+    train on one thread each)."""
+    if jobs > 1 and make:
         tasks = [(profile, name, seed, ctrl_overrides, llm, data_dir) for name in splits for seed in seeds]
         runs.in_processes(_cheap_seed, tasks, jobs)
     encoder = text_encoder(llm, progress=progress) if llm else None
@@ -67,11 +69,13 @@ def cheap_replicates(profile: str, splits: dict[str, Splits], seeds: tuple[int, 
         rows.append(replicate_row("Popularity", name, None, made["metrics"]["test"],
                                   Path(made["run_dir"]) / "test_scores.csv"))
         for seed in seeds:
-            mf_dir, made = _mf_and_ctrl(profile, data, seed, ctrl_overrides, encoder, progress)
-            rows.append(replicate_row("MF", name, seed, io.read_json(mf_dir / "config.json")["metrics"]["test"],
-                                      mf_dir / "test_scores.csv"))
-            rows.append(replicate_row("CTRL (DIN)", name, seed, made["metrics"]["test"],
-                                      Path(made["run_dir"]) / "test_scores.csv"))
+            mf_dir, made = _mf_and_ctrl(profile, data, seed, ctrl_overrides, encoder, progress, make)
+            if mf_dir is not None:
+                rows.append(replicate_row("MF", name, seed, io.read_json(mf_dir / "config.json")["metrics"]["test"],
+                                          mf_dir / "test_scores.csv"))
+            if made is not None:
+                rows.append(replicate_row("CTRL (DIN)", name, seed, made["metrics"]["test"],
+                                          Path(made["run_dir"]) / "test_scores.csv"))
     return frame_of(rows)
 
 
@@ -79,38 +83,3 @@ def frame_of(rows: list[dict]) -> pd.DataFrame:
     """Replicate rows as a frame; seeds stay whole numbers, blank (<NA>) where a method has none."""
     columns = ["method", "dataset", "seed", "AUC", "UAUC", "rows", "warm AUC", "cold AUC", "scores"]
     return pd.DataFrame(rows, columns=columns).astype({"seed": "Int64"})
-
-
-def spread(replicates: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample standard deviation of AUC and UAUC per (method, dataset) over its replicates; one
-    replicate (or popularity, which has no seed) has no spread: std is blank, not 0."""
-    grouped = replicates.astype({"AUC": float, "UAUC": float}).groupby(["method", "dataset"], sort=False)
-    out = grouped.agg(**{"replicates": ("AUC", "size"), "replicate rows": ("rows", "first"),
-                         "replicate AUC mean": ("AUC", "mean"), "replicate AUC std": ("AUC", "std"),
-                         "replicate UAUC mean": ("UAUC", "mean"), "replicate UAUC std": ("UAUC", "std")})
-    return out.reset_index()
-
-
-def intervals(scores: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """The user-level bootstrap interval of AUC and UAUC of every (method, dataset) of Table 1's per-row scores
-    (table1_scores); all methods of a dataset share their users, hence their resamples."""
-    rows = []
-    for (method, dataset), frame in scores.groupby(["method", "dataset"], sort=False):
-        boot = metrics.bootstrap(frame, seed=seed, **metrics.BOOTSTRAP)
-        rows.append({"method": method, "dataset": dataset, "AUC lo": boot["auc_lo"], "AUC hi": boot["auc_hi"],
-                     "UAUC lo": boot["uauc_lo"], "UAUC hi": boot["uauc_hi"],
-                     "interval": f"{boot['level']:.0%} {boot['method']}"})
-    return pd.DataFrame(rows)
-
-
-def table1_scores(sources: dict[str, dict]) -> pd.DataFrame:
-    """The per-row scores behind Table 1's cells on the LLM stages' rows (table1_results' `sources`), keyed by
-    method and dataset."""
-    return score_rows({(method, name): path for name, source in sources.items()
-                       for method, path in source["scores"].items()}, keys=("method", "dataset"))
-
-
-def replicate_scores(frame: pd.DataFrame) -> pd.DataFrame:
-    """The per-row scores behind Table 1's seed spread (table1_replicates' frame), keyed by method, dataset, seed."""
-    return score_rows({(r.method, r.dataset, "" if pd.isna(r.seed) else int(r.seed)): r.scores
-                       for r in frame.itertuples()}, keys=("method", "dataset", "seed"))

@@ -1,18 +1,15 @@
-"""Table 1 and Figure 3: the runs notebook 06 executes, sized by profiles.plan; and the whole reproduction without
-Jupyter, in parts that a GPU box runs and bundles (see scripts/device/README.md):
+"""The whole reproduction without Jupyter, in parts that a GPU box runs and bundles (see scripts/device/README.md):
 
     python -m collm_lib.reproduce --profile gpu --part all --out bundles/ [--deadline 540]
 
-Parts, in dependency order: "mf" (notebook 02's MFs), "ml-1m" (notebooks 03-04), "table1" (notebook 06's Table 1:
-the other datasets' stages, CTRL(DIN), same-row baselines), "figure3" (notebook 06's sweeps). Each part calls what
-its notebooks call, with their default parameters, and leaves <out>/<part>.tar.gz (collm_lib.bundle: results and
-per-row scores, no weights). A part stopped at its deadline keeps what finished (stage runs keep last.pt) and the
-same command resumes it. `python -m collm_lib.runner --replay <out>/*.tar.gz` executes the notebooks over them.
-
-Table 1 (table1_results, table1_replicates): MF, popularity, CTRL(DIN), TALLRec (stage 1 alone) and CoLLM-FaissRet
-(stage 2) on each dataset, scored on the same test rows, with seed replicates. Figure 3's sweeps are in `figure3`.
-Every setting goes through sweep.run_sweep and its stage run lives in its identity folder, skipped once finished:
-an interrupted notebook resumes, and a setting equal to another run is that run.
+Parts, in dependency order: "mf" (notebook 02's MFs), "ml-1m" (notebooks 03-04), "table1" (Table 1's runs: notebook
+06's MF and CTRL(DIN) seeds and no-training baselines, and notebook 08's LLM runs beyond 03-04: stage 2's seeds and
+the other datasets' stages; table1.collect), "figure3" (notebook 08's sweeps; figure3.py). Each part calls what its
+notebooks call, with their default parameters, and leaves <out>/<part>.tar.gz (collm_lib.bundle: results and per-row
+scores, no weights). A part stopped at its deadline keeps what finished (stage runs keep last.pt) and the same
+command resumes it. `python -m collm_lib.runner --replay <out>/*.tar.gz` executes the notebooks over them. Every
+run lives in its identity folder and is skipped once finished: an interrupted part resumes, and a setting equal to
+another run is that run.
 """
 from __future__ import annotations
 
@@ -23,18 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 
-from . import (baselines, bundle, ctrl, encoders, logs, params, popularity, profiles, replicates, runs, settings,
-               stages)
+from . import baselines, bundle, encoders, logs, params, profiles, runs, settings, stages, table1
 from .data import Splits, load_dataset
 from .figure3 import figure3_sweeps
 from .io import run_info
-from .llm import LLMConfig, precision_of, text_encoder
-from .plan_runs import (SUBSTITUTE, DeadlineReached, Phases, deadline_alarm, finished_results, main_runs, stage_run,
-                        sweep_frame)
-from .profiles import SweepPlan
+from .llm import LLMConfig, precision_of
+from .plan_runs import SUBSTITUTE, DeadlineReached, Phases, deadline_alarm, main_runs
 
 PARTS = ("mf", "ml-1m", "table1", "figure3")
 MF_DATASETS = ("ml-1m", "bookcrossing", "bookcrossing-multi", SUBSTITUTE)  # notebook 02's default `datasets`
@@ -56,89 +49,12 @@ def ml1m_stages(profile: str, splits: Splits, seed: int, llm: LLMConfig, progres
     return made
 
 
-def _llm_stages(plan: SweepPlan, name: str, data: Splits, seed: int, llm: LLMConfig, progress: bool,
-                phases: Phases, make_ml: bool = False) -> tuple[Path, Path]:
-    """Stage 1 and stage 2 folders of a dataset at `seed`: ML-1M's are notebooks 03 / 04's (made here only with
-    `make_ml`: seed replicates), the others' are made here at the plan's size (stage 2 at the default FECE lr; where
-    Figure 3's points are sized alike, plan.sweep empty as on gpu, it is the very run of that point)."""
-    if name == "ml-1m":
-        made = (ml1m_stages(plan.profile, data, seed, llm, progress, phases, f"ml-1m seed {seed}") if make_ml
-                else main_runs(plan.profile, data, seed, llm, progress))
-        return made["stage1"], made["stage2"]
-    root = runs.sweep_root(plan.profile)
-    with phases(f"{name} seed {seed}: stage 1"):
-        first = sweep_frame(f"{name}/stage1", stage_run(plan, 1, name, seed, llm), {}, data, root, progress=progress)
-    second_run = stage_run(plan, 2, name, seed, llm)
-    with phases(f"{name} seed {seed}: stage 2"):
-        second = sweep_frame(f"{name}/stage2", second_run, {"stage.lr": [second_run.stage.lr]}, data, root,
-                        Path(first["run_dir"].iloc[0]), progress=progress)
-    return Path(first["run_dir"].iloc[0]), Path(second["run_dir"].iloc[0])
-
-
-def table1_results(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: LLMConfig | None = None,
-                   progress: bool = True, phases: Phases | None = None
-                   ) -> tuple[dict[tuple[str, str], dict], dict[str, dict]]:
-    """Every Table 1 entry, {(method, dataset): {"test": metrics}}, and per dataset where each came from (run
-    folders, and "scores": each method's per-row score file).
-
-    Per dataset: the profile's MF (notebook 02's checkpoint, trained here if missing), popularity, CTRL(DIN)
-    trained here, and the two LLM stages (_llm_stages). MF, popularity and CTRL are scored on the LLM stages' test
-    rows, so the five methods share their rows (checked on (uid, iid) keys by baselines.check_same_rows and
-    baselines_on_same_rows).
-    """
-    llm, phases = llm or LLMConfig(), phases or Phases(progress)
-    encoder = text_encoder(llm, progress=progress)
-    results, sources = {}, {}
-    for name, data in splits.items():
-        with phases(f"{name}: MF and popularity"):
-            mf_dir = encoders.ensure(data, profiles.mf(plan.profile, name, seed=seed), progress=progress)
-            popular = popularity.ensure_popularity(data)
-        with phases(f"{name}: CTRL(DIN)"):
-            ctrl_record = ctrl.run_ctrl(data, profiles.ctrl(plan.profile, seed=seed, **plan.ctrl), encoder,
-                                        progress=progress)
-        stage_dirs = _llm_stages(plan, name, data, seed, llm, progress, phases)
-        s1, s2 = (finished_results(d, f"stage {k}") for k, d in zip((1, 2), stage_dirs))
-        rows = baselines.check_same_rows(*stage_dirs)
-        with phases(f"{name}: MF, popularity and CTRL(DIN) on the stages' rows"):
-            same = baselines.baselines_on_same_rows(data, stage_dirs[1], mf_dir, ctrl_record["run_dir"],
-                                                    popularity_dir=popular["run_dir"])
-        results |= {("TALLRec", name): s1, ("CoLLM-FaissRet", name): s2}
-        results |= {(method, name): r for method, r in same.items()}
-        sources[name] = {"stage1": str(stage_dirs[0]), "stage2": str(stage_dirs[1]), "mf": str(mf_dir),
-                         "ctrl": ctrl_record["run_dir"], "popularity": popular["run_dir"], "test_rows": rows,
-                         "train_rows": {"stage1": s1["sample_sizes"]["train"], "stage2": s2["sample_sizes"]["train"]},
-                         "scores": {"TALLRec": str(stage_dirs[0] / "scores_test.csv"),
-                                    "CoLLM-FaissRet": str(stage_dirs[1] / "scores_test.csv"),
-                                    **{method: r["scores"] for method, r in same.items()}}}
-    return results, sources
-
-
-def table1_replicates(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: LLMConfig | None = None,
-                      progress: bool = True, phases: Phases | None = None, data_dir: str | None = None) -> pd.DataFrame:
-    """Table 1's seed replicates, one row per (method, dataset, seed) with its test metrics and score file: MF,
-    popularity and CTRL(DIN) over plan.n_seeds seeds on the full test splits; with plan.n_llm_seeds > 1, the LLM
-    stages over that many (on their test rows: the full split in the gpu profile; a sampled `test_rows` would be
-    drawn per seed). Needs table1_results first for the main seed's LLM runs of ML-1M (notebooks 03 / 04)."""
-    llm, phases = llm or LLMConfig(), phases or Phases(progress)
-    with phases(f"seed replicates of MF, popularity and CTRL(DIN): {plan.n_seeds} seeds"):
-        frame = replicates.cheap_replicates(plan.profile, splits, replicates.seeds_from(seed, plan.n_seeds), plan.ctrl,
-                                            llm, progress, plan.jobs, data_dir)
-    rows = []
-    for name, data in splits.items() if plan.n_llm_seeds > 1 else ():
-        for each in replicates.seeds_from(seed, plan.n_llm_seeds):
-            dirs = _llm_stages(plan, name, data, each, llm, progress, phases, make_ml=each != seed)
-            for method, folder in zip(("TALLRec", "CoLLM-FaissRet"), dirs):
-                test = finished_results(folder, f"{method} seed {each}")["test"]
-                rows.append(replicates.replicate_row(method, name, each, test, folder / "scores_test.csv"))
-    return replicates.frame_of(frame.to_dict("records") + rows)
-
-
 PART_DATASETS = {"mf": MF_DATASETS, "ml-1m": ("ml-1m",), "table1": TABLE1_DATASETS, "figure3": TABLE1_DATASETS}
 
 
 def _part_runs(part: str, profile: str, data: dict[str, Splits], seed: int, llm: LLMConfig, progress: bool,
                phases: Phases, jobs: int = 1, data_dir: str | None = None, deadline: float | None = None) -> None:
-    """What notebooks 02-06 run at their default parameters, without Jupyter."""
+    """What notebooks 02-06 and 08 run at their default parameters, without Jupyter."""
     if part == "mf":  # notebook 02
         for name, splits in data.items():
             with phases(f"{name}: MF"):
@@ -149,11 +65,10 @@ def _part_runs(part: str, profile: str, data: dict[str, Splits], seed: int, llm:
         with phases("ml-1m: MF on the stages' rows"):
             for stage in ("stage1", "stage2"):
                 baselines.baselines_on_same_rows(splits, made[stage], made["mf"])
-    else:  # notebook 06
+    else:  # notebooks 06 and 08
         plan = profiles.plan(profile)
-        if part == "table1":
-            table1_results(plan, data, seed, llm, progress, phases)
-            table1_replicates(plan, data, seed, llm, progress, phases, data_dir)
+        if part == "table1":  # 06's runs and 08's LLM runs beyond notebooks 03-04 (seeds, the other datasets)
+            table1.collect(plan, data, seed, llm, make_seeds=True, progress=progress, phases=phases, data_dir=data_dir)
         else:
             figure3_sweeps(plan, data, seed, llm, progress, phases, jobs, data_dir, deadline)
 

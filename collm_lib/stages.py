@@ -19,14 +19,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import distributed, encoders, runs, settings
+from . import distributed, encoders, metrics, runs, settings
 from .collab import MFConfig
 from .data import Splits
 from .fece import HybridEncoder
-from .io import read_json, score_rows, write_json
+from .io import read_json, score_rows, write_frame, write_json
 from .llm import LLMBundle, LLMConfig, add_lora, load_llm, precision_of
-from .prompts import EncodedSplit, default_template, encode_frame
+from .prompts import EncodedSplit, default_template, encode_frame, identity_key
 from .model import CoLLM, load_adapter_state, set_trainable
+from .scoring import scores_frame
 from .train import StageConfig, evaluate_and_save, fit
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,29 @@ def encode_sample(data: str, config: StageConfig, name: str, frame: pd.DataFrame
 
 
 STAGE_FILES = ("best.pt", "last.pt", "results.json", "scores_*.csv")  # config.json is rewritten anyway
+CURVE_FILE = "scores_valid_curve.csv"  # every evaluation's per-row valid scores: the curve's intervals recompute
+
+
+def valid_curve(valid: EncodedSplit, curve: dict[int, np.ndarray]) -> pd.DataFrame:
+    """The per-row valid scores of every evaluation (train.FitResult.valid_curve), one block of rows per step."""
+    return pd.concat([scores_frame(valid, scores).assign(step=step) for step, scores in sorted(curve.items())],
+                     ignore_index=True)
+
+
+def curve_intervals(out_dir: str | Path, seed: int) -> pd.DataFrame:
+    """Each evaluation of a finished stage run with its valid AUC and 95 % user-level interval (from CURVE_FILE), and
+    the paired difference to the kept step: what says whether the kept step was told apart from the others."""
+    curve = pd.read_csv(runs.output(out_dir, CURVE_FILE, "stage run"))
+    kept = read_json(Path(out_dir) / "results.json")["fit"]["best_step"]
+    best = curve[curve["step"] == kept]
+    out = []
+    for step, part in curve.groupby("step"):
+        boot = metrics.bootstrap(part, seed=seed, **metrics.BOOTSTRAP)
+        diff = metrics.paired_difference(part, best, seed=seed, **metrics.BOOTSTRAP) if step != kept else None
+        out.append({"step": step, "valid_auc": boot["auc"], "lo": boot["auc_lo"], "hi": boot["auc_hi"],
+                    "rows": boot["rows"], "users": boot["users"], "minus kept": diff and diff["auc"],
+                    "minus kept lo": diff and diff["auc_lo"], "minus kept hi": diff and diff["auc_hi"]})
+    return pd.DataFrame(out)
 
 
 def resolve(config: StageConfig) -> StageConfig:
@@ -115,6 +139,9 @@ def stage_identity(splits: Splits, config: StageConfig, stage1_dir: str | Path |
     config = resolve(config)
     upstream = {"data": runs.data_fingerprint(splits), "llm": runs.model_fingerprint(config.llm.model),
                 "precision": config.llm.precision}
+    template = identity_key(config.template or default_template(splits.name, with_ids=config.stage == 2))
+    if template:  # a changed prompt is another run
+        upstream["template"] = template
     if config.stage == 2:
         if stage1_dir is None or mf_dir is None:
             raise ValueError("stage 2 needs stage1_dir (the trained LoRA) and mf_dir (the trained collaborative model)")
@@ -186,8 +213,9 @@ def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path | None = 
         results = evaluate_and_save(model, {"valid": encs["valid"], "test": encs["test"]}, pad_id, config, out_dir,
                                     extra, progress, known={"valid": result.best_valid_scores})
         if rank0:
+            write_frame(out_dir / CURVE_FILE, valid_curve(encs["valid"], result.valid_curve))
             runs.finish(out_dir, ident, ["config.json", "best.pt", "results.json", "scores_valid.csv",
-                                         "scores_test.csv"])
+                                         "scores_test.csv", CURVE_FILE])
     return runs.plain(results) | {"run_dir": str(out_dir)}  # as a later read of results.json returns it
 
 
@@ -219,6 +247,16 @@ class StageRun:
     mf: MFConfig | None = None
 
 
+@dataclass
+class TwoStages:
+    """Stage 1, then stage 2 over it and the MF, as the sweep runner sees it: a setting of stage 1 ("stage1.lr") is
+    judged by the model after both stages (Figure 3(a))."""
+
+    stage1: StageConfig
+    stage2: StageConfig
+    mf: MFConfig
+
+
 def sweep_scores(frame: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """The per-row scores of every setting of a stage sweep (sweep.run_sweep's frame, with "run_dir"), keyed by
     the setting's name (e.g. "stage.lr=3e-4": text, so a CSV reader keeps it exact)."""
@@ -235,6 +273,25 @@ def stage_summary(result: dict) -> dict:
            "best_step": result["fit"]["best_step"], "train_seconds": result["fit"]["train_seconds"],
            "run_dir": runs.relative(result["run_dir"])}
     return row | {f"{part}_auc": test[part]["auc"] for part in ("warm", "cold") if part in test}
+
+
+def two_stage_fns(splits: Splits, progress: bool = True
+                  ) -> tuple[Callable[[TwoStages, Path], dict], Callable[[TwoStages], dict]]:
+    """(run_fn, upstream_fn) for sweep.run_sweep over TwoStages configs: stage 1, the MF and stage 2 over both, each
+    in its identity folder (a setting equal to notebooks 03-04's is their runs). The summary is stage 2's
+    (stage_summary), with stage 1's valid AUC and folder beside it; the upstream is stage 1's inputs (the MF's and
+    stage 2's settings are in the config itself)."""
+    def run(config: TwoStages, out_dir: Path) -> dict:
+        first = run_stage(splits, config.stage1, progress=progress)
+        second = run_stage(splits, config.stage2, None, first["run_dir"], encoders.ensure(splits, config.mf,
+                                                                                          progress=progress), progress)
+        return stage_summary(second) | {"stage1_valid_auc": first["valid"]["all"]["auc"],
+                                        "stage1_run_dir": runs.relative(first["run_dir"])}
+
+    def upstream(config: TwoStages) -> dict:
+        return stage_identity(splits, config.stage1)[1]
+
+    return run, upstream
 
 
 def sweep_fns(splits: Splits, stage1_dir: str | Path | None = None, progress: bool = True

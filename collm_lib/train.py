@@ -106,6 +106,7 @@ class FitResult:
     stopped_early: bool
     train_seconds: float
     best_valid_scores: np.ndarray | None = None  # the kept weights' valid scores: no need to score them again
+    valid_curve: dict[int, np.ndarray] = field(default_factory=dict)  # step -> that evaluation's valid scores
 
 
 def _rng_states() -> dict:
@@ -173,7 +174,7 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
     opt, sched = _optimizer(model, config)
     rng = np.random.default_rng(config.seed)
     state = {"step": 0, "best_auc": -1.0, "best_step": 0, "bad": 0, "history": [], "order": None, "pos": 0,
-             "best_scores": None}
+             "best_scores": None, "curve": {}}
     best = adapter_state(model)
     last_path = out_dir / "last.pt" if out_dir else None
     saved = _load_last(last_path, identity) if last_path is not None else None
@@ -222,6 +223,7 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
             bar.set_postfix(loss=f"{train_loss:.4f}")
             valid_scores = score(model, valid, pad_id, config.score_batch_size, progress=False)
             auc = metrics.auc(valid.label, valid_scores)
+            state["curve"][state["step"]] = torch.as_tensor(valid_scores)  # per-row: the curve's intervals
             improved = auc > state["best_auc"]
             if improved:
                 state.update(best_auc=auc, best_step=state["step"], bad=0, best_scores=torch.as_tensor(valid_scores))
@@ -251,7 +253,8 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
                  time.perf_counter() - started, " (stopped early)" if stop else "", state["best_auc"],
                  state["best_step"])
     return FitResult(state["best_step"], state["best_auc"], state["step"], pd.DataFrame(state["history"]),
-                     stop, time.perf_counter() - started, None if best_scores is None else best_scores.numpy())
+                     stop, time.perf_counter() - started, None if best_scores is None else best_scores.numpy(),
+                     {step: scores.numpy() for step, scores in state["curve"].items()})
 
 
 def evaluate_and_save(model: nn.Module, encs: dict[str, EncodedSplit], pad_id: int, config: StageConfig,

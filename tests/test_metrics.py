@@ -317,3 +317,43 @@ def test_paired_difference_needs_the_same_rows():
         metrics.paired_difference(a, a.iloc[1:], n_boot=10)
     with pytest.raises(ValueError, match="same \\(uid, iid\\) rows"):
         metrics.paired_difference(a, a.assign(iid=a["iid"] + 1), n_boot=10)
+
+
+def _seeded(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat([f.assign(seed=2023 + k) for k, f in enumerate(frames)], ignore_index=True)
+
+
+def test_a_seed_column_with_one_seed_changes_nothing():
+    a = _with_items(_bootstrap_frame(np.random.default_rng(8), 30))
+    b = a.assign(score=a["score"] + np.random.default_rng(9).normal(size=len(a)))
+    plain, seeded = metrics.bootstrap(a, n_boot=200), metrics.bootstrap(a.assign(seed=2023), n_boot=200)
+    assert {k: plain[k] for k in ("auc", "auc_lo", "auc_hi", "uauc_lo")} == \
+        {k: seeded[k] for k in ("auc", "auc_lo", "auc_hi", "uauc_lo")} and seeded["seeds"] == 1
+    assert metrics.paired_difference(a, b, n_boot=100)["auc_lo"] == \
+        metrics.paired_difference(a.assign(seed=1), b.assign(seed=7), n_boot=100)["auc_lo"]
+
+
+def test_seeds_give_the_mean_and_an_interval_that_takes_their_spread():
+    rng = np.random.default_rng(10)
+    base = _with_items(_bootstrap_frame(rng, 80))
+    runs = [base.assign(score=base["score"] + shift * base["label"]) for shift in (0.0, 2.0, 4.0)]  # ever stronger
+    aucs = [metrics.auc(r["label"], r["score"]) for r in runs]
+    got = metrics.bootstrap(_seeded(runs), n_boot=600)
+    assert got["seeds"] == 3 and got["auc"] == pytest.approx(np.mean(aucs))
+    one = metrics.bootstrap(runs[1], n_boot=600)
+    assert got["auc_hi"] - got["auc_lo"] > one["auc_hi"] - one["auc_lo"], "the seeds' spread widens it"
+    assert got["auc_lo"] < aucs[0] + 0.02 and got["auc_hi"] > aucs[2] - 0.02
+    same = metrics.bootstrap(_seeded([base, base.copy()]), n_boot=200)
+    assert (same["auc"], same["auc_lo"], same["auc_hi"]) == tuple(metrics.bootstrap(base, n_boot=200)[k]
+                                                                  for k in ("auc", "auc_lo", "auc_hi"))
+    pair = metrics.paired_difference(_seeded(runs), base, n_boot=300)
+    assert pair["auc"] == pytest.approx(np.mean(aucs) - metrics.auc(base["label"], base["score"]))
+    assert pair["seeds"] == (3, 1) and "seeds" in pair["method"]
+
+
+def test_seeds_must_score_the_same_rows():
+    a = _with_items(_bootstrap_frame(np.random.default_rng(11), 20))
+    with pytest.raises(ValueError, match="its seeds scored other"):
+        metrics.bootstrap(_seeded([a, a.iloc[1:]]), n_boot=10)
+    with pytest.raises(ValueError, match="its seeds scored other"):
+        metrics.paired_difference(a, _seeded([a, a.assign(iid=a["iid"] + 1)]), n_boot=10)

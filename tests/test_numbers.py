@@ -160,42 +160,6 @@ def test_paired_differences_per_dataset_become_numbers_that_recompute(tmp_path):
         assert numbers.recompute(entry, tmp_path) == pytest.approx(entry["value"], abs=1e-12), name
 
 
-def test_strongest_baseline_names_the_best_other_method_and_its_paired_reading():
-    long = pd.DataFrame({"method": ["A", "B", "Ours", "A", "Ours"], "dataset": ["d1", "d1", "d1", "d2", "d2"],
-                         "AUC": [0.70, 0.74, 0.72, 0.6, 0.65], "UAUC": [0.6, 0.61, 0.66, None, None]})
-    diffs = pd.DataFrame({"dataset": ["d1", "d1", "d1", "d2"], "method": "Ours", "minus": ["B", "B", "A", "A"],
-                          "metric": ["AUC", "UAUC", "AUC", "AUC"], "difference": [-0.02, 0.05, 0.02, 0.05],
-                          "lo": [-0.03, 0.01, -0.01, -0.01], "hi": [-0.01, 0.09, 0.05, 0.1]})
-    table = report.strongest_baseline(long, diffs, "Ours").set_index("dataset")
-    assert table.loc["d1", "strongest baseline"] == "B" and table.loc["d2", "strongest baseline"] == "A"
-    assert table.loc["d1", "AUC reading"] == "trails" and table.loc["d1", "UAUC reading"] == "leads"
-    assert table.loc["d2", "AUC reading"] == "not resolved" and table.loc["d2", "UAUC difference [95 %]"] == "undef."
-    text = report.summary_markdown(table.reset_index(), "Ours")
-    assert "**B**" in text and "-0.0200 [-0.030, -0.010]: trails" in text and "(UAUC undefined)" in text
-
-
-def test_verdict_sets_paper_gpu_ours_and_the_strongest_baseline_per_dataset():
-    long = pd.DataFrame({"method": ["CTRL (DIN)", "CoLLM-FaissRet", "CoLLM-FaissRet"],
-                         "dataset": ["ml-1m", "ml-1m", "amazon-book"], "AUC": [0.72, 0.70, None],
-                         "UAUC": [0.66, 0.68, None], "AUC lo": [0.7, 0.68, None], "AUC hi": [0.74, 0.72, None],
-                         "UAUC lo": [0.64, 0.65, None], "UAUC hi": [0.69, 0.71, None], "UAUC note": [None, None, None],
-                         "paper AUC": [0.7159, 0.7295, 0.8109], "paper UAUC": [0.6492, 0.6875, 0.6225],
-                         "note": [None, None, "not run: no files"]})
-    diffs = pd.DataFrame({"dataset": ["ml-1m", "ml-1m"], "method": "CoLLM-FaissRet", "minus": "CTRL (DIN)",
-                          "metric": ["AUC", "UAUC"], "difference": [-0.02, 0.02], "lo": [-0.04, -0.01],
-                          "hi": [-0.001, 0.05]})
-    gpu = pd.DataFrame({"method": ["CoLLM-FaissRet", "CoLLM-FaissRet"], "subset": ["all", "cold"],
-                        "AUC": [0.7164, 0.6], "UAUC": [0.7024, 0.5]})
-    table = report.verdict(long, report.strongest_baseline(long, diffs), "cpu", gpu).set_index("dataset")
-    ml = table.loc["ML-1M"]
-    assert ml["paper (CoLLM-FaissRet, Vicuna-7B)"] == "0.7295 / 0.6875" and ml["ours, gpu"] == "0.7164 / 0.7024"
-    assert ml["ours, cpu"] == "0.7000 [0.680, 0.720] / 0.6800 [0.650, 0.710]"
-    assert ml["strongest baseline of ours, cpu"].startswith("CTRL (DIN): 0.7200 [0.700, 0.740]")
-    assert "AUC -0.0200 [-0.040, -0.001] trails" in ml["ours minus it (paired 95 %)"]
-    assert table.loc["Amazon-Book", "ours, cpu"] == "not run"
-    assert "ours, gpu" not in report.verdict(long, report.strongest_baseline(long, diffs), "cpu").columns
-
-
 def test_rerank_reading_says_which_way_the_llm_moved_ndcg():
     def table(rerank_ndcg):
         return pd.DataFrame({"method": ["Faiss top-K (MF order)"] * 2 + ["Faiss top-K + LLM re-rank"] * 2,

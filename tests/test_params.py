@@ -260,7 +260,7 @@ def _parameters_cell(path: Path) -> dict[str, typing.Any]:
 
 
 def test_notebooks_exist():
-    assert len(NOTEBOOKS) == 7
+    assert len(NOTEBOOKS) == 8
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

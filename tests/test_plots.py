@@ -32,9 +32,18 @@ def stage_history() -> pd.DataFrame:
                          "lr": [6e-4, 3e-4, 8e-5], "seconds": [100.0, 200.0, 300.0]})
 
 
-def sweep_frame(uauc=(0.60, 0.62, 0.61)) -> pd.DataFrame:
-    return pd.DataFrame({"lr": [1e-4, 3e-4, 1e-3], "test_auc": [0.61, 0.64, 0.63], "test_uauc": list(uauc),
-                         "valid_auc": [0.55, 0.6, 0.58]})
+def sweep_frame(uauc=(0.60, 0.62, 0.61), auc=(0.61, 0.64, 0.63), resolved=(False, True, False)) -> pd.DataFrame:
+    """figure3.points' shape: each point with its interval, and whether it differs from the previous setting."""
+    frame = pd.DataFrame({"lr": [1e-4, 3e-4, 1e-3], "test_auc": list(auc), "test_uauc": list(uauc),
+                          "valid_auc": [0.55, 0.6, 0.58], "resolved from previous": list(resolved)})
+    for metric in ("test_auc", "test_uauc"):
+        frame[f"{metric}_lo"], frame[f"{metric}_hi"] = frame[metric] - 0.02, frame[metric] + 0.02
+    return frame
+
+
+def ours(ax):
+    """The error-bar series of ours in a sweep panel (its label is the container's)."""
+    return next(c for c in ax.containers if c.get_label().startswith("ours"))
 
 
 def paper_frame() -> pd.DataFrame:
@@ -120,10 +129,19 @@ def test_sweep_curve_counts_paper_markers_and_log_axis():
     assert "455 test rows" in words and "15 users" in words and "7 users with both labels" in words
     for ax in fig.axes:
         assert ax.get_xscale() == "log" and "learning rate" in ax.get_xlabel()
-        lines = {line.get_label(): line for line in ax.lines}
-        ours = next(v for k, v in lines.items() if k.startswith("ours"))
-        ref = next(v for k, v in lines.items() if k.startswith("paper"))
-        assert ours.get_marker() != ref.get_marker() and ours.get_linestyle() != ref.get_linestyle()
+        ref = next(line for line in ax.lines if line.get_label().startswith("paper"))
+        assert ours(ax)[0].get_marker() != ref.get_marker() and "95 % CI" in ours(ax).get_label()
+        assert len(ours(ax)[2][0].get_segments()) == 3, "an interval per point"
+
+
+def test_sweep_curve_joins_only_settings_whose_difference_is_resolved():
+    fig = plots.sweep_curve(sweep_frame(resolved=(False, True, False)), "lr", x_label="learning rate", title="t",
+                            n_test_rows=7331, n_test_users=839)
+    joined = [line for line in fig.axes[0].lines if len(line.get_xdata()) == 2 and line.get_label().startswith("_")]
+    assert [tuple(line.get_xdata()) for line in joined] == [(1e-4, 3e-4)], "one segment: the resolved step"
+    bare = plots.sweep_curve(sweep_frame(resolved=(False, False, False)), "lr", x_label="learning rate", title="t")
+    assert not [line for line in bare.axes[0].lines if len(line.get_xdata()) == 2 and line.get_label().startswith("_")]
+    assert "only where their paired AUC difference is resolved" in flat(fig)
 
 
 def test_sweep_curve_one_user_uauc_is_flagged():
@@ -141,7 +159,7 @@ def test_sweep_curve_all_nan_uauc_says_so(paper):
                             n_uauc_users=0)
     uauc_ax = fig.axes[1]
     assert "undefined" in uauc_ax.get_title() + " ".join(t.get_text() for t in uauc_ax.texts)
-    assert not any(line.get_label().startswith("ours") for line in uauc_ax.lines)
+    assert not uauc_ax.containers
     check_axes_and_legends(fig, frame)
 
 
@@ -255,7 +273,7 @@ def auc_axes(name: str, aucs=(0.4971, 0.4773, 0.4836)):
                                    valid_uauc=lambda f: aucs[1] + 0.0005 * f["epoch"])
         return plots.mf_curve(hist, 9, dataset="d", n_valid_rows=455, n_valid_users=15).axes[1:]
     if name == "sweep":
-        frame = sweep_frame().assign(test_auc=list(aucs), test_uauc=list(aucs))
+        frame = sweep_frame(uauc=aucs, auc=aucs)
         return plots.sweep_curve(frame, "lr", x_label="learning rate", title="t", n_test_rows=455,
                                  n_test_users=15).axes
     table = cold_table()
@@ -376,3 +394,14 @@ def test_paired_intervals_shows_counts_and_flags_few_users():
     fine = plots.paired_intervals(intervals_frame(), {**counts, "cold": (3178, 97)})
     assert "not a finding" not in texts(fine)
     assert [ax.get_title() for ax in fine.axes] == ["AUC", "UAUC"]
+
+
+def test_stage_curve_draws_each_evaluations_interval():
+    hist = stage_history()
+    intervals = pd.DataFrame({"step": hist["step"], "valid_auc": hist["valid_auc"], "lo": hist["valid_auc"] - 0.03,
+                              "hi": hist["valid_auc"] + 0.03})
+    fig = plots.stage_curve(hist, 40, stage=2, dataset="ML-1M", n_train_rows=320, n_valid_rows=2063,
+                            n_valid_users=128, intervals=intervals)
+    bars = [c for c in fig.axes[0].containers if "95 % interval" in c.get_label()]
+    assert bars and len(bars[0][2][0].get_segments()) == len(hist)
+    assert fig.axes[0].get_ylim()[1] >= intervals["hi"].max()

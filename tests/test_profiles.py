@@ -108,17 +108,18 @@ ROWS = [  # (step, setting, its value for a profile); stage settings: stage 1 / 
     ("05 re-rank", "index", lambda p: _index(profiles.rerank(p).index)),
     ("05 re-rank", "cold-item text", lambda p: profiles.rerank(p).item_text),
     ("06 CTRL(DIN)", "aligned rows / align epochs / epochs (max)",
-     lambda p: " / ".join(_shown(getattr(profiles.ctrl(p), f)) for f in ("align_rows", "align_epochs", "max_epochs"))),
-    ("06 plan", "Figure 3 learning rates", lambda p: _shown(profiles.plan(p).lrs)),
-    ("06 plan", "Figure 3 MF sizes d", lambda p: _shown(profiles.plan(p).dims)),
-    ("06 plan", "... their MFs: epochs (max) / patience",
+     lambda p: " / ".join(_shown(getattr(profiles.ctrl(p, **profiles.plan(p).ctrl), f))
+                          for f in ("align_rows", "align_epochs", "max_epochs"))),
+    ("08 plan", "Figure 3 learning rates", lambda p: _shown(profiles.plan(p).lrs)),
+    ("08 plan", "Figure 3 MF sizes d", lambda p: _shown(profiles.plan(p).dims)),
+    ("08 plan", "... their MFs: epochs (max) / patience",
      lambda p: _shown(*(getattr(profiles.mf(p, **profiles.plan(p).mf), f) for f in ("max_epochs", "patience")))),
-    ("06 plan", "other datasets' stages: train / test rows",
+    ("08 plan", "other datasets' stages: train / test rows",
      lambda p: " / ".join(_stages(p, f, **profiles.plan(p).stage) for f in ("train_rows", "test_rows"))),
-    ("06 plan", "... steps (max)", lambda p: _stages(p, "max_steps", **profiles.plan(p).stage)),
-    ("06 plan", "Figure 3's points: train / test rows", lambda p: " / ".join(
-        _stages(p, f, **profiles.plan(p).stage | profiles.plan(p).sweep) for f in ("train_rows", "test_rows"))),
-    ("06 plan", "seeds: MF and CTRL(DIN) / LLM stages",
+    ("08 plan", "... steps (max)", lambda p: _stages(p, "max_steps", **profiles.plan(p).stage)),
+    ("08 plan", "Figure 3's ML-1M points: train / test rows", lambda p: " / ".join(
+        _stages(p, f, **profiles.plan(p).sweep) for f in ("train_rows", "test_rows"))),
+    ("06/08 plan", "seeds: MF and CTRL(DIN) / stage 2 (ML-1M)",
      lambda p: _shown(profiles.plan(p).n_seeds, profiles.plan(p).n_llm_seeds)),
     ("07 encoders", "scored alone / stage 2 over", lambda p: " / ".join(_shown(getattr(profiles.compare(p), f))
                                                                          for f in ("encoders", "stage2"))),
@@ -179,9 +180,9 @@ def test_overrides_and_copies():
     assert profiles.mf("cpu", "bookcrossing").patience == 5 and profiles.mf("smoke", "bookcrossing").patience == 1
     assert profiles.mf("smoke", "bookcrossing").bias and not profiles.mf("cpu", "ml-1m").bias
     assert profiles.rerank("gpu").index == profiles.index("gpu")
-    profiles.plan("cpu").stage["train_rows"] = 1  # a caller changing its plan leaves the table alone
+    profiles.plan("cpu").stage["test_rows"] = 1  # a caller changing its plan leaves the table alone
     profiles.rerank("smoke").index.kind = "hnsw"
-    assert profiles.plan("cpu").stage["train_rows"] == 160 and profiles.rerank("smoke").index.kind == "flat"
+    assert profiles.plan("cpu").stage["test_rows"] == 1000 and profiles.rerank("smoke").index.kind == "flat"
     with pytest.raises(ValueError, match="unknown profile"):
         profiles.ctrl("laptop")
 

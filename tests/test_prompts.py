@@ -43,8 +43,13 @@ def test_book_templates_golden_and_empty_history():
         'the book "Emma" by Jane Austen with the feature <TargetItemID>? Answer with "Yes" or "No".\n#Answer:')
     empty = pd.Series({"his_title": [], "his_author": [], "his_label": [], "title": "Emma", "author": "J"})
     text = prompts.get_template("book_text").render(empty)
-    assert "books: none. The user dislikes: none." in text
+    assert "books: . The user dislikes: . Would" in text, "empty lists stay empty, as in TALLRec's book prompts"
     assert "movies: none." in prompts.get_template("movie_text").render(_movie_row(0))
+
+
+def test_a_changed_template_is_part_of_a_runs_identity():
+    assert prompts.identity_key("movie_id") is None, "unchanged since version 1: earlier runs keep their identity"
+    assert prompts.identity_key("book_id") == "book_id@2" and prompts.identity_key("book_text") == "book_text@2"
 
 
 def test_amazon_templates_golden_and_dataset_defaults():

@@ -3,14 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from unittest.mock import ANY
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from collm_lib import (baselines, collab, encoders, figure3, metrics, paper, plan_runs, profiles, replicates, report,
-                       reproduce, runs, stages, sweep)
+from collm_lib import (baselines, collab, encoders, figure3, metrics, paper, plan_runs, profiles, runs, stages, sweep)
 from collm_lib.llm import LLMConfig
 from collm_lib.io import read_json
 from collm_lib.train import StageConfig
@@ -31,10 +27,13 @@ def test_plans_use_the_papers_grid_and_share_the_default_lr():
 
 
 def test_stage_run_overrides_reach_nested_configs():
-    run = plan_runs.stage_run(profiles.plan("cpu"), 2, "ml-1m", seed=7, patience=3)
-    assert run.stage.train_rows == 160 and run.stage.seed == 7 and run.mf.patience == 3 and run.mf.seed == 7
+    run = plan_runs.stage_run(profiles.plan("cpu"), 2, "bookcrossing", seed=7, patience=3)
+    assert run.stage.test_rows == 1000 and run.stage.seed == 7 and run.mf.patience == 3 and run.mf.seed == 7
+    main = profiles.stage("cpu", 2, dataset="ml-1m")
     point = plan_runs.stage_run(profiles.plan("cpu"), 2, "ml-1m", sweep=True).stage
-    assert (point.test_rows, point.train_rows, run.stage.test_rows) == (300, 160, 1000), "Figure 3's points: plan.sweep"
+    assert point == main, "ML-1M's Figure 3 points are notebook 04's size: the default setting is its run"
+    assert plan_runs.stage_run(profiles.plan("cpu", sweep={"test_rows": 500}), 2, "ml-1m", sweep=True).stage.test_rows \
+        == 500, "plan.sweep sizes the points"
     changed = sweep.with_overrides(run, {"stage.lr": 3e-4, "mf.dim": 64})
     assert (changed.stage.lr, changed.mf.dim) == (3e-4, 64) and run.mf.dim == 256
     assert plan_runs.stage_run(profiles.plan("cpu"), 1, "ml-1m").mf is None
@@ -85,53 +84,6 @@ def test_stage_sweep_over_mf_dim_and_same_row_baselines(tmp_path, monkeypatch):
         fn(dataclasses.replace(base, mf=None), tmp_path / "nomf")
 
 
-def _result(n_users: int, per_user: int, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"uid": np.repeat(np.arange(n_users), per_user), "label": rng.integers(0, 2, n_users * per_user),
-                          "score": rng.random(n_users * per_user)})
-    return {"test": metrics.evaluate(frame) | {"rows": len(frame)}}
-
-
-def test_table1_long_and_wide():
-    results = {(m, "ml-1m"): _result(20, 6, i) for i, m in enumerate(report.TABLE1_METHODS)}
-    results |= {(m, "bookcrossing"): _result(30, 1, i) for i, m in enumerate(report.TABLE1_METHODS)}
-    long, wide = report.table1(results, {"amazon-book": "not run: no raw files"})
-    assert len(long) == len(report.TABLE1_COLUMNS) * len(report.TABLE1_METHODS)
-    ml = long.query("dataset == 'ml-1m' and method == 'CoLLM-FaissRet'").iloc[0]
-    assert ml["AUC"] == results[("CoLLM-FaissRet", "ml-1m")]["test"]["all"]["auc"] and ml["rows"] == 120
-    assert (ml["paper AUC"], ml["paper UAUC"]) == paper.TABLE1[("CoLLM-FaissRet", "ml-1m")]
-    assert long.query("dataset == 'amazon-book'")["note"].eq("not run: no raw files").all()
-    assert long.query("dataset == 'amazon-book-msl'")["note"].eq("not run").all()
-    assert long.query("dataset == 'amazon-book-msl'")["paper AUC"].isna().all()  # different data: no paper value
-    wide = wide.set_index("method")
-    auc, uauc = ml["AUC"], ml["UAUC"]
-    assert wide.loc["CoLLM-FaissRet", "ML-1M (ours)"] == f"{auc:.4f} / {uauc:.4f}"
-    assert wide.loc["CoLLM-FaissRet", "ML-1M (paper)"] == "0.7295 / 0.6875"
-    assert wide.loc["MF", "BookCrossing (ours)"].endswith(" / undef.")  # one row per user
-    assert wide.loc["TALLRec", "Amazon-Book (ours)"] == "not run"
-    assert "Amazon-Book substitute (paper)" not in wide.columns
-
-
-def test_table1_replicates_cover_cheap_models_and_llm_seeds(tmp_path, monkeypatch):
-    """The gpu plan's path on a tiny model: MF and CTRL over two seeds, popularity once, both LLM stages over two
-    seeds, each replicate its own run whose per-row scores give its metrics."""
-    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
-    tiny = LLMConfig(model=str(save_tiny(tmp_path / "tiny-llm")))
-    plan = profiles.plan("smoke", n_seeds=2, n_llm_seeds=2, jobs=1,
-                         stage=dict(train_rows=8, eval_rows=None, test_rows=None, batch_size=4, max_steps=1,
-                                    eval_every=1, warmup_steps=1, patience=1, score_batch_size=8),
-                         ctrl=dict(align_rows=16))
-    frame = reproduce.table1_replicates(plan, {"ml-synthetic": movie_splits()}, seed=7, llm=tiny, progress=False)
-    counts = frame.groupby("method")["seed"].apply(lambda s: sorted(s.dropna().tolist())).to_dict()
-    assert counts == {"CTRL (DIN)": [7, 8], "CoLLM-FaissRet": [7, 8], "MF": [7, 8], "Popularity": [], "TALLRec": [7, 8]}
-    assert len(set(frame["scores"])) == len(frame)  # every replicate is a run of its own
-    for row in frame.itertuples():
-        rows = pd.read_csv(row.scores)
-        assert metrics.auc(rows["label"], rows["score"]) == pytest.approx(row.AUC)
-    spread = replicates.spread(frame).set_index("method")
-    assert spread.loc["MF", "replicates"] == 2 and spread.loc["Popularity", "replicates"] == 1
-
-
 def test_figure3_names_the_runs_it_needs_and_what_makes_them(tmp_path, monkeypatch):
     """figure3_sweeps runs no stage 1 itself: a missing one fails before any sweep, naming the part that makes it
     (ML-1M's: notebook 03 / part ml-1m; the substitute's: part table1), not by another function's side effect."""
@@ -157,13 +109,26 @@ def test_figure3_names_the_runs_it_needs_and_what_makes_them(tmp_path, monkeypat
         figure3.figure3_sweeps(plan, splits, llm=tiny, progress=False)
 
 
-def test_an_ml1m_seed_replicate_makes_stage_1_before_stage_2(tmp_path, monkeypatch):
-    """The gpu plan's extra ML-1M seeds (n_llm_seeds > 1) make notebooks 03 / 04's runs at that seed, stage 1 first:
-    stage 2's folder is named by stage 1's fingerprint."""
+def test_figure3a_points_are_the_model_after_stage_2(tmp_path, monkeypatch):
+    """Each LoRA learning rate trains its stage 1, then stage 2 over it; every point reads the stage-2 run, and a
+    sweep whose points were stage-1 runs fails instead of plotting the text-only model."""
     monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path / "work"))
     tiny = LLMConfig(model=str(save_tiny(tmp_path / "tiny-llm")))
+    plan = profiles.plan("smoke")
     ml = dataclasses.replace(movie_splits(), name="ml-1m")
-    first, second = reproduce._llm_stages(profiles.plan("smoke"), "ml-1m", ml, 8, tiny, False, plan_runs.Phases(False),
-                                          make_ml=True)
-    assert runs.finished(first) and runs.finished(second)
-    assert plan_runs.main_runs("smoke", ml, 8, tiny, progress=False) == {"mf": ANY, "stage1": first, "stage2": second}
+    run = plan_runs.two_stages(plan, "ml-1m", llm=tiny)
+    frame = plan_runs.sweep_frame("ml-1m/lora_lr", run, {"stage1.lr": [1e-4, 1e-3]}, ml, runs.sweep_root("smoke"),
+                                  progress=False)
+    table = figure3.points(frame, "stage1.lr", "figure3a_smoke", seed=1)
+    assert len(set(frame["stage1_run_dir"])) == 2, "each rate its own stage 1"
+    for _, row in frame.iterrows():
+        assert read_json(Path(row["run_dir"]) / "identity.json")["kind"] == "stage2"
+        assert read_json(Path(row["run_dir"]) / "config.json")["stage1_dir"].endswith(row["stage1_run_dir"])
+    results = {r["stage1.lr"]: read_json(Path(r["run_dir"]) / "results.json") for _, r in frame.iterrows()}
+    assert table.set_index("stage1.lr")["test_auc"].to_dict() == {lr: r["test"]["all"]["auc"] for lr, r in
+                                                                  results.items()}
+    assert list(table["resolved from previous"]) == [False, table["change lo"].iloc[1] > 0 or
+                                                     table["change hi"].iloc[1] < 0]
+    stage1 = frame.assign(run_dir=frame["stage1_run_dir"].map(runs.locate))
+    with pytest.raises(ValueError, match="not stage 2"):
+        figure3.points(stage1, "stage1.lr", "figure3a_smoke", seed=1)
