@@ -219,8 +219,10 @@ def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path | None = 
     return runs.plain(results) | {"run_dir": str(out_dir)}  # as a later read of results.json returns it
 
 
-def load_trained(out_dir: str | Path, device: torch.device | None = None) -> tuple[CoLLM, LLMBundle, StageConfig]:
-    """Rebuild a trained model from its finished folder (config.json + best.pt, checked) for scoring."""
+def load_trained(out_dir: str | Path, device: torch.device | None = None,
+                 precision: str | None = None) -> tuple[CoLLM, LLMBundle, StageConfig]:
+    """Rebuild a trained model from its finished folder (config.json + best.pt, checked) for scoring, in the precision
+    it ran in, or in `precision` ("fp32", "bf16": the same weights, the frozen ones cast)."""
     out_dir = Path(out_dir)
     runs.require_finished(out_dir, "stage run", "run it (notebooks 03 / 04, stages.run_stage); a damaged run "
                                                 "is retrained there")
@@ -228,7 +230,8 @@ def load_trained(out_dir: str | Path, device: torch.device | None = None) -> tup
     raw = dict(saved["config"])
     # in the precision it ran in: resolved in its config.json, or (runs from before precision was recorded) its dtype
     ran = raw["llm"].get("precision", "bf16" if "bfloat16" in saved.get("llm", {}).get("dtype", "") else "fp32")
-    raw["llm"] = LLMConfig(**{**raw["llm"], "lora_targets": tuple(raw["llm"]["lora_targets"]), "precision": ran})
+    raw["llm"] = LLMConfig(**{**raw["llm"], "lora_targets": tuple(raw["llm"]["lora_targets"]),
+                              "precision": precision or ran})
     config = StageConfig(**raw)
     mf_dir = saved.get("mf_dir") if config.stage == 2 else None
     model, bundle = build_model(config, mf_dir=Path(mf_dir) if mf_dir else None, device=device)
