@@ -1,7 +1,8 @@
-"""bf16 against fp32 on the project's trained model: one finished stage run's kept weights scored on its whole test
-split in both precisions, the paired AUC / UAUC difference (bf16 minus fp32) with its 95 % user-level interval, rank
-correlation and the logits' largest change. tests/test_precision.py checks the same on a short trained stage 2 on
-122 rows; this is the number on the committed rows (docs/profiles.md, "bf16 and fp32").
+"""bf16 against fp32 on the project's trained model: one finished stage run's kept weights on its whole test split in
+both precisions (its own scores as it committed them, the other precision's scored here), the paired AUC / UAUC
+difference (bf16 minus fp32) with its 95 % user-level interval, rank correlation and the logits' largest change.
+tests/test_precision.py checks the same on a short trained stage 2 on 122 rows; this is the number on the committed
+rows (docs/profiles.md, "bf16 and fp32").
 
 Needs a CPU with bf16 units for bf16 at speed (elsewhere it is emulated: hours). Results:
 benchmarks/results/precision_<device>.json.
@@ -47,16 +48,19 @@ def main() -> None:
     args = parser.parse_args()
     splits = load_dataset("ml-1m", args.data_dir)
     folder = args.run or plan_runs.main_runs(args.profile, splits, progress=False)["stage2"]
+    ran_in = read_json(Path(folder) / "config.json")["config"]["llm"]["precision"]
+    other = "fp32" if ran_in == "bf16" else "bf16"
     scored, seconds = {}, {}
-    for precision in ("fp32", "bf16"):
-        scored[precision], rows, seconds[precision] = scores_in(Path(folder), splits, precision)
-        print(precision, f"{seconds[precision]:.0f} s", flush=True)
+    scored[other], rows, seconds[other] = scores_in(Path(folder), splits, other)
+    print(other, f"{seconds[other]:.0f} s", flush=True)
+    saved = baselines.on_keys(pd.read_csv(Path(folder) / "scores_test.csv"), rows, "the run's test scores")
+    scored[ran_in] = saved["score"].to_numpy()  # its own precision: the scores the run committed
     frames = {p: rows[["uid", "iid", "label"]].assign(score=s) for p, s in scored.items()}
     diff = metrics.paired_difference(frames["bf16"], frames["fp32"], seed=2023, **metrics.BOOTSTRAP)
     alone = {p: metrics.bootstrap(f, seed=2023, **metrics.BOOTSTRAP) for p, f in frames.items()}
     change = np.abs(scored["bf16"] - scored["fp32"])
-    result = {"run": portable(folder), "rows": len(rows), "users": diff["users"],
-              "ran_in": read_json(Path(folder) / "config.json")["config"]["llm"]["precision"],
+    result = {"run": portable(folder), "rows": len(rows), "users": diff["users"], "ran_in": ran_in,
+              "rescored_in": other,
               "auc": {p: [a["auc"], a["auc_lo"], a["auc_hi"]] for p, a in alone.items()},
               "uauc": {p: [a["uauc"], a["uauc_lo"], a["uauc_hi"]] for p, a in alone.items()},
               "bf16_minus_fp32": {k: diff[k] for k in ("auc", "auc_lo", "auc_hi", "uauc", "uauc_lo", "uauc_hi")},

@@ -80,11 +80,6 @@ def on_keys(scores: pd.DataFrame, keys: pd.DataFrame, what: str) -> pd.DataFrame
     return rows.drop(columns="n")
 
 
-def on_scored_rows(scores: pd.DataFrame, stage_dir: str | Path, split: str = "test") -> pd.DataFrame:
-    """on_keys at the rows a finished stage scored on `split`."""
-    return on_keys(scores, scored_keys(stage_dir, split), f"{stage_dir}'s scored {split} rows")
-
-
 BASELINE_FILES = ("results.json", "scores_*.csv")
 
 

@@ -68,7 +68,8 @@ def score_files(plan: ComparePlan, splits: Splits, runs: dict[str, Path], stage2
     files |= {(over(name), seed): Path(result["run_dir"]) / "scores_test.csv" for name, result in stage2.items()}
     if "mf" in stage2:
         for each, (_, folder) in table1.llm_runs(table, splits, seed, llm, progress=progress).items():
-            files[(over("mf"), each)] = folder / "scores_test.csv"
+            if each != seed:  # the main seed's is stage2's own run (its rows are this notebook's)
+                files[(over("mf"), each)] = folder / "scores_test.csv"
     for kind, method in rates.KINDS.items():
         files[(method, None)] = Path(rates.ensure_rates(splits, kind)["run_dir"]) / "test_scores.csv"
     return files
@@ -99,7 +100,9 @@ def subsets(rows: pd.DataFrame) -> pd.DataFrame:
 
 def table(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
     """One row per method: its seeds, rows and users, AUC and UAUC (the seed mean) with 95 % intervals that resample
-    users and seeds, whether it learned (table1.learned), and warm and cold AUC with their row and user counts."""
+    users and seeds, whether it learned (table1.learned: here on the test interval only; Table 1 also reads the kept
+    step's valid interval, so a stage run near chance may be marked there and not here), and warm and cold AUC with
+    their row and user counts."""
     no_valid = pd.DataFrame(columns=["method", "dataset"])
     parts = {name: table1.cells(part.drop(columns="subset"), no_valid, seed).set_index("method")
              for name, part in subsets(rows).groupby("subset", sort=False) if part["label"].nunique() == 2}
@@ -149,7 +152,8 @@ def verdict(diffs: pd.DataFrame, methods: pd.DataFrame) -> pd.DataFrame:
             if not pool:
                 continue
             best = max(pool, key=lambda m: learned[m])
-            out += [{"method": method, "strongest": kind, **r} for r in
-                    part[part["minus"] == best][["minus", "metric", "difference", "lo", "hi", "seeds", "users",
-                                                 "reading"]].to_dict("records")]
+            rows = part[part["minus"] == best][["minus", "metric", "difference", "lo", "hi", "seeds", "users", "reading"]]
+            if method not in learned.index:  # not read as a result (docs/protocol.md §7.5)
+                rows = rows.assign(reading=table1.NOT_LEARNED)
+            out += [{"method": method, "strongest": kind, **r} for r in rows.to_dict("records")]
     return pd.DataFrame(out)

@@ -1,4 +1,4 @@
-"""Figure 3's data: the sweeps notebook 08 plots (and part "figure3" of reproduce runs), each point CoLLM-FaissRet
+"""Figure 3's data: the sweeps notebook 09 plots (and part "figure3" of reproduce runs), each point CoLLM-FaissRet
 after both stages, with its interval.
 
 figure3_sweeps, through sweep.run_sweep at the size of the plan's sweep points (profiles.SweepPlan):
@@ -30,7 +30,7 @@ from .sweep import with_overrides
 
 
 def figure3_panels(profile: str) -> dict[str, tuple[str, str, str, str | None, str]]:
-    """Notebook 08's sweep figures: {figure name: (sweep of figure3_sweeps, swept setting, x-axis label, the paper's
+    """Notebook 09's sweep figures: {figure name: (sweep of figure3_sweeps, swept setting, x-axis label, the paper's
     Figure 3 panel or None, title)}."""
     return {
         f"figure3a_{profile}": ("lora_lr_ml-1m", "stage1.lr", "LoRA learning rate (stage 1)", "a",
@@ -48,6 +48,10 @@ def figure3_needs(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, 
                   progress: bool = True) -> dict[str, tuple[Path, str]]:
     """The runs figure3_sweeps stands on and does not make: {what: (run folder, how to make it)}."""
     llm = llm or LLMConfig()
+    missing = [name for name in ("ml-1m", SUBSTITUTE) if name not in splits]
+    if missing:
+        raise ValueError(f"Figure 3 needs the datasets {missing} (its panels are on ML-1M and {SUBSTITUTE}): add them "
+                         "to `datasets` (notebook 09's parameter)")
     ml_stage1 = main_runs(plan.profile, splits["ml-1m"], seed, llm, progress)["stage1"]
     sub_stage1 = stages.stage_dir(splits[SUBSTITUTE], stage_run(plan, 1, SUBSTITUTE, seed, llm).stage)
     return {"ML-1M stage 1": (ml_stage1, "run notebook 03 with this profile first (or: collm reproduce --part ml-1m)"),
@@ -61,7 +65,7 @@ def figure3_sweeps(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
     its stage-2 run.
 
     The stage-2 sweeps stand on finished stage-1 runs made elsewhere (figure3_needs): ML-1M's is notebook 03's, the
-    substitute's is Table 1's (notebook 08); each missing one fails here, naming what makes it. Sweep (a) makes its
+    substitute's is Table 1's (notebook 09); each missing one fails here, naming what makes it. Sweep (a) makes its
     own stage-1 runs; the embedding-size sweep trains its own MFs, each in its own run folder.
     """
     llm, phases = llm or LLMConfig(), phases or Phases(progress)

@@ -20,7 +20,7 @@ from .sweep import run_sweep
 
 SUBSTITUTE = "amazon-book-msl"  # stands in for Amazon-Book (Figure 3b) where its raw files are absent
 MAKES_ML = "run notebooks 02-04 with this profile first (or: collm reproduce --part mf, then --part ml-1m)"
-MAKES_TABLE1 = "run the table1 part first: collm reproduce --part table1 (notebook 06's Table 1 cells)"
+MAKES_TABLE1 = "run the table1 part first: collm reproduce --part table1 (notebook 09's LLM stages of the book datasets)"
 
 
 class DeadlineReached(BaseException):

@@ -14,7 +14,7 @@ here (SweepPlan, ComparePlan); the functions at the end build them, keyword argu
     profiles.index(profile)             notebook 05: the Faiss index
     profiles.rerank(profile)            notebook 05: retrieve-then-rank and cold-id matching
     profiles.ctrl(profile)              notebook 06: the CTRL(DIN) baseline
-    profiles.plan(profile)              notebook 06: Table 1's other datasets and seeds, Figure 3's sweeps
+    profiles.plan(profile)              notebooks 06, 08, 09: Table 1's seeds and other datasets, Figure 3's sweeps
     profiles.compare(profile)           notebook 07: the encoders compared, and stage 2's schedule over each
 
 `profile` None stands for $COLLM_PROFILE, else "cpu" (settings.profile_name). A run's identity hashes its config,
@@ -107,11 +107,11 @@ STAGE: dict[str, dict[str, Any]] = {
     "smoke": dict(train_rows=24, eval_rows=24, test_rows=40, batch_size=4, max_steps=4, eval_every=2,
                   warmup_steps=1, patience=2, score_batch_size=16),
     # ML-1M's whole test split (7,331 rows, UAUC over 224 users): comparable row for row with the gpu run and the
-    # paper. Valid: a fixed sample of whole users of at least 2,000 rows (stage 1: 500), so that the kept step is
+    # paper. Valid: a fixed sample of whole users of at least 2,000 rows (stage 1: 1,000), so that the kept step is
     # chosen on enough rows to tell evaluations apart (on 262 rows they jumped by 0.02-0.04 from one to the next);
-    # each schedule runs to its end (patience beyond its evaluations). Scoring batch 16: 5 % faster than 32 in bf16
-    # on 2 cores, and no padding lost. Train sizes per stage below. Times per machine: docs/profiles.md.
-    "cpu": dict(eval_rows=2000, test_rows=None, batch_size=8, warmup_steps=10, patience=100, score_batch_size=16),
+    # each schedule runs to its end (patience beyond its evaluations). Train sizes per stage below. Times per
+    # machine: docs/profiles.md.
+    "cpu": dict(eval_rows=2000, test_rows=None, batch_size=8, warmup_steps=10, patience=100, score_batch_size=32),
     # all rows; fewer steps than the authors' 10,000 at batch 16 (530 at 64 is an epoch of ML-1M); scoring at 1024
     # ran 3,939 prompts/s on an H200
     "gpu": dict(batch_size=64, max_steps=800, eval_every=100, warmup_steps=80, patience=4, score_batch_size=1024),
@@ -119,14 +119,14 @@ STAGE: dict[str, dict[str, Any]] = {
 # Per stage, over STAGE. On the H200, stage 1 still improved at step 800 and stage 2 peaked at its first evaluation
 # (step 100): stage 1 gets room to plateau, stage 2 an evaluation every 20 steps while its curve moves.
 STAGE_BY_STAGE: dict[str, dict[int, dict[str, Any]]] = {
-    # One pass over 400 / 800 prompts; what the hour holds (docs/profiles.md). Stage 1 does not learn the text task
-    # at this size (valid AUC 0.510 [0.456, 0.564] after 100 steps, test 0.505; nor at 150 steps on 1,200 prompts):
-    # it runs 50 steps and is evaluated once, at its end, on 500 valid rows, which with its test rows says so. Stage 2
-    # peaked between steps 40 and 200 of 400 on this profile, and was level at steps 60 and 120 of 120 (valid AUC
-    # 0.712 and 0.718 on 2,063 rows, paired difference -0.006 [-0.017, +0.005]): it is evaluated at steps 50 and 100
-    # on the 2,000 rows and keeps the better.
-    "cpu": {1: dict(train_rows=400, max_steps=50, eval_every=50, eval_rows=500),
-            2: dict(train_rows=800, max_steps=100, eval_every=50)},
+    # One pass over 800 / 960 prompts: about an hour for the main job (docs/profiles.md). Stage 1 does not learn the
+    # text task at this size (valid AUC 0.510 [0.456, 0.564] after 100 steps, test 0.505; nor at 150 steps on 1,200
+    # prompts): it is evaluated once, at its end, on 1,000 valid rows, which with its test rows says so. Stage 2 is
+    # evaluated at steps 60 and 120 on the 2,000 rows and keeps the better (it kept 120: valid AUC 0.718 against
+    # 0.712 at 60). Halved (400 / 800 prompts, 50 / 100 steps) the job took 59 minutes, not 62, and stage 2 kept
+    # step 50 at valid 0.665 and test AUC 0.641 against 0.705 here: the minutes saved were not worth it.
+    "cpu": {1: dict(train_rows=800, max_steps=100, eval_every=100, eval_rows=1000),
+            2: dict(train_rows=960, max_steps=120, eval_every=60)},
     "gpu": {1: dict(max_steps=2400), 2: dict(eval_every_early=20, early_until=300, patience=6)},
 }
 
@@ -164,7 +164,7 @@ CTRL: dict[str, dict[str, Any]] = {
 
 @dataclass
 class SweepPlan:
-    """Notebooks 06 and 08's plan (table1.py, figure3.py, reproduce.py): Table 1's seeds and the size of the other
+    """Notebooks 06, 08 and 09's plan (table1.py, figure3.py, reproduce.py): Table 1's seeds and the size of the other
     datasets' runs, the grids of Figure 3 and the other sweeps and the size of their points (ML-1M's Table 1 entries
     come from notebooks 02-04 at the profile's size)."""
 
@@ -185,10 +185,10 @@ class SweepPlan:
         params.check_config(self)
 
 
-# Notebooks 06 and 08 (SweepPlan): Table 1's seeds and other datasets, Figure 3's grids and the size of their runs as
-# overrides over STAGE / MF / CTRL; ML-1M's Table 1 entries are notebooks 02-04's runs at the sizes above, and so are
-# Figure 3's ML-1M points (`sweep` empty): each point is a whole run, on the whole test split, and the setting equal to
-# the main run's is that run. Seeds: docs/protocol.md §7.5.
+# Notebooks 06, 08 and 09 (SweepPlan): Table 1's seeds and other datasets, Figure 3's grids and the size of their
+# runs as overrides over STAGE / MF / CTRL; ML-1M's Table 1 entries are notebooks 02-04's runs at the sizes above, and
+# so are Figure 3's ML-1M points (`sweep` empty): each point is a whole run, on the whole test split, and the setting
+# equal to the main run's is that run. Seeds: docs/protocol.md §7.5.
 PLAN: dict[str, dict[str, Any]] = {
     "smoke": dict(lrs=(1e-3,), dims=(32,),
                   stage=dict(train_rows=8, eval_rows=8, test_rows=16, batch_size=4, max_steps=2, eval_every=2,
@@ -197,11 +197,11 @@ PLAN: dict[str, dict[str, Any]] = {
     # The book datasets' stages at ML-1M's schedule (the 160 prompts of before could not move a 135M model off its
     # prior), on 1,000 test rows of whole users; the three Figure 3 learning rates the budget holds (the paper's
     # ends and its best), the MF sizes' MFs at the profile's MF settings (d 256 is notebook 02's MF, so that point
-    # is notebook 04's run); 5 seeds of MF and CTRL(DIN), 3 of CoLLM-FaissRet's stage 2 (stage 1 shared). Every
-    # run beyond the main seed's and notebooks 03-04's is notebook 08's, outside the main job's hour
-    # (docs/profiles.md).
+    # is notebook 04's run); 5 seeds of MF and CTRL(DIN), 2 of CoLLM-FaissRet's stage 2 (stage 1 shared; each seed
+    # is half an hour here). Every run beyond the main seed's and notebooks 03-04's is notebook 08's (ML-1M's seeds)
+    # or 09's (the book datasets' LLM stages, Figure 3), outside the main job's hour (docs/profiles.md).
     "cpu": dict(lrs=(1e-4, 3e-4, 1e-3), dims=(64, 128, 256), stage=dict(test_rows=1000), mf={},
-                ctrl=dict(align_rows=48), n_seeds=5, n_llm_seeds=3, jobs=2),
+                ctrl=dict(align_rows=48), n_seeds=5, n_llm_seeds=2, jobs=2),
     # The paper's grids at the gpu sizes above; 5 seeds of the cheap models and 3 of the LLM stages.
     "gpu": dict(lrs=FIGURE3_LRS, dims=(64, 128, 256), stage={}, mf={}, ctrl={}, n_seeds=5, n_llm_seeds=3, jobs=4),
 }

@@ -3,8 +3,8 @@
     python -m collm_lib.reproduce --profile gpu --part all --out bundles/ [--deadline 540]
 
 Parts, in dependency order: "mf" (notebook 02's MFs), "ml-1m" (notebooks 03-04), "table1" (Table 1's runs: notebook
-06's MF and CTRL(DIN) seeds and no-training baselines, and notebook 08's LLM runs beyond 03-04: stage 2's seeds and
-the other datasets' stages; table1.collect), "figure3" (notebook 08's sweeps; figure3.py). Each part calls what its
+06's MF and CTRL(DIN) seeds and no-training baselines, and notebooks 08-09's LLM runs beyond 03-04: stage 2's seeds and
+the other datasets' stages; table1.collect), "figure3" (notebook 09's sweeps; figure3.py). Each part calls what its
 notebooks call, with their default parameters, and leaves <out>/<part>.tar.gz (collm_lib.bundle: results and per-row
 scores, no weights). A part stopped at its deadline keeps what finished (stage runs keep last.pt) and the same
 command resumes it. `python -m collm_lib.runner --replay <out>/*.tar.gz` executes the notebooks over them. Every
@@ -54,7 +54,7 @@ PART_DATASETS = {"mf": MF_DATASETS, "ml-1m": ("ml-1m",), "table1": TABLE1_DATASE
 
 def _part_runs(part: str, profile: str, data: dict[str, Splits], seed: int, llm: LLMConfig, progress: bool,
                phases: Phases, jobs: int = 1, data_dir: str | None = None, deadline: float | None = None) -> None:
-    """What notebooks 02-06 and 08 run at their default parameters, without Jupyter."""
+    """What notebooks 02-06, 08 and 09 run at their default parameters, without Jupyter."""
     if part == "mf":  # notebook 02
         for name, splits in data.items():
             with phases(f"{name}: MF"):
@@ -65,9 +65,9 @@ def _part_runs(part: str, profile: str, data: dict[str, Splits], seed: int, llm:
         with phases("ml-1m: MF on the stages' rows"):
             for stage in ("stage1", "stage2"):
                 baselines.baselines_on_same_rows(splits, made[stage], made["mf"])
-    else:  # notebooks 06 and 08
+    else:  # notebooks 06, 08 and 09
         plan = profiles.plan(profile)
-        if part == "table1":  # 06's runs and 08's LLM runs beyond notebooks 03-04 (seeds, the other datasets)
+        if part == "table1":  # 06's runs and 08-09's LLM runs beyond notebooks 03-04 (seeds, the other datasets)
             table1.collect(plan, data, seed, llm, make_seeds=True, progress=progress, phases=phases, data_dir=data_dir)
         else:
             figure3_sweeps(plan, data, seed, llm, progress, phases, jobs, data_dir, deadline)

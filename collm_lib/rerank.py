@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from . import metrics, retrieval, runs, settings
+from . import ranking, retrieval, runs, settings
 from .catalogue import item_titles, mf_tables, train_ids
 from .data import Splits
 from .io import read_json
@@ -127,7 +127,7 @@ def llm_scores(model: nn.Module, bundle, frame: pd.DataFrame, template: str, max
 def ranking_metrics(ranked: list, relevant: list, ks: tuple[int, ...]) -> dict[str, float]:
     """Recall, NDCG and hit rate at each cut-off (metrics module definitions)."""
     return {f"{name}@{k}": fn(ranked, relevant, k) for k in ks for name, fn in (
-        ("recall", metrics.recall_at_k), ("ndcg", metrics.ndcg_at_k), ("hit", metrics.hit_rate_at_k))}
+        ("recall", ranking.recall_at_k), ("ndcg", ranking.ndcg_at_k), ("hit", ranking.hit_rate_at_k))}
 
 
 def _rerank(frame: pd.DataFrame, scores: np.ndarray, users: np.ndarray, top: int | None = None) -> list[list[int]]:

@@ -111,18 +111,25 @@ def valid_curve(valid: EncodedSplit, curve: dict[int, np.ndarray]) -> pd.DataFra
 
 def curve_intervals(out_dir: str | Path, seed: int) -> pd.DataFrame:
     """Each evaluation of a finished stage run with its valid AUC and 95 % user-level interval (from CURVE_FILE), and
-    the paired difference to the kept step: what says whether the kept step was told apart from the others."""
-    curve = pd.read_csv(runs.output(out_dir, CURVE_FILE, "stage run"))
+    the paired difference to the kept step: what says whether the kept step was told apart from the others. Empty
+    for a run that predates CURVE_FILE (its scores per evaluation were not kept); the difference is blank where the
+    kept step's scores are not in the file (a run resumed past it from a checkpoint that predates the file)."""
+    columns = ["step", "valid_auc", "lo", "hi", "rows", "users", "minus kept", "minus kept lo", "minus kept hi"]
+    if not (Path(out_dir) / CURVE_FILE).exists():
+        log.warning("%s has no %s (a run from before it was kept): no intervals on its curve", out_dir, CURVE_FILE)
+        return pd.DataFrame(columns=columns)
+    curve = pd.read_csv(Path(out_dir) / CURVE_FILE)
     kept = read_json(Path(out_dir) / "results.json")["fit"]["best_step"]
     best = curve[curve["step"] == kept]
     out = []
     for step, part in curve.groupby("step"):
         boot = metrics.bootstrap(part, seed=seed, **metrics.BOOTSTRAP)
-        diff = metrics.paired_difference(part, best, seed=seed, **metrics.BOOTSTRAP) if step != kept else None
+        diff = (metrics.paired_difference(part, best, seed=seed, **metrics.BOOTSTRAP) if step != kept and len(best)
+                else None)
         out.append({"step": step, "valid_auc": boot["auc"], "lo": boot["auc_lo"], "hi": boot["auc_hi"],
                     "rows": boot["rows"], "users": boot["users"], "minus kept": diff and diff["auc"],
                     "minus kept lo": diff and diff["auc_lo"], "minus kept hi": diff and diff["auc_hi"]})
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=columns)
 
 
 def resolve(config: StageConfig) -> StageConfig:

@@ -7,7 +7,8 @@ not the LLM runs have finished. `collect` gathers the per-row scores of those ro
 seed): MF and CTRL(DIN) over plan.n_seeds seeds (their whole-split scores cut to the rows), the no-training
 baselines (popularity, item and user positive rate: no seed), TALLRec (stage 1, the main seed's, on which every seed
 of stage 2 stands) and CoLLM-FaissRet (stage 2) over the seeds of plan.n_llm_seeds whose runs have finished
-(notebook 08 makes them; `make_seeds` makes them here, and the other seeds of MF and CTRL(DIN)).
+(notebook 08 makes ML-1M's, notebook 09 the book datasets'; `make_seeds` makes them here, and the other seeds of MF
+and CTRL(DIN)).
 
 Everything shown is computed from those rows: a cell with several seeds reads as their mean, with an interval that
 resamples users and seeds (metrics.bootstrap), and so do the paired differences. A trained cell that did not learn
@@ -36,6 +37,7 @@ COLUMNS = {  # dataset -> (column title, the paper's dataset whose values apply,
     "ml-1m": ("ML-1M", "ml-1m"), "amazon-book": ("Amazon-Book", "amazon-book"),
     "amazon-book-msl": ("Amazon-Book substitute", None), "bookcrossing": ("BookCrossing", "bookcrossing")}
 NOT_LEARNED = "did not learn at this size"
+LLM_NOT_RUN = "not run yet (notebook 09)"  # a dataset whose LLM stages have not run beside its other methods
 MARK = "†"  # a cell that did not learn
 
 
@@ -93,7 +95,9 @@ def collect(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: L
     method, dataset, seed, uid, iid, label, score, not_cold; seed blank for the no-training baselines), and per
     dataset the run folder or score file of each. The main seed's MF and CTRL(DIN) and the no-training baselines
     are made unless finished; the other seeds of MF and CTRL(DIN) and the LLM stages beyond notebooks 03-04 are read
-    where finished (notebook 08 makes them), or made with `make_seeds`."""
+    where finished (notebooks 08 and 09 make them), or made with `make_seeds`."""
+    if not splits:
+        raise ValueError("Table 1 over no datasets: pass at least one (the notebooks' `datasets` parameter)")
     llm, phases = llm or LLMConfig(), phases or Phases(progress)
     seeds = replicates.seeds_from(seed, plan.n_seeds)
     with phases(f"MF and CTRL(DIN): the main seed{' and ' + str(len(seeds) - 1) + ' more' if make_seeds else ''}"):
@@ -118,7 +122,7 @@ def collect(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: L
             scored = pd.read_csv(path)
             if method in (OURS, "TALLRec") and len(scored) != len(keys):  # an LLM stage scores exactly these rows
                 raise ValueError(f"{path} scored {len(scored)} rows, Table 1's rows on {name} are {len(keys)}: a run "
-                                 "of other sizes; rerun notebooks 03-04 (and 08) with this profile")
+                                 "of other sizes; rerun notebooks 03-04 (and 08-09) with this profile")
             rows = baselines.on_keys(scored, keys, f"{name} {method} seed {each}")
             parts.append(rows.assign(method=method, dataset=name, seed=each))
         sources[name] = {"rows": len(keys), "scores": {f"{m} seed {s}" if s is not None else m: runs.relative(p)
@@ -144,15 +148,19 @@ def valid_rows(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
 
 
 def learned(method: str, test: dict[str, Any], valid: dict[str, Any] | None = None) -> tuple[bool, str]:
-    """Whether a trained cell learned, and if not why: its test AUC interval (metrics.bootstrap) reaches 0.5 or below,
-    or its kept step's valid AUC interval holds 0.5. The no-training baselines learn nothing and are never marked."""
+    """Whether a trained cell learned, and if not why: its test AUC is undefined or its interval (metrics.bootstrap)
+    reaches 0.5 or below, or its kept step's valid AUC interval does. The no-training baselines learn nothing and are
+    never marked."""
     if method in UNTRAINED:
         return True, ""
+    if test["auc"] is None:
+        return False, f"{NOT_LEARNED}: its test AUC is undefined (one class in its rows)"
     if valid is not None and valid["auc_lo"] is not None and valid["auc_lo"] <= 0.5:
         return False, (f"{NOT_LEARNED}: its kept step's valid AUC {valid['auc']:.4f} [{valid['auc_lo']:.3f}, "
-                       f"{valid['auc_hi']:.3f}] holds chance")
+                       f"{valid['auc_hi']:.3f}] reaches chance or below")
     if test["auc_lo"] is not None and test["auc_lo"] <= 0.5:
-        return False, f"{NOT_LEARNED}: its test AUC interval [{test['auc_lo']:.3f}, {test['auc_hi']:.3f}] reaches chance"
+        return False, (f"{NOT_LEARNED}: its test AUC interval [{test['auc_lo']:.3f}, {test['auc_hi']:.3f}] reaches "
+                       "chance")
     return True, ""
 
 
@@ -213,14 +221,15 @@ def _cell(r: pd.Series) -> str:
 
 def wide(long: pd.DataFrame, notes: dict[str, str] | None = None) -> pd.DataFrame:
     """Methods x datasets of COLUMNS: our cell (_cell) and the paper's; a dataset without runs gets its `notes` entry
-    (e.g. why it was not run)."""
+    (e.g. why it was not run), a missing LLM cell says which notebook makes it."""
     notes = notes or {}
     out = pd.DataFrame({"method": list(METHODS)})
     for dataset, (title, paper_dataset) in COLUMNS.items():
         part = long[long["dataset"] == dataset].set_index("method").reindex(METHODS)
         ran = part["AUC"].notna()
-        out[f"{title} (ours)"] = [_cell(r) if ok else ("-" if ran.any() else notes.get(dataset, "not run"))
-                                  for ok, (_, r) in zip(ran, part.iterrows())]
+        out[f"{title} (ours)"] = [_cell(r) if ok else (LLM_NOT_RUN if method in ("TALLRec", OURS) else "-")
+                                  if ran.any() else notes.get(dataset, "not run")
+                                  for ok, (method, r) in zip(ran, part.iterrows())]
         if paper_dataset:
             out[f"{title} (paper)"] = [report.pair(*paper_numbers.table1(m, paper_dataset)) for m in METHODS]
     return out
@@ -270,7 +279,8 @@ def strongest(long: pd.DataFrame, diffs: pd.DataFrame) -> pd.DataFrame:
             for metric in ("AUC", "UAUC"):
                 d = _against(diffs, dataset, best["method"], metric)
                 row[f"{kind} {metric} difference"] = _difference(d)
-                row[f"{kind} {metric} reading"] = "" if d is None else _side(d["lo"], d["hi"])
+                row[f"{kind} {metric} reading"] = ("" if d is None or not row["ours learned"]  # not read: see its note
+                                                   else _side(d["lo"], d["hi"]))
         out.append(row)
     return pd.DataFrame(out)
 

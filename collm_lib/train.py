@@ -183,6 +183,7 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         state, best = saved["state"], saved["best"]
+        state.setdefault("curve", {})  # a checkpoint from before the per-evaluation scores were kept
         rng.bit_generator.state = saved["rng"]
         _set_rng_states(saved["rng_states"])
         log.info("stage %d resumes from step %d of %s", config.stage, state["step"], last_path)

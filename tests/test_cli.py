@@ -59,10 +59,10 @@ def test_help_lists_every_field_with_its_comment_and_profile_defaults(command, c
         # what the option does, and each profile's stage 1 / stage 2 values, as profiles.py sets them
         steps = {p: " / ".join(dict.fromkeys(str(profiles.stage(p, s).max_steps) for s in (1, 2)))
                  for p in ("smoke", "cpu", "gpu")}
-        assert steps == {"smoke": "4", "cpu": "150 / 400", "gpu": "2400 / 800"}
+        assert steps == {"smoke": "4", "cpu": "100 / 120", "gpu": "2400 / 800"}
         assert ("--max-steps INT optimizer steps to train for, each of batch_size x grad_accum prompts per process; "
                 "the lr decays to min_lr over them, and patience may stop sooner") in text
-        assert "[profile default: smoke 4, cpu 150 / 400, gpu 2400 / 800]" in text
+        assert "[profile default: smoke 4, cpu 100 / 120, gpu 2400 / 800]" in text
         assert "the authors' 200" not in text
         # row counts: train by rows; valid and test by whole users, so a sample can hold more rows than asked
         assert "--train-rows INT|none seeded sample of this many train rows, row by row (None: all)" in text

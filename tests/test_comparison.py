@@ -51,6 +51,8 @@ def test_table_counts_and_differences_read_the_same_rows_with_every_seed():
     assert verdict.set_index("strongest")["minus"].to_dict() == {"trained": "CTRL (DIN)",
                                                                 "no-training": "Item positive rate"}
     assert len(verdict) == 4  # two kinds x AUC, UAUC
+    unlearned = table.reset_index().assign(learned=lambda t: t["method"] != "CoLLM-FaissRet over MF")
+    assert (comparison.verdict(diffs, unlearned)["reading"] == "did not learn at this size").all()
 
     fig = plots.paired_intervals(diffs, counts)
     assert len(fig.axes) == 2 and "320 rows, 40 users" in " ".join(t.get_text() for t in fig.legends[0].texts)

@@ -75,7 +75,8 @@ def test_reproduce_bundle_replay(tmp_path, shared_data):
                               capture_output=True, text=True)
     assert replayed.returncode == 0, replayed.stdout[-3000:] + replayed.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "replayed").glob("*.ipynb")) == [
-        "02_collaborative_model.ipynb", "03_stage1_lora.ipynb", "04_stage2_fece.ipynb", "06_table1.ipynb"]
+        "02_collaborative_model.ipynb", "03_stage1_lora.ipynb", "04_stage2_fece.ipynb", "06_table1.ipynb",
+        "08_seeds.ipynb", "09_figure3.ipynb"]
     assert not list((tmp_path / "laptop").rglob("*.pt"))  # nothing was trained on the replaying side
     shown = (tmp_path / "replayed" / "02_collaborative_model.ipynb").read_text()  # where its numbers came from
     assert "replayed bundle mf.tar.gz: part mf, cpu, commit" in shown and "sha256 verified" in shown

@@ -8,11 +8,11 @@ import pytest
 
 pytest.importorskip("faiss", reason="pip install faiss-cpu to run the retrieval tests")
 
-from collm_lib import metrics  # noqa: E402
+from collm_lib import ranking  # noqa: E402
 from collm_lib import matching as M  # noqa: E402
 from collm_lib import retrieval as R  # noqa: E402
 
-RANKING = (metrics.recall_at_k, metrics.ndcg_at_k, metrics.hit_rate_at_k)
+RANKING = (ranking.recall_at_k, ranking.ndcg_at_k, ranking.hit_rate_at_k)
 
 
 def _catalogue() -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +101,6 @@ def test_ranking_metrics_ignore_search_padding():
     _, ids = R.VectorIndex(R.IndexConfig(use_gpu=False)).build(items).search(np.repeat(query, 2, 0), 6)
     assert ids[0].tolist() == [0, 1, 2, 3, -1, -1]
     relevant = [{2}, {9}]
-    assert metrics.recall_at_k(list(ids), relevant, 6) == pytest.approx(0.5)
-    assert metrics.hit_rate_at_k(list(ids), relevant, 6) == pytest.approx(0.5)
-    assert metrics.ndcg_at_k(list(ids), relevant, 6) == pytest.approx(0.5 / np.log2(4))
+    assert ranking.recall_at_k(list(ids), relevant, 6) == pytest.approx(0.5)
+    assert ranking.hit_rate_at_k(list(ids), relevant, 6) == pytest.approx(0.5)
+    assert ranking.ndcg_at_k(list(ids), relevant, 6) == pytest.approx(0.5 / np.log2(4))

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from collm_lib import metrics
+from collm_lib import metrics, ranking
 
 
 def _per_user_reference(users, labels, scores):
@@ -121,22 +121,22 @@ def test_ranking_metrics_by_hand():
     ranked = [[5, 1, 7, 2], [3, 4, 9, 8], [1, 2, 3, 4]]
     relevant = [{1, 2}, {8}, set()]  # the third user has nothing relevant: skipped
     # user 0: hits at ranks 2 and 4; user 1: hit at rank 4
-    assert metrics.recall_at_k(ranked, relevant, 2) == pytest.approx((1 / 2 + 0) / 2)
-    assert metrics.recall_at_k(ranked, relevant, 4) == pytest.approx((2 / 2 + 1) / 2)
-    assert metrics.hit_rate_at_k(ranked, relevant, 2) == pytest.approx(0.5)
-    assert metrics.hit_rate_at_k(ranked, relevant, 4) == pytest.approx(1.0)
+    assert ranking.recall_at_k(ranked, relevant, 2) == pytest.approx((1 / 2 + 0) / 2)
+    assert ranking.recall_at_k(ranked, relevant, 4) == pytest.approx((2 / 2 + 1) / 2)
+    assert ranking.hit_rate_at_k(ranked, relevant, 2) == pytest.approx(0.5)
+    assert ranking.hit_rate_at_k(ranked, relevant, 4) == pytest.approx(1.0)
     d = lambda r: 1 / math.log2(r + 1)  # noqa: E731
     ndcg0 = (d(2) + d(4)) / (d(1) + d(2))
     ndcg1 = d(4) / d(1)
-    assert metrics.ndcg_at_k(ranked, relevant, 4) == pytest.approx((ndcg0 + ndcg1) / 2)
-    assert metrics.ndcg_at_k([[1, 2]], [{1, 2}], 2) == pytest.approx(1.0)
+    assert ranking.ndcg_at_k(ranked, relevant, 4) == pytest.approx((ndcg0 + ndcg1) / 2)
+    assert ranking.ndcg_at_k([[1, 2]], [{1, 2}], 2) == pytest.approx(1.0)
 
 
 def test_ranking_metrics_undefined_and_bad_k():
     with pytest.raises(ValueError, match="no user"):
-        metrics.recall_at_k([[1, 2]], [set()], 2)
+        ranking.recall_at_k([[1, 2]], [set()], 2)
     with pytest.raises(ValueError, match="k must"):
-        metrics.ndcg_at_k([[1, 2]], [{1}], 0)
+        ranking.ndcg_at_k([[1, 2]], [{1}], 0)
 
 
 # ---- user-level bootstrap ----------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from collm_lib import numbers, settings
+from collm_lib import figure3, numbers, runner, settings
 
 REPO = settings.REPO_ROOT
 FIGURES = REPO / "figures"
@@ -28,7 +28,10 @@ TOLERANCE, PAIRS = 0.03, 2
 # Tables that are measurements, not scores of rows (no rows file): dataset sizes, index speed and recall.
 MEASUREMENTS = ("data_stats_", "faiss_sweep_")
 ABSOLUTE_PATH = re.compile(r"(/work/|/home/|/Users/|/tmp/|[A-Z]:\\)")
-FIGURES_PER_NOTEBOOK = {"02": 1, "03": 1, "04": 1, "05": 3, "07": 1, "08": 4}
+FIGURES_PER_NOTEBOOK = {"02": 1, "03": 1, "04": 1, "05": 3, "07": 1, "09": 4}
+# Committed without outputs (runner.NOT_COMMITTED_RUN): hours at cpu; the rest are the cpu run's.
+RUN = [nb for nb in NOTEBOOKS if nb.name[:2] not in runner.NOT_COMMITTED_RUN]
+NOT_RUN = [nb for nb in NOTEBOOKS if nb.name[:2] in runner.NOT_COMMITTED_RUN]
 
 
 def _mismatches(recorded: dict, figures_dir: Path) -> list[str]:
@@ -56,7 +59,8 @@ def _text(output: dict) -> str:
 
 def test_committed_numbers_recompute_from_their_rows():
     files = sorted(FIGURES.glob("numbers_*_cpu.json"))
-    assert len(files) == len(NOTEBOOKS), f"expected one numbers file per notebook, found {[f.name for f in files]}"
+    expected = [f"numbers_{nb.name[:2]}_cpu.json" for nb in RUN]
+    assert [f.name for f in files] == expected, f"expected one numbers file per run notebook, found {[f.name for f in files]}"
     bad = [m for f in files for m in _mismatches(json.loads(f.read_text()), FIGURES)]
     assert not bad, "numbers that do not recompute from their committed rows:\n" + "\n".join(bad)
 
@@ -75,7 +79,23 @@ def test_every_committed_result_table_has_its_rows():
     assert tables and not missing, f"result tables without their per-row scores (NAME.rows.csv.gz): {missing}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+@pytest.mark.parametrize("path", NOT_RUN, ids=lambda p: p.name[:2])
+def test_notebook_committed_unrun_has_no_outputs_and_no_figures(path):
+    """No stale half: none of its cells ran, and no cpu figure or numbers file claims to be its output."""
+    code = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    ran = [i for i, c in enumerate(code) if c.get("outputs") or c.get("execution_count")]
+    assert not ran, f"{path.name}: code cells {ran} carry outputs; run it whole (--only {path.name[:2]} --in-place)"
+    assert not (FIGURES / f"numbers_{path.name[:2]}_cpu.json").exists()
+
+
+def test_no_cpu_figure_of_a_notebook_committed_unrun():
+    """Figure 3 and the BookCrossing table are notebook 09's: at cpu, files by those names would be another run's."""
+    names = [*figure3.figure3_panels("cpu"), "bookcrossing_liked_cpu"]
+    stale = sorted(p.name for name in names for p in FIGURES.glob(f"{name}.*"))
+    assert "09" not in runner.NOT_COMMITTED_RUN or not stale, f"cpu outputs of a notebook committed unrun: {stale}"
+
+
+@pytest.mark.parametrize("path", RUN, ids=lambda p: p.name[:2])
 def test_committed_notebook_is_clean(path):
     nb = json.loads(path.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]

@@ -260,7 +260,7 @@ def _parameters_cell(path: Path) -> dict[str, typing.Any]:
 
 
 def test_notebooks_exist():
-    assert len(NOTEBOOKS) == 8
+    assert len(NOTEBOOKS) == 9
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -405,3 +405,37 @@ def test_stage_curve_draws_each_evaluations_interval():
     bars = [c for c in fig.axes[0].containers if "95 % interval" in c.get_label()]
     assert bars and len(bars[0][2][0].get_segments()) == len(hist)
     assert fig.axes[0].get_ylim()[1] >= intervals["hi"].max()
+
+
+def _curve_run(tmp_path, steps: dict[int, float], kept: int, with_curve: bool = True):
+    """A finished stage run folder with results.json and, if asked, the per-row valid scores of each evaluation
+    (stages.CURVE_FILE), each step's scores seeing the label with the given strength."""
+    from collm_lib import stages
+    from collm_lib.io import write_json
+    rng = np.random.default_rng(0)
+    uid = np.repeat(np.arange(1, 81), 6)
+    label = rng.integers(0, 2, uid.size)
+    frames = [pd.DataFrame({"uid": uid, "iid": np.arange(uid.size), "label": label, "not_cold": 1, "step": step,
+                            "score": strength * label + rng.normal(size=uid.size)}) for step, strength in steps.items()]
+    write_json(tmp_path / "results.json", {"fit": {"best_step": kept}})
+    if with_curve:
+        pd.concat(frames).to_csv(tmp_path / stages.CURVE_FILE, index=False)
+    return tmp_path
+
+
+def test_curve_intervals_hold_each_step_and_its_difference_to_the_kept_one(tmp_path):
+    from collm_lib import stages
+    curve = stages.curve_intervals(_curve_run(tmp_path, {50: 1.5, 100: 0.0}, kept=50), seed=1).set_index("step")
+    assert (curve["lo"] <= curve["valid_auc"]).all() and (curve["valid_auc"] <= curve["hi"]).all()
+    assert curve.loc[50, "lo"] > 0.5 >= curve.loc[100, "lo"] and pd.isna(curve.loc[50, "minus kept"])
+    assert curve.loc[100, "minus kept hi"] < 0 and curve.loc[50, "users"] == 80
+
+
+def test_curve_intervals_of_older_runs_are_empty_or_without_the_difference(tmp_path):
+    from collm_lib import stages
+    older = stages.curve_intervals(_curve_run(tmp_path / "a", {50: 1.0}, kept=50, with_curve=False), seed=1)
+    assert older.empty and {"step", "lo", "hi"} <= set(older.columns)
+    plots.stage_curve(stage_history(), 40, stage=2, dataset="d", n_train_rows=1, n_valid_rows=1, n_valid_users=1,
+                      intervals=older)  # draws, without intervals
+    resumed = stages.curve_intervals(_curve_run(tmp_path / "b", {100: 1.0}, kept=50), seed=1)
+    assert len(resumed) == 1 and pd.isna(resumed["minus kept"]).all() and resumed["lo"].iloc[0] > 0.5

@@ -110,14 +110,14 @@ ROWS = [  # (step, setting, its value for a profile); stage settings: stage 1 / 
     ("06 CTRL(DIN)", "aligned rows / align epochs / epochs (max)",
      lambda p: " / ".join(_shown(getattr(profiles.ctrl(p, **profiles.plan(p).ctrl), f))
                           for f in ("align_rows", "align_epochs", "max_epochs"))),
-    ("08 plan", "Figure 3 learning rates", lambda p: _shown(profiles.plan(p).lrs)),
-    ("08 plan", "Figure 3 MF sizes d", lambda p: _shown(profiles.plan(p).dims)),
-    ("08 plan", "... their MFs: epochs (max) / patience",
+    ("09 plan", "Figure 3 learning rates", lambda p: _shown(profiles.plan(p).lrs)),
+    ("09 plan", "Figure 3 MF sizes d", lambda p: _shown(profiles.plan(p).dims)),
+    ("09 plan", "... their MFs: epochs (max) / patience",
      lambda p: _shown(*(getattr(profiles.mf(p, **profiles.plan(p).mf), f) for f in ("max_epochs", "patience")))),
-    ("08 plan", "other datasets' stages: train / test rows",
+    ("09 plan", "other datasets' stages: train / test rows",
      lambda p: " / ".join(_stages(p, f, **profiles.plan(p).stage) for f in ("train_rows", "test_rows"))),
-    ("08 plan", "... steps (max)", lambda p: _stages(p, "max_steps", **profiles.plan(p).stage)),
-    ("08 plan", "Figure 3's ML-1M points: train / test rows", lambda p: " / ".join(
+    ("09 plan", "... steps (max)", lambda p: _stages(p, "max_steps", **profiles.plan(p).stage)),
+    ("09 plan", "Figure 3's ML-1M points: train / test rows", lambda p: " / ".join(
         _stages(p, f, **profiles.plan(p).sweep) for f in ("train_rows", "test_rows"))),
     ("06/08 plan", "seeds: MF and CTRL(DIN) / stage 2 (ML-1M)",
      lambda p: _shown(profiles.plan(p).n_seeds, profiles.plan(p).n_llm_seeds)),

@@ -72,7 +72,9 @@ def test_gpu_stage_schedules_see_their_best_point():
     assert first.max_steps > 800 and first.eval_every_early == 0
     steps = [s for s in range(1, second.max_steps + 1) if train.evaluates_at(s, second)]
     assert steps[:5] == [20, 40, 60, 80, 100] and 400 in steps and 420 not in steps and steps[-1] == second.max_steps
-    cpu = profiles.stage("cpu", 2)
+    # cpu: stage 2 runs to its end and keeps the better of two evaluations, each on enough valid rows to tell them
+    # apart; stage 1 is evaluated once, at its end (it does not learn at this size, docs/profiles.md)
+    cpu, cpu1 = profiles.stage("cpu", 2), profiles.stage("cpu", 1)
     steps = [s for s in range(1, cpu.max_steps + 1) if train.evaluates_at(s, cpu)]
-    assert steps == list(range(10, 101, 10)) + list(range(150, 401, 50)) and cpu.patience > len(steps)
-    assert cpu.batch_size * cpu.max_steps >= 3000 and profiles.stage("cpu", 1).train_rows >= 1000
+    assert steps == [60, 120] and cpu.patience > len(steps) and cpu.eval_rows >= 2000
+    assert [s for s in range(1, cpu1.max_steps + 1) if train.evaluates_at(s, cpu1)] == [cpu1.max_steps]
