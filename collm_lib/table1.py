@@ -38,6 +38,7 @@ COLUMNS = {  # dataset -> (column title, the paper's dataset whose values apply,
     "amazon-book-msl": ("Amazon-Book substitute", None), "bookcrossing": ("BookCrossing", "bookcrossing")}
 NOT_LEARNED = "did not learn at this size"
 LLM_NOT_RUN = "not run yet (notebook 09)"  # a dataset whose LLM stages have not run beside its other methods
+LLM_STAGES = ("TALLRec", OURS)  # stage 1 and stage 2 of one run folder pair
 MARK = "†"  # a cell that did not learn
 
 
@@ -120,7 +121,7 @@ def collect(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023, llm: L
             files[(OURS, each)] = dirs[1] / "scores_test.csv"
         for (method, each), path in files.items():
             scored = pd.read_csv(path)
-            if method in (OURS, "TALLRec") and len(scored) != len(keys):  # an LLM stage scores exactly these rows
+            if method in LLM_STAGES and len(scored) != len(keys):  # an LLM stage scores exactly these rows
                 raise ValueError(f"{path} scored {len(scored)} rows, Table 1's rows on {name} are {len(keys)}: a run "
                                  "of other sizes; rerun notebooks 03-04 (and 08-09) with this profile")
             rows = baselines.on_keys(scored, keys, f"{name} {method} seed {each}")
@@ -142,7 +143,7 @@ def valid_rows(plan: SweepPlan, splits: dict[str, Splits], seed: int = 2023,
     llm, parts = llm or LLMConfig(), []
     for name, data in splits.items():
         dirs = llm_runs(plan, data, seed, llm, progress=False).get(seed)
-        for method, folder in zip(("TALLRec", OURS), dirs or ()):
+        for method, folder in zip(LLM_STAGES, dirs or ()):
             parts.append(pd.read_csv(folder / "scores_valid.csv").assign(method=method, dataset=name))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["method", "dataset"])
 
@@ -227,9 +228,11 @@ def wide(long: pd.DataFrame, notes: dict[str, str] | None = None) -> pd.DataFram
     for dataset, (title, paper_dataset) in COLUMNS.items():
         part = long[long["dataset"] == dataset].set_index("method").reindex(METHODS)
         ran = part["AUC"].notna()
-        out[f"{title} (ours)"] = [_cell(r) if ok else (LLM_NOT_RUN if method in ("TALLRec", OURS) else "-")
-                                  if ran.any() else notes.get(dataset, "not run")
-                                  for ok, (method, r) in zip(ran, part.iterrows())]
+        if not ran.any():
+            out[f"{title} (ours)"] = notes.get(dataset, "not run")
+        else:
+            out[f"{title} (ours)"] = [_cell(r) if ok else LLM_NOT_RUN if method in LLM_STAGES else "-"
+                                      for ok, (method, r) in zip(ran, part.iterrows())]
         if paper_dataset:
             out[f"{title} (paper)"] = [report.pair(*paper_numbers.table1(m, paper_dataset)) for m in METHODS]
     return out
