@@ -27,6 +27,7 @@ import re
 import subprocess
 import tarfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,10 @@ KEY_ENV = "COLLM_BUNDLE_KEY"  # a shared secret: bundles packed with it are sign
 FILE_TYPES = (".json", ".csv", ".csv.gz", ".log")  # what run folders write; anything else is refused
 NAME = re.compile(r"[A-Za-z0-9_+=,-][A-Za-z0-9_.+=,-]*")  # one path component: runs' alphabet, no leading dot
 PRECISIONS = ("bf16", "fp32")
+PARTS = ("mf", "ml-1m", "table1", "figure3")  # reproduce.PARTS: the parts a bundle can hold
+SEED_MAX = 2**32 - 1  # params' seed range: a seed a notebook accepts
+TEXT_MAX = 200  # what one manifest text field may hold, and what a report shows of it
+UNREADABLE = (tarfile.TarError, EOFError, zlib.error, OSError)  # a truncated or damaged tar.gz
 
 
 class UnsafeBundle(ValueError):
@@ -67,6 +72,13 @@ def code_commit() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return f"{sha}-dirty" if dirty else sha
+
+
+def shown(value: Any, limit: int = TEXT_MAX) -> str:
+    """A manifest value as a report may print it: printable characters only (others as "?"), at most `limit`
+    long; a field cannot move the cursor, colour the terminal or add a line to what --verify and replays print."""
+    text = "".join(c if c.isprintable() else "?" for c in str(value))
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def _is_weight(name: str) -> bool:
@@ -128,10 +140,11 @@ def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
             if not entry.isreg() or entry.size > MAX_BYTES:
                 raise UnsafeBundle(f"{bundle}: {MANIFEST} is not a regular file of at most {MAX_BYTES} bytes")
             manifest = json.loads(tar.extractfile(entry).read())
-    except (tarfile.TarError, KeyError, OSError, ValueError) as err:
+    except (*UNREADABLE, KeyError, ValueError) as err:
         if isinstance(err, (FileNotFoundError, UnsafeBundle)):
             raise
-        raise _not_a_bundle(bundle, f"{type(err).__name__}: {err}") from err
+        damaged = "truncated or damaged, " if isinstance(err, UNREADABLE) else ""
+        raise _not_a_bundle(bundle, f"{damaged}{type(err).__name__}: {err}") from err
     _check_manifest(bundle, manifest)
     return manifest
 
@@ -153,21 +166,64 @@ def _check_manifest(bundle: str | os.PathLike, manifest: Any) -> None:
         refuse("is not an object with a 'runs' object")
     for key, entry in manifest["runs"].items():
         if not (key.startswith("runs/") and _safe_rel(key, 3)):
-            refuse(f"names the run folder {key!r}, not a plain path runs/<dataset>/<folder>")
+            refuse(f"names the run folder {shown(key, 80)!r}, not a plain path runs/<dataset>/<folder>")
         behind = entry.get("left_behind") if isinstance(entry, dict) else None
-        if not isinstance(behind, dict) or not all(NAME.fullmatch(n) and _is_weight(n) for n in behind):
-            refuse(f"lists left-behind files of {key!r} that are not weight file names")
-    if manifest.get("profile") not in settings.PROFILES:
-        refuse(f"has profile {str(manifest.get('profile'))[:80]!r}, not one of {settings.PROFILES}")
-    if type(manifest.get("seed")) is not int or not isinstance(manifest.get("model"), str) \
-            or not manifest["model"].isprintable() or len(manifest["model"]) > 300:
-        refuse("lacks a whole-number seed or a model name")
-    if manifest.get("precision") not in (*PRECISIONS, None):
-        refuse(f"has precision {str(manifest.get('precision'))[:40]!r}, not one of {PRECISIONS}")
-    files = manifest.get("files", {})
-    if not isinstance(files, dict) or not all(isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
-                                              for v in files.values()):
-        refuse("has a 'files' entry that is not {name: sha256}")
+        if not isinstance(behind, dict) or not all(NAME.fullmatch(n) and _is_weight(n) and _output(w)
+                                                   for n, w in behind.items()):
+            refuse(f"lists left-behind files of {key!r} that are not weight file names with their bytes and sha256")
+    for field, (fits, words) in FIELDS.items():
+        if field in manifest and not fits(manifest[field]):
+            refuse(f"has {field} {shown(manifest[field], 80)!r}, not {words}")
+    for field in ("profile", "seed", "model"):  # the notebooks' parameters: every bundle has them
+        if field not in manifest:
+            refuse(f"lacks its {field}")
+
+
+def _text(limit: int = TEXT_MAX) -> Any:
+    return lambda v: isinstance(v, str) and v.isprintable() and len(v) <= limit
+
+
+def _hex(v: Any) -> bool:
+    return isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None
+
+
+def _output(v: Any) -> bool:
+    """A run.json output record {"bytes": n, "sha256": hex}."""
+    return isinstance(v, dict) and type(v.get("bytes")) is int and 0 <= v["bytes"] < 2**50 and _hex(v.get("sha256"))
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 10**9
+
+
+# Every field pack writes, with what it may hold: checked before anything is emptied or written, so no field reaches
+# a folder name, a notebook parameter or a report as anything but the values `collm reproduce` writes.
+FIELDS: dict[str, tuple[Any, str]] = {
+    "profile": (lambda v: v in settings.PROFILES, f"one of {settings.PROFILES}"),
+    "seed": (lambda v: type(v) is int and 0 <= v <= SEED_MAX, f"a whole number from 0 to {SEED_MAX}"),
+    "model": (_text(300), "a model name of at most 300 printable characters"),
+    "precision": (lambda v: v in (*PRECISIONS, None), f"one of {PRECISIONS}"),
+    "part": (lambda v: v in PARTS, f"one of {PARTS}"),
+    "device": (_text(100), "a device name of at most 100 printable characters"),
+    "commit": (lambda v: v is None or isinstance(v, str) and re.fullmatch(r"[0-9a-f]{40}(-dirty)?", v) is not None,
+               "a git commit"),
+    "code": (_hex, "a sha256"),
+    "llm": (_hex, "a sha256"),
+    "packed_at": (_text(40), "a time of at most 40 printable characters"),
+    "complete": (lambda v: isinstance(v, bool), "true or false"),
+    "seconds": (_number, "a number of seconds"),
+    "jobs": (lambda v: type(v) is int and 1 <= v <= 1024, "a count of jobs"),
+    "data": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and NAME.fullmatch(k) and len(k) <= 100
+                                                   and _hex(f) for k, f in v.items()),
+             "{dataset name: fingerprint} (a name, never a path)"),
+    "phases": (lambda v: isinstance(v, list) and len(v) <= 1000 and all(
+        isinstance(r, dict) and all(isinstance(k, str) and len(k) <= 40 and (_text()(x) or _number(x) or x is None)
+                                    for k, x in r.items()) for r in v), "a list of phase rows"),
+    "run": (lambda v: isinstance(v, dict) and len(json.dumps(v, default=str)) <= 20_000, "a run record"),
+    "files": (lambda v: isinstance(v, dict) and all(isinstance(n, str) and _hex(h) for n, h in v.items()),
+              "{name: sha256}"),
+    "signature": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "an HMAC-SHA256"),
+}
 
 
 def _member_problem(member: tarfile.TarInfo, run_keys: set[str]) -> str | None:
@@ -182,27 +238,41 @@ def _member_problem(member: tarfile.TarInfo, run_keys: set[str]) -> str | None:
     return None
 
 
-def check(bundle: str | os.PathLike) -> tuple[dict[str, Any], dict[str, bytes], dict[str, Any]]:
-    """Validate a whole bundle without writing anything: (manifest, {member: content}, verification).
-
-    Raises UnsafeBundle naming the first problem: a member that is not a regular file of a listed run folder of a
-    known type, a folder that is neither a finished run nor a sweep setting, a file whose sha256 differs from bundle.json's, a
-    signature that does not match $COLLM_BUNDLE_KEY, more than MAX_UNPACKED bytes. Bundles from before sha256s were
-    recorded pass with verification["sha256"] "not recorded"."""
-    manifest = read_manifest(bundle)
-    run_keys, contents, total = set(manifest["runs"]), {}, 0
+def _members(bundle: str | os.PathLike, run_keys: set[str]) -> dict[str, bytes]:
+    """{member: content} of every file beside the manifest, each refused unless `_member_problem` finds none."""
+    contents, total = {}, 0
     with tarfile.open(bundle, "r:gz") as tar:
         for member in tar:
             if member.name == MANIFEST:
                 continue
             problem = _member_problem(member, run_keys)
             if problem or member.name in contents:
-                raise UnsafeBundle(f"{bundle}: member {member.name[:200]!r} {problem or 'occurs twice'}; nothing was "
-                                   "unpacked. Do not replay it: ask its sender for the bundle `collm reproduce` wrote")
+                raise UnsafeBundle(f"{bundle}: member {shown(member.name)!r} {problem or 'occurs twice'}; nothing "
+                                   "was unpacked. Do not replay it: ask its sender for the bundle `collm reproduce` "
+                                   "wrote")
             total += member.size
             if total > MAX_UNPACKED:
                 raise UnsafeBundle(f"{bundle}: over {MAX_UNPACKED // 2**20} MiB unpacked; nothing was unpacked")
             contents[member.name] = tar.extractfile(member).read()
+    return contents
+
+
+def check(bundle: str | os.PathLike, allow_unsigned: bool = False
+          ) -> tuple[dict[str, Any], dict[str, bytes], dict[str, Any]]:
+    """Validate a whole bundle without writing anything: (manifest, {member: content}, verification).
+
+    Raises UnsafeBundle naming the first problem: a member that is not a regular file of a listed run folder of a
+    known type, a folder that is neither a finished run nor a sweep setting, a file whose sha256 differs from
+    bundle.json's, a signature that does not match $COLLM_BUNDLE_KEY (or none while the key is set, unless
+    `allow_unsigned`), more than MAX_UNPACKED bytes; a truncated or damaged archive raises ValueError. Bundles from
+    before sha256s were recorded pass with verification["sha256"] "not recorded"."""
+    manifest = read_manifest(bundle)
+    run_keys = set(manifest["runs"])
+    try:
+        contents = _members(bundle, run_keys)
+    except UNREADABLE as err:
+        raise _not_a_bundle(bundle, f"truncated or damaged ({type(err).__name__}: {err}); nothing was unpacked") \
+            from err
     for key in sorted(run_keys):  # a finished run has run.json; a sweep setting (sweep.run_sweep) its result.json
         if f"{key}/{runs.DONE}" not in contents and f"{key}/result.json" not in contents:
             raise UnsafeBundle(f"{bundle}: folder {key} holds neither {runs.DONE} nor result.json: not a finished run "
@@ -219,14 +289,18 @@ def check(bundle: str | os.PathLike) -> tuple[dict[str, Any], dict[str, bytes], 
             raise UnsafeBundle(f"{bundle}: {len(wrong)} file(s) differ from the sha256s bundle.json records, e.g. "
                                f"{wrong[0]}: the bundle was changed after it was packed; nothing was unpacked")
         verification["sha256"] = f"verified ({len(contents)} files)"
-    verification["signature"] = _check_signature(bundle, manifest)
+    verification["signature"] = _check_signature(bundle, manifest, allow_unsigned)
     return manifest, contents, verification
 
 
-def _check_signature(bundle: str | os.PathLike, manifest: dict[str, Any]) -> str:
+def _check_signature(bundle: str | os.PathLike, manifest: dict[str, Any], allow_unsigned: bool) -> str:
     key, signature = os.environ.get(KEY_ENV), manifest.get("signature")
+    if signature is None and key and not allow_unsigned:
+        raise UnsafeBundle(f"{bundle}: it is unsigned and ${KEY_ENV} is set: with a key, only bundles signed with it "
+                           "are replayed (a forger strips the signature); nothing was unpacked. Ask its sender for a "
+                           f"bundle packed with ${KEY_ENV} set, or pass --allow-unsigned to accept it knowingly")
     if signature is None:
-        return "unsigned"
+        return "unsigned" + (f", accepted with --allow-unsigned although ${KEY_ENV} is set" if key else "")
     if not key:
         return f"signed, not checked (set ${KEY_ENV} to the key it was signed with)"
     if not hmac.compare_digest(str(signature), _signature(manifest, key)):
@@ -235,12 +309,30 @@ def _check_signature(bundle: str | os.PathLike, manifest: dict[str, Any]) -> str
     return f"verified with ${KEY_ENV}"
 
 
-def verify(bundle: str | os.PathLike) -> dict[str, Any]:
+def verify(bundle: str | os.PathLike, allow_unsigned: bool = False) -> dict[str, Any]:
     """What `collm replay --verify` shows: the bundle's provenance and whether it verified, writing nothing."""
-    manifest, contents, verification = check(bundle)
-    return {"bundle": str(bundle), "part": manifest.get("part"), "profile": manifest["profile"],
-            "packed_at": manifest.get("packed_at"), "runs": len(manifest["runs"]), "files": len(contents),
-            **verification}
+    manifest, contents, verification = check(bundle, allow_unsigned)
+    return {"bundle": str(bundle), "bundle_sha256": sha256_file(bundle), "part": manifest.get("part"),
+            "profile": manifest["profile"], "packed_at": manifest.get("packed_at"), "runs": len(manifest["runs"]),
+            "files": len(contents), **verification}
+
+
+def conflicts(manifests: dict[Path, dict[str, Any]]) -> None:
+    """Refuse bundles that carry one run folder with different files: unpacked together, the later would replace
+    the earlier's silently. The same run in two parts' bundles (a part reuses another's runs) holds the same files
+    with the same sha256s and is fine; a bundle without recorded sha256s may share no folder."""
+    seen: dict[str, tuple[Path, dict[str, str] | None]] = {}
+    for path, manifest in manifests.items():
+        files = manifest.get("files")
+        for key in manifest["runs"]:
+            mine = None if files is None else {n: h for n, h in files.items() if n.rpartition("/")[0] == key}
+            if key in seen:
+                other, theirs = seen[key]
+                if mine is None or theirs is None or mine != theirs:
+                    raise UnsafeBundle(f"{other} and {path} both carry the run folder {key} with different files: "
+                                       "unpacked together one would silently replace the other; replay the bundles "
+                                       "of one reproduction (nothing was unpacked)")
+            seen[key] = (path, mine)
 
 
 def _write_inside(root: Path, rel: str, data: bytes) -> None:
@@ -257,33 +349,40 @@ def _write_inside(root: Path, rel: str, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def unpack(bundle: str | os.PathLike, work_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def unpack(bundle: str | os.PathLike, work_dir: str | os.PathLike | None = None,
+           allow_unsigned: bool = False) -> dict[str, Any]:
     """Check a bundle whole (`check`), then write its run folders under `work_dir` (default settings.work_dir()) and
-    mark each as replayed; returns its bundle.json with the verification under "verification"."""
+    mark each as replayed; returns its bundle.json with the verification and the bundle's path and sha256."""
     bundle, work_dir = Path(bundle), settings.work_dir(work_dir)
-    manifest, contents, verification = check(bundle)
+    manifest, contents, verification = check(bundle, allow_unsigned)
+    origin = {"path": str(bundle.resolve()), "sha256": sha256_file(bundle)}
+    settings.require_space(work_dir, sum(map(len, contents.values())) + 2**20, f"unpacking {bundle.name}")
     work_dir.mkdir(parents=True, exist_ok=True)
     for name, data in contents.items():
         _write_inside(work_dir, name, data)
     for rel, entry in manifest["runs"].items():
-        record = {"bundle": bundle.name, "part": manifest.get("part"), "device": manifest.get("device"),
-                  "commit": manifest.get("commit"), "verification": verification,
+        record = {"bundle": bundle.name, "bundle_sha256": origin["sha256"], "part": manifest.get("part"),
+                  "device": manifest.get("device"), "commit": manifest.get("commit"), "verification": verification,
                   "left_behind": entry["left_behind"]}
         _write_inside(work_dir, f"{rel}/{runs.REPLAYED}", json.dumps(record, indent=2).encode())
-    manifest = dict(manifest, verification=verification)
-    write_json(work_dir / "bundles" / f"{bundle.name}.json", manifest)
+    manifest = dict(manifest, verification=verification, origin=origin)
+    # named by content: two bundles of one file name (from two folders) are both listed
+    write_json(work_dir / "bundles" / f"{origin['sha256'][:16]}.json", manifest)
     return manifest
 
 
 def provenance(work_dir: str | os.PathLike | None = None) -> list[str]:
-    """One line per bundle unpacked into the work dir: part, device, code commit, packed when, and what verified;
-    what a replayed notebook prints first (params.check), so a reader sees where its numbers came from."""
+    """One line per bundle unpacked into the work dir: its path and sha256, part, device, code commit, packed when,
+    and what verified; what a replayed notebook prints first (params.check), so a reader sees where its numbers
+    came from. Every field passes through `shown`: a bundle cannot write the report."""
     lines = []
     for path in sorted((settings.work_dir(work_dir) / "bundles").glob("*.json")):
         m = runs.read_record(path) or {}
-        v = m.get("verification", {})
-        lines.append(f"replayed bundle {path.stem}: part {m.get('part')}, {m.get('device')}, commit "
-                     f"{m.get('commit') or 'not recorded'} ({'same' if v.get('same_code') else 'other'} library code "
-                     f"than this checkout), packed {m.get('packed_at')}; sha256 {v.get('sha256', 'not checked')}; "
-                     f"signature {v.get('signature', 'not checked')}")
+        v, origin = m.get("verification", {}), m.get("origin", {})
+        code = "same" if v.get("same_code") else "other"
+        lines.append(shown(f"replayed bundle {origin.get('path', path.stem)} (sha256 {origin.get('sha256')}): part "
+                           f"{shown(m.get('part'))}, {shown(m.get('device'))}, commit "
+                           f"{shown(m.get('commit') or 'not recorded')} ({code} library code than this checkout), "
+                           f"packed {shown(m.get('packed_at'))}; sha256 {v.get('sha256', 'not checked')}; "
+                           f"signature {v.get('signature', 'not checked')}", 2000))
     return lines

@@ -23,7 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from . import baselines, distributed, encoders, logs, options, params, profiles, reproduce, runner, settings, stages
+from . import (baselines, distributed, encoders, hashing, logs, options, profiles, reproduce, rules, runner, settings,
+               stages)
 from .collab import MFConfig, TrainSettings
 from .data import dataset_name, load_dataset
 from .io import read_json
@@ -77,7 +78,7 @@ ENCODER_HELP = ("the collaborative model (profiles.ENCODER_NAMES; docs/protocol.
 
 
 def _add_encoder_argument(group: Any, settings_named: str = "--mf-*") -> None:
-    group.add_argument("--encoder", default="mf", choices=profiles.ENCODER_NAMES,
+    group.add_argument("--encoder", default=None, choices=profiles.ENCODER_NAMES,
                        metavar="|".join(profiles.ENCODER_NAMES), help=ENCODER_HELP.format(settings_named))
 
 
@@ -93,6 +94,7 @@ def _add_run_arguments(group: Any) -> None:
                        help="the run profile (default: $COLLM_PROFILE or cpu)")
     group.add_argument("--data-dir", default=None, help="raw data folder (default: $COLLM_DATA_DIR or data/raw)")
     group.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    group.add_argument("--rehash", action="store_true", help=runner.REHASH_HELP)
 
 
 def _add_stage_arguments(groups: dict[str, Any], exclude: tuple[str, ...] = (),
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--out-dir", type=Path, default=None, help=runner.OUT_DIR_HELP.removeprefix("with --replay: "))
     replay.add_argument("--verify", action="store_true", help="only check the bundles (files, sha256s, signature "
                         "with $COLLM_BUNDLE_KEY) and show their provenance; unpack and run nothing (exit 1: refused)")
+    replay.add_argument("--allow-unsigned", action="store_true", help=runner.ALLOW_UNSIGNED_HELP)
     reproduce.add_arguments(command("reproduce", reproduce.DESCRIPTION))
 
     stages_parser = command("stages", "Stage 1, then stage 2 on its LoRA and the MF, then the MF on stage 2's rows; "
@@ -156,11 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _checked(args: argparse.Namespace, group: str, build: Callable[[], Config]) -> Config:
-    """build(): a config from the options of `group`; a value it refuses (params.ConfigError) ends as an argparse
+    """build(): a config from the options of `group`; a value it refuses (rules.ConfigError) ends as an argparse
     error naming the option and what it accepts (status 2), before anything loads or any run folder is made."""
     try:
         return build()
-    except params.ConfigError as err:
+    except rules.ConfigError as err:
         generated = stage_options() if group == STAGE else mf_options("mf-" if args.command != "mf" else "")
         flag = next((o.flag for o in generated if o.path == err.path), None)
         args.command_parser.error(f"argument {flag}: {err.problem}" if flag else str(err))
@@ -177,10 +180,13 @@ def stage_config(args: argparse.Namespace, stage: int) -> StageConfig:
 def mf_config(args: argparse.Namespace, dataset: str, seed: int | None = None) -> TrainSettings:
     """The collaborative model's config the options ask for (--encoder, default MF): the profile's for `dataset`
     (seed: `seed` unless given), the --mf-* options replacing MF's fields."""
-    name, given = getattr(args, "encoder", "mf"), options.overrides(args, MF)
+    name, given = getattr(args, "encoder", None) or "mf", options.overrides(args, MF)
     if given and name not in ("mf", "mf-bias"):
         args.command_parser.error(f"the MF settings ({', '.join('/'.join(p) for p in given)}) apply to --encoder mf "
                                   f"or mf-bias, not {name}")
+    if name == "mf-bias" and given.get(("bias",)) is False:
+        args.command_parser.error("--encoder mf-bias is MF with biases, which the bias setting turns off: give "
+                                  "--encoder mf for MF without biases")
     config = profiles.encoder(args.profile, dataset, name, **({} if seed is None else {"seed": seed}))
     return _checked(args, MF, lambda: options.apply(config, given))
 
@@ -238,8 +244,9 @@ def run_stages(args: argparse.Namespace, only: int | None = None) -> dict:
 
 def _stage(args: argparse.Namespace) -> dict:
     stage = options.overrides(args, STAGE)[("stage",)]
-    if stage == 1 and (args.stage1_dir or args.mf_dir or options.overrides(args, MF)):
-        args.command_parser.error("--stage1-dir, --mf-dir and the --mf-* settings belong to --stage 2")
+    if stage == 1 and (args.stage1_dir or args.mf_dir or options.overrides(args, MF) or args.encoder):
+        args.command_parser.error("--stage1-dir, --mf-dir, --encoder and the --mf-* settings belong to --stage 2 "
+                                  "(stage 1 trains LoRA on text prompts: no collaborative model)")
     return run_stages(args, only=stage)
 
 
@@ -273,27 +280,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "no_progress", False):
         quiet_progress()
+    if getattr(args, "rehash", False):
+        os.environ[hashing.REHASH_ENV] = "1"  # the notebooks' kernels inherit it
     try:
         with logs.console():
             return _run(args)
     except (ValueError, FileNotFoundError, settings.NotWritable) as err:
         print(f"collm {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except (OSError, RuntimeError) as err:  # a full disk found mid-write (torch: "unexpected pos"), with the fix
+        full = settings.no_space(err)
+        if full is None:
+            raise
+        print(f"collm {args.command}: error: {full}", file=sys.stderr)
+        return 1
 
 
 def _run(args: argparse.Namespace) -> int:
+    if not (args.command == "replay" and args.verify):
+        settings.device()  # $COLLM_DEVICE checked before any work: a device this machine lacks is named up front
     if args.command == "main":
         require_work_dir()
         runner.stop_on_sigterm()
         runner.run_main(args.profile, args.data_dir, args.only, args.in_place, not args.no_resume, args.notebook_dir)
     elif args.command == "replay" and args.verify:
-        sys.exit(0 if runner.show_verification(args.bundles) else 1)
+        sys.exit(0 if runner.show_verification(args.bundles, args.allow_unsigned) else 1)
     elif args.command == "replay":
         require_work_dir()
         if args.out_dir is not None:
             settings.require_writable(args.out_dir, "--out-dir", "give --out-dir a folder you can write to")
         runner.stop_on_sigterm()
-        runner.replay(args.bundles, args.data_dir, args.out_dir, only=args.only)
+        runner.replay(args.bundles, args.data_dir, args.out_dir, only=args.only, allow_unsigned=args.allow_unsigned)
     elif args.command == "reproduce":
         return reproduce.run(args, args.command_parser)
     elif args.command == "stages":

@@ -13,7 +13,7 @@ from typing import Iterator, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from . import params
+from . import rules
 
 
 @runtime_checkable
@@ -50,7 +50,7 @@ class TrainSettings:
     # from more, and on a shared machine extra threads made each epoch ~10x slower. None: leave as is.
 
     def __post_init__(self) -> None:
-        params.check_config(self)  # a bad value fails here, before any run folder is made
+        rules.check_config(self)  # a bad value fails here, before any run folder is made
 
 
 @dataclass

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import io, metrics, settings
+from . import io, metrics, rules, settings
 from .collab import torch_threads
 from .data import Splits
 from .prompts import default_template, get_template, identity_key
@@ -61,6 +61,9 @@ class CTRLConfig:  # each profile's values: collm_lib/profiles.py
     device: str | None = None  # None: settings.device()
     cpu_threads: int | None = 1  # torch threads on CPU (shared machine); None: leave as is
     eval_batch_size: int = 8192
+
+    def __post_init__(self) -> None:
+        rules.check_config(self)  # a bad value fails here, before any run folder is made
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:

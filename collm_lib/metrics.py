@@ -12,6 +12,8 @@ difference between two methods on the same rows.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,14 @@ class UAUC:
     n_users: int
     n_rows: int
     note: str
+
+
+def require_finite_loss(loss: float, lr: float, where: str) -> None:
+    """ValueError when a training loss is NaN or infinite: training diverged, and the message names the learning
+    rate to lower (scores would be NaN, and nothing after it would say why)."""
+    if not math.isfinite(loss):
+        raise ValueError(f"{where}: training diverged (train loss {loss}) at learning rate {lr:g}; lower the "
+                         "learning rate (--lr, or the notebook's lr parameter)")
 
 
 def _check(labels: Any, scores: Any, users: Any | None = None) -> tuple[np.ndarray, ...]:

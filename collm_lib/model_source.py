@@ -150,15 +150,20 @@ def _safetensors_problem(path: Path) -> str | None:
 
 
 def damaged_files(folder: Path) -> dict[str, str]:
-    """{file: what is wrong} for the model folder's JSON files that do not parse and safetensors files whose layout
-    is broken (what an interrupted download or copy leaves); {} when none is."""
-    found = {}
-    for path in sorted(folder.glob("*.json")):
+    """{file: what is wrong} for the model folder's JSON files that do not parse or hold no object, safetensors files
+    whose layout is broken (what an interrupted download or copy leaves) and folders where such a file belongs;
+    {} when none is."""
+    found = {path.name: "a folder where a file belongs" for pattern in ("*.json", "*.safetensors", "*.bin")
+             for path in folder.glob(pattern) if not path.is_file()}
+    for path in sorted(p for p in folder.glob("*.json") if p.is_file()):
         try:
-            json.loads(path.read_bytes())
+            held = json.loads(path.read_bytes())
         except ValueError as err:
             found[path.name] = f"not valid JSON: {err}"
-    for path in sorted(folder.glob("*.safetensors")):
+            continue
+        if not isinstance(held, dict):  # every model and tokenizer JSON file holds an object
+            found[path.name] = f"valid JSON, but not an object (a JSON {type(held).__name__})"
+    for path in sorted(p for p in folder.glob("*.safetensors") if p.is_file()):
         problem = _safetensors_problem(path)
         if problem:
             found[path.name] = problem

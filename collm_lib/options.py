@@ -21,7 +21,7 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
-from .params import ConfigError
+from .rules import ConfigError
 from .settings import PROFILES
 
 
@@ -205,7 +205,7 @@ def overrides(args: argparse.Namespace, dest: str) -> dict[tuple[str, ...], Any]
 
 def apply(config: Any, changes: dict[tuple[str, ...], Any]) -> Any:
     """`config` with the fields at the given paths replaced (nested dataclasses too). A value the config refuses
-    (its __post_init__: params.check_config) raises ConfigError, its `path` the field's full path here."""
+    (its __post_init__: rules.check_config) raises ConfigError, its `path` the field's full path here."""
     top = {path[0]: value for path, value in changes.items() if len(path) == 1}
     nested: dict[str, dict[tuple[str, ...], Any]] = {}
     for path, value in changes.items():

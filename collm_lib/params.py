@@ -1,5 +1,5 @@
-"""Notebook parameters, checked where they enter: `check(values)` returns each coerced to its declared type; and
-the config dataclasses' fields, checked as the configs are built (`check_config`, CONFIG_RULES; section below).
+"""Notebook parameters, checked where they enter: `check(values)` returns each coerced to its declared type (the
+config dataclasses' fields are rules.py's).
 
 papermill parses `-p name value` itself ("True"/"False"/"None" -> bool/None, numbers -> int/float, anything else
 stays a string), so a notebook can receive the truthy string "false" for a bool, or 64.5 for a size, and fail
@@ -14,14 +14,15 @@ cell has a name without a spec here, or a default that check() would change.
 from __future__ import annotations
 
 import contextvars
-import importlib
 import json
 import math
 import numbers
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from .rules import listing, profile_names
 
 # Literal copies of retrieval.KINDS, rerank.RerankConfig.item_text and profiles.ENCODER_NAMES: importing those modules loads torch
 # (tests keep the copies in step).
@@ -42,11 +43,6 @@ class Spec:
     none: str | None = None  # what None stands for; None: None is not accepted
 
 
-def _profiles() -> Iterable[str]:
-    from collm_lib.settings import PROFILES  # settings imports torch: read only when a check needs it
-    return PROFILES
-
-
 # The data_dir given to the same check() call: own datasets are discovered there (docs/own_data.md).
 _DATA_DIR: contextvars.ContextVar[str | None] = contextvars.ContextVar("data_dir", default=None)
 
@@ -61,14 +57,10 @@ def _dataset(value: Any) -> str:
         return data.dataset_name(value, _DATA_DIR.get())
     except data.UnknownDataset:
         options = [*data.DATASETS, *data.own_datasets(_DATA_DIR.get())]
-        raise _Bad(f"is not one of {_listing(options)}, nor a folder holding dataset.json (docs/own_data.md)") \
+        raise _Bad(f"is not one of {listing(options)}, nor a folder holding dataset.json (docs/own_data.md)") \
             from None
     except ValueError as err:  # a misnamed or clashing folder: its message says the fix
         raise _Bad(f"cannot be used: {err}") from None
-
-
-def _listing(options: Iterable[str]) -> str:
-    return ", ".join(map(repr, options))
 
 
 def _boolean(value: Any) -> bool:
@@ -131,7 +123,7 @@ def _choice(options: Callable[[], Iterable[str]]) -> Callable[[Any], str]:
     def coerce(value: Any) -> str:
         allowed = tuple(options())
         if value not in allowed:
-            raise _Bad(f"is not one of {_listing(allowed)}")
+            raise _Bad(f"is not one of {listing(allowed)}")
         return value
     return coerce
 
@@ -190,7 +182,7 @@ def _lora(value: Any) -> dict[str, Any]:
     out = {}
     for name, change in value.items():
         if name not in _LORA:
-            raise _Bad(f"has key {name!r}, which is not one of {_listing(LORA_FIELDS)}")
+            raise _Bad(f"has key {name!r}, which is not one of {listing(LORA_FIELDS)}")
         try:
             out[name] = _LORA[name](change)
         except _Bad as bad:
@@ -219,7 +211,7 @@ _LORA: dict[str, Callable[[Any], Any]] = {"lora_r": _integer(1), "lora_alpha": _
 LORA_FIELDS = tuple(_LORA)
 
 SPECS: dict[str, Spec] = {
-    "profile": Spec(_choice(_profiles), "a run profile name", "$COLLM_PROFILE, else 'cpu'"),
+    "profile": Spec(_choice(profile_names), "a run profile name", "$COLLM_PROFILE, else 'cpu'"),
     "data_dir": Spec(_path, "a folder path", "$COLLM_DATA_DIR, else <repo>/data/raw"),
     "work_dir": Spec(_path, "a folder path", "$COLLM_WORK_DIR, else <repo>/data"),
     "rebuild": Spec(_boolean, _BOOL),
@@ -241,13 +233,13 @@ SPECS: dict[str, Spec] = {
     "n_full_users": Spec(_integer(0), "a non-negative int such as 2", _PROFILE),
     "n_neighbors": Spec(_integer(1), "a positive int such as 10", _PROFILE),
     "neighbor_curve": Spec(_list_of(_integer(1)), "a list of positive ints such as 1,10", _PROFILE),
-    "index_kind": Spec(_choice(lambda: INDEX_KINDS), f"one of {_listing(INDEX_KINDS)}", _PROFILE),
-    "item_text": Spec(_choice(lambda: ITEM_TEXTS), f"one of {_listing(ITEM_TEXTS)}", _PROFILE),
+    "index_kind": Spec(_choice(lambda: INDEX_KINDS), f"one of {listing(INDEX_KINDS)}", _PROFILE),
+    "item_text": Spec(_choice(lambda: ITEM_TEXTS), f"one of {listing(ITEM_TEXTS)}", _PROFILE),
     "shared_prefix": Spec(_boolean, _BOOL, "True"),
     "lrs": Spec(_list_of(_positive_float), "a list of positive floats such as 1e-4,1e-3", _PLAN),
     "dims": Spec(_list_of(_integer(1)), "a list of positive ints such as 64,128,256", _PLAN),
-    "encoders": Spec(_list_of(_choice(lambda: ENCODER_NAMES)), f"a list of {_listing(ENCODER_NAMES)}", _PROFILE),
-    "stage2_encoders": Spec(_list_of(_choice(lambda: ENCODER_NAMES)), f"a list of {_listing(ENCODER_NAMES)}", _PROFILE),
+    "encoders": Spec(_list_of(_choice(lambda: ENCODER_NAMES)), f"a list of {listing(ENCODER_NAMES)}", _PROFILE),
+    "stage2_encoders": Spec(_list_of(_choice(lambda: ENCODER_NAMES)), f"a list of {listing(ENCODER_NAMES)}", _PROFILE),
 }
 
 
@@ -282,144 +274,3 @@ def _coerce(name: str, spec: Spec, value: Any) -> Any:
         except _Bad as bad:
             problem = f"{value!r} {bad}"
     raise ValueError(f"parameter {name}: {problem}; give {give}")
-
-
-# --- config dataclasses -----------------------------------------------------------------------------------------
-# The configs' fields are checked as they are built, not coerced: a value of another type would change a run's
-# identity (the hash of its config). StageConfig, LLMConfig, the encoders' configs and SweepPlan check themselves in
-# __post_init__ (so dataclasses.replace does too).
-
-class ConfigError(ValueError):
-    """A config field's bad value. `path` names the field (("llm", "lora_r") once options.apply has nested it),
-    `problem` the value and what the field accepts, for a message in the caller's terms (the CLI names the option)."""
-
-    def __init__(self, owner: str, name: str, problem: str):
-        super().__init__(f"{owner}.{name}: {problem}")
-        self.path: tuple[str, ...] = (name,)
-        self.problem = problem
-
-
-# A rule returns None for a value it accepts, else what the field accepts, in words.
-Rule = Callable[[Any], str | None]
-
-
-def _test(fits: Callable[[Any], bool], words: str) -> Rule:
-    return lambda value: None if fits(value) else words
-
-
-def _whole(low: int, high: int | None = None) -> Rule:
-    return _test(lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)  # True as a size is a slip
-                 and low <= v and (high is None or v <= high),
-                 f"a whole number >= {low}" + (f" and <= {high}" if high is not None else ""))
-
-
-def _real(low: float, above: bool, below: float | None = None) -> Rule:
-    """Finite numbers > `low` (`above`) or >= it, and < `below` when given; an int is a number too."""
-    return _test(lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-                 and (v > low if above else v >= low) and (below is None or v < below),
-                 f"a number {'>' if above else '>='} {low:g}" + (f" and < {below:g}" if below is not None else ""))
-
-
-def _one_of(options: Callable[[], Iterable[Any]]) -> Rule:
-    def rule(value: Any) -> str | None:
-        allowed = tuple(options())
-        return None if not isinstance(value, bool) and value in allowed else f"one of {_listing(allowed)}"
-    return rule
-
-
-def _lazy(module: str, name: str) -> Callable[[], Iterable[Any]]:
-    """A collection from a module that imports torch, read only when a config is checked."""
-    return lambda: getattr(importlib.import_module(module), name)
-
-
-def _or_none(rule: Rule, meaning: str) -> Rule:
-    def either(value: Any) -> str | None:
-        wanted = None if value is None else rule(value)
-        return wanted and f"None ({meaning}) or {wanted}"
-    return either
-
-
-def _tuple_of(rule: Rule) -> Rule:
-    def each(value: Any) -> str | None:
-        if not isinstance(value, tuple) or not value:
-            return "a non-empty tuple"
-        wanted = next((w for w in map(rule, value) if w is not None), None)
-        return wanted and f"a non-empty tuple, each element {wanted}"
-    return each
-
-
-def _device(value: Any) -> str | None:
-    import torch  # loaded only when a device is checked, as _lazy
-
-    try:
-        device = torch.device(value)
-    except (RuntimeError, TypeError):
-        return "a torch device such as 'cpu', 'cuda' or 'cuda:1'"
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        return f"a device this machine has: it has {torch.cuda.device_count()} CUDA GPU(s); 'cpu' works everywhere"
-    return None
-
-
-_FLAG = _test(lambda v: isinstance(v, bool), "True or False")
-_NAME = _test(lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string")
-_MAPPING = _test(lambda v: isinstance(v, Mapping), "a dict of field -> value")
-# LLMConfig.lora_targets: module names, or "all-linear" alone
-_MODULES = _test(lambda v: isinstance(v, tuple) and bool(v) and all(_NAME(n) is None for n in v)
-                 and ("all-linear" not in v or len(v) == 1),
-                 "a tuple of module names such as ('q_proj', 'v_proj'), or ('all-linear',): 'all-linear' already "
-                 "covers every linear layer, pass it alone")
-_SEED = _whole(0, 2**32 - 1)  # numpy's and pandas' seed range
-_POSITIVE, _NON_NEGATIVE = _real(0, above=True), _real(0, above=False)
-_COUNT = _whole(1)
-_DEVICE = _or_none(_device, "a GPU when present, else the CPU")
-_ALL = "all of them"
-_LLM = _test(lambda v: type(v).__name__ == "LLMConfig", "an LLMConfig")  # which checked itself when built
-
-# collab.TrainSettings: the fields every collaborative model's config shares
-_TRAINING: dict[str, Rule] = {
-    "lr": _POSITIVE, "weight_decay": _NON_NEGATIVE, "batch_size": _COUNT, "max_epochs": _COUNT, "patience": _COUNT,
-    "init_std": _POSITIVE, "seed": _SEED, "device": _DEVICE, "eval_batch_size": _COUNT,
-    "cpu_threads": _or_none(_COUNT, "torch's own thread count")}
-
-# Every field of every config class checked here, by class name: check_config refuses a class or field missing here,
-# so a new field cannot go unchecked (tests/test_bad_input.py holds these names to the classes' fields).
-CONFIG_RULES: dict[str, dict[str, Rule]] = {
-    "LLMConfig": {"model": _NAME, "lora_r": _COUNT, "lora_alpha": _COUNT, "lora_dropout": _real(0, False, 1),
-                  "lora_targets": _MODULES, "device": _DEVICE,
-                  "precision": _one_of(_lazy("collm_lib.settings", "PRECISIONS"))},
-    "StageConfig": {
-        "stage": _one_of(lambda: (1, 2)), "dataset": _NAME,
-        "template": _or_none(_one_of(_lazy("collm_lib.prompts", "TEMPLATES")), "the dataset's default"),
-        "max_history": _COUNT,  # 0 would slice [-0:], the whole history
-        "lr": _POSITIVE, "min_lr": _NON_NEGATIVE, "weight_decay": _NON_NEGATIVE, "warmup_steps": _whole(0),
-        "batch_size": _COUNT, "grad_accum": _COUNT, "max_steps": _COUNT, "eval_every": _COUNT,
-        "eval_every_early": _whole(0), "early_until": _whole(0), "patience": _COUNT,
-        "train_rows": _or_none(_COUNT, _ALL), "eval_rows": _or_none(_COUNT, _ALL),
-        "test_rows": _or_none(_COUNT, _ALL), "score_batch_size": _COUNT, "unfreeze_mf": _FLAG,
-        "prefix_no_grad": _FLAG, "seed": _SEED, "llm": _LLM},
-    "MFConfig": {"dim": _COUNT, "bias": _FLAG} | _TRAINING,
-    "LightGCNConfig": {"dim": _COUNT, "layers": _whole(0)} | _TRAINING,
-    "SASRecConfig": {"dim": _COUNT, "layers": _COUNT, "heads": _COUNT, "max_len": _whole(1, 50),  # prompts.HISTORY_IDS: what an EncodedSplit keeps
-                     "dropout": _real(0, False, 1)} | _TRAINING,
-    "SweepPlan": {
-        "profile": _one_of(_profiles), "lrs": _tuple_of(_POSITIVE), "dims": _tuple_of(_COUNT), "stage": _MAPPING,
-        "mf": _MAPPING, "ctrl": _MAPPING, "n_seeds": _COUNT, "n_llm_seeds": _COUNT, "jobs": _COUNT,
-        "sweep": _MAPPING},
-}
-
-
-def check_field(owner: str, name: str, value: Any) -> None:
-    """ConfigError when the rule of field `name` of config class `owner` refuses `value` (also for a value that
-    is about to become one, such as a command-line seed); TypeError when the field has no rule."""
-    rule = CONFIG_RULES.get(owner, {}).get(name)
-    if rule is None:
-        raise TypeError(f"{owner}.{name} has no rule in params.CONFIG_RULES: add one there")
-    wanted = rule(value)
-    if wanted is not None:
-        raise ConfigError(owner, name, f"{value!r}; it must be {wanted}")
-
-
-def check_config(config: Any) -> None:
-    """ConfigError for the first field of the dataclass `config` whose value its rule refuses."""
-    for f in fields(config):
-        check_field(type(config).__name__, f.name, getattr(config, f.name))

@@ -28,7 +28,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import params, settings
+from . import rules, settings
 from .collab import MFConfig, TrainSettings
 from .ctrl import CTRLConfig
 from .data import DATASETS
@@ -182,7 +182,7 @@ class SweepPlan:
     sweep: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        params.check_config(self)
+        rules.check_config(self)
 
 
 # Notebooks 06, 08 and 09 (SweepPlan): Table 1's seeds and other datasets, Figure 3's grids and the size of their

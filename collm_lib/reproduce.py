@@ -22,14 +22,14 @@ from pathlib import Path
 
 import torch
 
-from . import baselines, bundle, encoders, logs, params, profiles, runs, settings, stages, table1
+from . import baselines, bundle, encoders, logs, profiles, rules, runs, settings, stages, table1
 from .data import Splits, load_dataset
 from .figure3 import figure3_sweeps
 from .io import run_info
 from .llm import LLMConfig, precision_of
 from .plan_runs import SUBSTITUTE, DeadlineReached, Phases, deadline_alarm, main_runs
 
-PARTS = ("mf", "ml-1m", "table1", "figure3")
+PARTS = bundle.PARTS  # ("mf", "ml-1m", "table1", "figure3"), in dependency order
 MF_DATASETS = ("ml-1m", "bookcrossing", "bookcrossing-multi", SUBSTITUTE)  # notebook 02's default `datasets`
 TABLE1_DATASETS = ("ml-1m", "bookcrossing", SUBSTITUTE)  # notebook 06's default `datasets`
 LOG = "reproduce.log"  # beside the bundles: the phases, warnings and timings of every part run into that folder
@@ -136,8 +136,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # every input checked before the bundle folder, its log or any run is made
     try:
         llm = LLMConfig(model=args.model)
-        params.check_field("StageConfig", "seed", args.seed)  # every part's runs take it
-    except params.ConfigError as err:
+        rules.check_field("StageConfig", "seed", args.seed)  # every part's runs take it
+    except rules.ConfigError as err:
         parser.error(f"argument --{err.path[-1]}: {err.problem}")
     try:
         settings.require_writable(args.out, "argument --out", "give --out a folder you can write to (it is made "

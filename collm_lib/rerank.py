@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from . import ranking, retrieval, runs, settings
+from . import ranking, retrieval, rules, runs, settings
 from .catalogue import item_titles, mf_tables, train_ids
 from .data import Splits
 from .io import read_json
@@ -43,6 +43,9 @@ class RerankConfig:  # each profile's values: collm_lib/profiles.py
     test_rows: int | None = None  # cold matching: seeded sample of whole users of the stage's test rows (None: all)
     shared_prefix: bool = True  # rows sharing a history share its pass (scoring.prefix_groups); False: full prompts
     seed: int = 2023
+
+    def __post_init__(self) -> None:
+        rules.check_config(self)  # a bad value fails here, before any run folder is made
 
     @property
     def matching(self):

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from collm_lib import io, settings
+from collm_lib import io, rules, settings
 
 GPU_K_LIMIT = 2048  # faiss GPU k-selection handles at most this many results (and nprobe) per query
 KINDS = ("auto", "flat", "ivf", "hnsw")
@@ -62,6 +62,7 @@ class IndexConfig:  # each profile's values: collm_lib/profiles.py
             raise ValueError(f"IndexConfig.metric={self.metric!r}; choose one of {METRICS}")
         if self.use_gpu not in ("auto", True, False):
             raise ValueError(f"IndexConfig.use_gpu={self.use_gpu!r}; choose 'auto', True or False")
+        rules.check_config(self)  # the sizes, by type and range
 
 
 def _as_matrix(x: np.ndarray, name: str, dim: int | None = None, finite: bool = True) -> np.ndarray:

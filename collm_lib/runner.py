@@ -34,7 +34,7 @@ from typing import Iterator
 
 from tqdm.auto import tqdm
 
-from . import bundle, logs, runs, settings
+from . import bundle, hashing, logs, runs, settings
 from .data import load_dataset
 from .io import atomic_path, write_json
 from .llm import DEFAULT_MODEL
@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 def notebooks(only: list[str] | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
     """The numbered notebooks (NN_name.ipynb) in order, optionally only those whose number is listed."""
     found = sorted(Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
+    unknown = sorted(set(only or ()) - {p.name[:2] for p in found})
+    if found and unknown:  # a number with no notebook is a slip, never silently dropped
+        raise ValueError(f"--only {' '.join(unknown)}: no such notebook in {notebook_dir}; the numbers are "
+                         f"{' '.join(p.name[:2] for p in found)}")
     if only:
         found = [p for p in found if p.name[:2] in only]
     if not found:
@@ -176,13 +180,17 @@ def run_main(profile: str | None = None, data_dir: str | None = None, only: list
     `only`, every notebook but those that run on their own (ON_ITS_OWN).
     What it did goes to MAIN_LOG in the profile's notebook_runs folder too."""
     profile = settings.profile_name(profile)
+    chosen = [nb for nb in notebooks(only, notebook_dir) if only or nb.name[:2] not in ON_ITS_OWN]
+    # every folder the notebooks write, checked before the first one starts, not found read-only after an hour
+    for folder, what, env in ((settings.figures_dir(), "the figures folder", "COLLM_FIGURES_DIR"),
+                              (settings.cache_dir(), "the model cache", "COLLM_CACHE_DIR")):
+        settings.require_writable(folder, what, f"set ${env} to a folder you can write to")
     parameters = {"profile": profile, **({"data_dir": str(settings.data_dir(data_dir))} if data_dir else {}),
                   **(extra or {})}
     runs_dir = runs.notebook_runs_dir(profile)
     out_dir = Path(notebook_dir) if in_place else Path(out_dir or runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = []
-    chosen = [nb for nb in notebooks(only, notebook_dir) if only or nb.name[:2] not in ON_ITS_OWN]
     bar = tqdm(chosen, desc=f"main job ({profile})", unit="notebook")
     with logs.log_file(runs_dir / MAIN_LOG), kernel_env():
         log.info("main job: profile %s, parameters %s, into %s", profile, parameters, out_dir)
@@ -219,15 +227,19 @@ def _slug(text: str) -> str:
 
 
 def replay(bundles: list[Path], data_dir: str | None = None, out_dir: Path | None = None,
-           work_dir: Path | None = None, only: list[str] | None = None) -> list[Path]:
+           work_dir: Path | None = None, only: list[str] | None = None, allow_unsigned: bool = False) -> list[Path]:
     """Check `bundles` whole (bundle.check), unpack them into a work dir of their own, emptied first, and execute the
     notebooks over them with $COLLM_REPLAY=1.
 
     The bundles must agree on profile, seed and model (those become the notebooks' parameters) and their data
-    must be this machine's data (same content fingerprints); executed copies go to `out_dir` (default
-    results/<profile>-<device>/) beside replay.json, which lists the bundles, their provenance and phase timings."""
-    checked = {Path(b): bundle.verify(b) for b in bundles}  # every bundle whole, before anything is written
+    must be this machine's data (same content fingerprints), and a run folder two bundles carry must hold the same
+    files in both; executed copies go to `out_dir` (default results/<profile>-<device>/) beside replay.json, which
+    lists the bundles (path, sha256), their provenance and phase timings. One replay at a time per work dir
+    (`replay_lock`). With $COLLM_BUNDLE_KEY set, unsigned bundles are refused unless `allow_unsigned`."""
+    # every bundle whole, before anything is written
+    checked = {Path(b): bundle.verify(b, allow_unsigned) for b in bundles}
     manifests = [bundle.read_manifest(b) for b in bundles]
+    bundle.conflicts(dict(zip(map(Path, bundles), manifests)))
     keys = {(m["profile"], m["seed"], m["model"]) for m in manifests}
     if len(keys) != 1:
         raise ValueError(f"the bundles were made with different (profile, seed, model): {sorted(keys)}; replay "
@@ -250,18 +262,39 @@ def replay(bundles: list[Path], data_dir: str | None = None, out_dir: Path | Non
     slug = _slug("-".join(devices)).removeprefix("nvidia-")  # "NVIDIA H200" -> results/gpu-h200
     work_dir = Path(work_dir or settings.work_dir() / "replay" / f"{profile}-{slug}")
     out_dir = Path(out_dir or settings.REPO_ROOT / "results" / f"{profile}-{slug}")
-    start_clean(work_dir)
-    # the kernels inherit these; the bundles' precision, part of every stage run's identity, not this machine's
-    os.environ.update(COLLM_WORK_DIR=str(work_dir), COLLM_REPLAY="1", **{settings.PRECISION_ENV: p for p in precisions})
-    for path in bundles:
-        bundle.unpack(path, work_dir)
-    extra = {"seed": seed, **({"model": model} if model != DEFAULT_MODEL else {})}
-    done = run_main(profile, data_dir, only or REPLAYED_NOTEBOOKS, resume=False, out_dir=out_dir, extra=extra)
-    write_json(out_dir / "replay.json", {"bundles": [{"file": Path(b).name, **{k: m.get(k) for k in (
-        "part", "device", "seconds", "phases", "complete", "code", "commit", "data", "llm", "precision", "packed_at")},
-        "verification": checked[Path(b)]} for b, m in zip(bundles, manifests)],
-        "profile": profile, "seed": seed, "model": model})
+    with replay_lock(work_dir):  # held from emptying to the last notebook: a second replay waits for none of it
+        start_clean(work_dir)
+        # the kernels inherit these; the bundles' precision, part of every stage run's identity, not this machine's
+        os.environ.update(COLLM_WORK_DIR=str(work_dir), COLLM_REPLAY="1",
+                          **{settings.PRECISION_ENV: p for p in precisions})
+        for path in bundles:
+            bundle.unpack(path, work_dir, allow_unsigned)
+        extra = {"seed": seed, **({"model": model} if model != DEFAULT_MODEL else {})}
+        done = run_main(profile, data_dir, only or REPLAYED_NOTEBOOKS, resume=False, out_dir=out_dir, extra=extra)
+    write_json(out_dir / "replay.json", {"bundles": [{"file": Path(b).name, "path": str(Path(b).resolve()), **{
+        k: m.get(k) for k in ("part", "device", "seconds", "phases", "complete", "code", "commit", "data", "llm",
+                              "precision", "packed_at")}, "verification": checked[Path(b)]}
+        for b, m in zip(bundles, manifests)], "profile": profile, "seed": seed, "model": model})
     return done
+
+
+@contextlib.contextmanager
+def replay_lock(work_dir: Path) -> Iterator[None]:
+    """Hold <parent>/.<work dir>.replay.lock (beside the folder, which a replay empties) for a whole replay; a second
+    replay into the same work dir is refused at once, naming the folder, instead of emptying it mid-run."""
+    from filelock import FileLock, Timeout
+
+    work_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(settings.lock_file(work_dir.parent / f".{work_dir.name}.replay.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ValueError(f"another replay is running into {work_dir}; wait for it to finish, or replay into "
+                         "another folder ($COLLM_WORK_DIR)") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def start_clean(work_dir: Path) -> None:
@@ -279,17 +312,18 @@ def start_clean(work_dir: Path) -> None:
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
 
-def show_verification(bundles: list[Path]) -> bool:
+def show_verification(bundles: list[Path], allow_unsigned: bool = False) -> bool:
     """`collm replay --verify`: each bundle's provenance and whether it verified; True when all did."""
     ok = True
     for path in bundles:
         try:
-            report = bundle.verify(path)
+            report = bundle.verify(path, allow_unsigned)
         except (ValueError, OSError) as err:
-            print(f"REFUSED {path}: {err}")
+            print(bundle.shown(f"REFUSED {path}: {err}", 2000))
             ok = False
             continue
-        print(f"OK {path}: " + ", ".join(f"{k} {v}" for k, v in report.items() if k != "bundle"))
+        # every value through bundle.shown: a manifest field cannot rewrite or add a line of this report
+        print(f"OK {path}: " + ", ".join(f"{k} {bundle.shown(v)}" for k, v in report.items() if k != "bundle"))
     return ok
 
 
@@ -309,8 +343,13 @@ def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", nargs="*", default=None,
                         help="notebook numbers to run, e.g. 01 02 (default: all but 07-09, which run on their own: "
                              "--only 07, --only 08, --only 09)")
+    parser.add_argument("--rehash", action="store_true", help=REHASH_HELP)
 
 
+REHASH_HELP = ("hash the LLM's files again on first use, trusting no cached sha256 (the cache is keyed by size, mtime "
+               "and ctime; docs/runs.md says what it cannot see)")
+ALLOW_UNSIGNED_HELP = ("accept unsigned bundles although $COLLM_BUNDLE_KEY is set (by default a key means: only "
+                       "bundles signed with it)")
 OUT_DIR_HELP = "with --replay: where the executed notebooks go (default: results/<profile>-<device>/)"
 
 
@@ -327,11 +366,14 @@ def main() -> None:
                         help="execute notebooks 02-04 and 06 over these bundles (collm_lib.reproduce) instead of "
                              "training; profile, seed and model come from the bundles")
     parser.add_argument("--out-dir", type=Path, default=None, help=OUT_DIR_HELP)
+    parser.add_argument("--allow-unsigned", action="store_true", help=f"with --replay: {ALLOW_UNSIGNED_HELP}")
     args = parser.parse_args()
+    if args.rehash:
+        os.environ[hashing.REHASH_ENV] = "1"  # the notebooks' kernels inherit it
     settings.require_writable(settings.work_dir(), "the work dir", settings.WORK_DIR_FIX)
     stop_on_sigterm()
     if args.replay:
-        replay(args.replay, args.data_dir, args.out_dir, only=args.only)
+        replay(args.replay, args.data_dir, args.out_dir, only=args.only, allow_unsigned=args.allow_unsigned)
     else:
         run_main(args.profile, args.data_dir, args.only, args.in_place, not args.no_resume, args.notebook_dir)
 

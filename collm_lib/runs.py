@@ -161,7 +161,7 @@ def claim(folder: str | os.PathLike, ident: str) -> Iterator[bool]:
         yield todo
         return
     folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder / LOCK)
+    lock = FileLock(settings.lock_file(folder / LOCK))
     try:
         lock.acquire(timeout=1)
     except Timeout:

@@ -9,10 +9,13 @@ KERNEL_ENV; COLLM_WORK_DIR and COLLM_REPLAY for a replay) and data, through add_
 """
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import random
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,6 +69,34 @@ def require_writable(path: str | os.PathLike, what: str, fix: str) -> Path:
     else:
         return path
     raise NotWritable(f"{what} {path}: {problem}; {fix}")
+
+
+def require_space(folder: str | os.PathLike, needed: int, what: str) -> None:
+    """NotWritable naming `what`, the folder, the bytes needed and free, when the file system of `folder` (or of its
+    nearest existing parent) has less than `needed` bytes free: checked before a long write of known size."""
+    existing = Path(folder).expanduser().resolve()
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise NotWritable(f"{what} needs {needed / 2**20:,.0f} MiB in {folder}, and its disk has {free / 2**20:,.0f} "
+                          "MiB free; free some space there, or point the folder elsewhere ($COLLM_WORK_DIR, "
+                          "$COLLM_CACHE_DIR)")
+
+
+def no_space(err: BaseException) -> str | None:
+    """The message for an error that is a full disk (ENOSPC or EDQUOT anywhere in its chain, or torch's "unexpected
+    pos" of a checkpoint cut short), naming the file and the fix; None for any other error."""
+    chain, seen = err, []
+    while chain is not None and chain not in seen:
+        seen.append(chain)
+        if getattr(chain, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "unexpected pos" in str(chain):
+            name = getattr(chain, "filename", None)
+            return (f"the disk is full{f' writing {name}' if name else ''}; free some space (or set "
+                    "$COLLM_WORK_DIR / $COLLM_CACHE_DIR to a folder on a larger disk) and run the same command "
+                    "again: finished runs are kept, an interrupted one resumes")
+        chain = chain.__cause__ or chain.__context__
+    return None
 
 
 def figures_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -133,11 +164,42 @@ def replaying() -> bool:
 
 
 def device(explicit: str | None = None) -> torch.device:
-    """GPU when present, CPU otherwise; $COLLM_DEVICE or the argument forces one."""
+    """GPU when present, CPU otherwise; $COLLM_DEVICE or the argument forces one (ValueError for one this machine
+    lacks, naming where it came from)."""
     name = explicit or os.environ.get("COLLM_DEVICE")
     if name:
+        problem = device_problem(name)
+        if problem:
+            where = "device" if explicit else "$COLLM_DEVICE"
+            fix = "" if explicit else "; unset it, or set it to a device this machine has"
+            raise ValueError(f"{where} {name!r} is not {problem}{fix}")
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_problem(name: Any) -> str | None:
+    """None when `name` is a device this machine has and runs use (cpu, an existing CUDA GPU, Apple's mps where
+    present); else what to give instead. "meta" holds no data, and xpu and other back ends are not supported."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        return "a torch device such as 'cpu', 'cuda' or 'cuda:1'"
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        return f"a device this machine has: it has {torch.cuda.device_count()} CUDA GPU(s); 'cpu' works everywhere"
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        return "a device this machine has: it has no Apple GPU (mps); 'cpu' works everywhere"
+    if dev.type not in ("cpu", "cuda", "mps"):
+        return f"a device runs can use: 'cpu', 'cuda' (or 'cuda:N'), 'mps' on Apple machines, not {dev.type!r}"
+    return None
+
+
+def lock_file(path: Path) -> Path:
+    """`path` for a FileLock, refused when it is a folder or a link (a lock could never be taken, or would be taken
+    on another file): NotWritable naming it and the fix."""
+    if path.is_symlink() or path.exists() and not path.is_file():
+        raise NotWritable(f"lock file {path} is a {'link' if path.is_symlink() else 'folder'}, not a file: remove it "
+                          "(no process holds a lock there) and run again")
+    return path
 
 
 PRECISIONS = ("auto", "bf16", "fp32")

@@ -186,6 +186,9 @@ def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path | None = 
     frames = sample_frames(splits, config)  # bad samples fail here, before the LLM loads
     device = distributed.process_device(config.llm.device)
     rank0 = distributed.is_main()
+    settings.set_seed(config.seed)
+    # the model loads before the run folder is claimed: a model that fails to load leaves no folder behind
+    model, bundle = build_model(config, mf_dir=Path(mf_dir) if mf_dir else None, device=device)
     # rank 0 claims the folder (a second identical run waits for it) and keeps its run.log; other ranks only read it
     with runs.claim(out_dir, ident) as todo, runs.running(out_dir, f"stage{config.stage}", ident, config, upstream,
                                                           owned=STAGE_FILES) if rank0 and todo \
@@ -194,8 +197,6 @@ def run_stage(splits: Splits, config: StageConfig, out_dir: str | Path | None = 
             log.info("stage %d: %s finished by another process meanwhile, read back", config.stage, out_dir)
             return read_json(out_dir / "results.json") | {"run_dir": str(out_dir)}
         distributed.barrier()  # no rank reads last.pt before rank 0 has cleared a foreign one
-        settings.set_seed(config.seed)
-        model, bundle = build_model(config, mf_dir=Path(mf_dir) if mf_dir else None, device=device)
         if config.stage == 2:
             lora = runs.output(stage1_dir, "best.pt", "stage-1 LoRA")
             stage1 = torch.load(lora, map_location="cpu", weights_only=True)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import metrics, params, settings
+from . import metrics, rules, settings
 from .distributed import broadcast_flag, is_main, rank_world
 from .io import atomic_path, run_info, write_frame, write_json
 from .llm import LLMConfig
@@ -71,7 +71,7 @@ class StageConfig:  # each profile's values: collm_lib/profiles.py
     llm: LLMConfig = field(default_factory=LLMConfig)
 
     def __post_init__(self) -> None:
-        params.check_config(self)  # a bad value fails here, before any run folder is made
+        rules.check_config(self)  # a bad value fails here, before any run folder is made
 
 
 def evaluates_at(step: int, config: StageConfig) -> bool:
@@ -220,6 +220,7 @@ def fit(model: CoLLM, train: EncodedSplit, valid: EncodedSplit, config: StageCon
         if evaluates_at(state["step"], config):
             since = state["step"] - (state["history"][-1]["step"] if state["history"] else 0)
             train_loss = running.item() / since  # the one host sync of the interval
+            metrics.require_finite_loss(train_loss, config.lr, f"stage {config.stage} step {state['step']}")
             running.zero_()
             bar.set_postfix(loss=f"{train_loss:.4f}")
             valid_scores = score(model, valid, pad_id, config.score_batch_size, progress=False)

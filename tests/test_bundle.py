@@ -50,7 +50,9 @@ def test_pack_leaves_weights_out_and_unpack_gives_finished_runs(tmp_path, work, 
     with pytest.raises(FileNotFoundError, match="without its weights"):
         encoders.load(copy)
     assert (copy / "test_scores.csv").read_bytes() == (folder / "test_scores.csv").read_bytes()
-    assert read_json(other / "bundles" / f"{target.name}.json")["part"] == "mf"  # unpack keeps its bundle.json
+    kept = read_json(other / "bundles" / f"{common.sha256_file(target)[:16]}.json")  # unpack keeps its bundle.json
+    assert kept["part"] == "mf"
+    assert kept["origin"] == {"path": str(target.resolve()), "sha256": common.sha256_file(target)}
 
 
 def test_a_replay_trains_nothing(monkeypatch, work):

@@ -311,3 +311,21 @@ def test_a_csv_that_is_not_utf8_or_not_csv_names_the_file_and_the_fix(tmp_path):
     with pytest.raises(ValueError) as info:
         load_dataset("shop", data_dir=tmp_path / "data")
     assert str(folder / "interactions.csv") in str(info.value) and "not a valid CSV file" in str(info.value)
+
+
+def test_an_empty_table_is_named_as_such(tmp_path):
+    """A header-only interactions.csv: before, "rating column is not numeric"."""
+    frame, titles = make_table()
+    folder = save_dataset_folder(tmp_path / "data" / "empty-shop", frame, titles, spec())
+    (folder / "interactions.csv").write_text((folder / "interactions.csv").read_text().splitlines()[0] + "\n")
+    with pytest.raises(ValueError, match=r"^interactions: the table has no rows \(a header only\?\)"):
+        load_dataset("empty-shop", data_dir=tmp_path / "data")
+
+
+@pytest.mark.parametrize("threshold, label", [(0, 1), (6, 0)])
+def test_labels_of_one_class_name_the_dataset_split_and_threshold(threshold, label):
+    """Before: MF's "AUC is undefined", naming no dataset, split or threshold."""
+    frame, titles = make_table()
+    with pytest.raises(ValueError, match=rf"^one-class: every label of the train split is {label} \(label = "
+                                         rf"'rating' >= threshold {threshold}\); .*choose a threshold"):
+        from_interactions(frame, titles, spec(threshold=threshold), name="one-class")

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from collm_lib import bundle
+from collm_lib.data.common import sha256_file
 from tiny_llm import save_tiny
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,7 +80,9 @@ def test_reproduce_bundle_replay(tmp_path, shared_data):
         "08_seeds.ipynb", "09_figure3.ipynb"]
     assert not list((tmp_path / "laptop").rglob("*.pt"))  # nothing was trained on the replaying side
     shown = (tmp_path / "replayed" / "02_collaborative_model.ipynb").read_text()  # where its numbers came from
-    assert "replayed bundle mf.tar.gz: part mf, cpu, commit" in shown and "sha256 verified" in shown
+    mf_bundle = out / "mf.tar.gz"  # named by its path and sha256
+    assert f"replayed bundle {mf_bundle.resolve()} (sha256 {sha256_file(mf_bundle)}): part mf, cpu, commit" in shown
+    assert "sha256 verified" in shown
 
     figures = tmp_path / "figures"
     mf = _member(out / "mf.tar.gz", "runs/ml-1m/mf-*/config.json")["metrics"]["test"]["all"]["auc"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +13,10 @@ def test_notebooks_in_order_and_selection():
     names = [p.name for p in runner.notebooks()]
     assert names == sorted(names) and names[0].startswith("01_")
     assert [p.name[:2] for p in runner.notebooks(["03", "01"])] == ["01", "03"]
+    with pytest.raises(ValueError, match="--only 99: no such notebook in .*; the numbers are 01 02"):
+        runner.notebooks(["01", "99"])  # never silently dropped
     with pytest.raises(FileNotFoundError, match="no notebooks"):
-        runner.notebooks(["99"])
+        runner.notebooks(["01"], Path("/nonexistent"))
 
 
 def _executed(path, exception, parameters, end="2026-01-01"):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import pickle
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from collm_lib import bundle, cli, collab, encoders, runner, runs
+from collm_lib import bundle, cli, collab, encoders, hashing, runner, runs
 from collm_lib.data import common
 from tiny_llm import movie_splits
 
@@ -216,3 +217,132 @@ def test_verify_shows_provenance_and_writes_nothing(made, tmp_path, capsys):
     unpacked = bundle.unpack(made, tmp_path / "replay")
     lines = bundle.provenance(tmp_path / "replay")
     assert len(lines) == 1 and "sha256 verified" in lines[0] and str(unpacked["commit"] or "not recorded") in lines[0]
+
+
+# --- a key means signed; the report is this code's; one replay at a time; every bundle listed -----------------------
+
+def _signed(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv(bundle.KEY_ENV, "shared secret")
+    with runs.track() as used:
+        encoders.ensure(movie_splits(), collab.MFConfig(dim=4, max_epochs=1, batch_size=16), progress=False)
+    return bundle.pack(tmp_path / "signed.tar.gz", Path(runs.settings.work_dir()), sorted(used), INFO)
+
+
+def test_with_a_key_a_stripped_signature_is_refused(tmp_path, monkeypatch, capsys):
+    """A forger who edits scores, run.json and the sha256s consistently and deletes the signature: with a key
+    set, only signed bundles replay (before: "OK ... signature unsigned" and AUC 1.0 in the notebook)."""
+    signed = _signed(tmp_path, monkeypatch)
+    manifest, members = _members(_edit_scores(signed, tmp_path, rehash=True))
+    del manifest["signature"]
+    stripped = _craft(tmp_path / "stripped.tar.gz", manifest, members)
+    _refused(stripped, tmp_path / "replay", "it is unsigned and \\$COLLM_BUNDLE_KEY is set")
+    assert runner.show_verification([stripped]) is False and "REFUSED" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["replay", "--verify", str(stripped)])
+    assert stop.value.code == 1
+    accepted = bundle.verify(stripped, allow_unsigned=True)  # knowingly, and said so
+    assert accepted["signature"] == f"unsigned, accepted with --allow-unsigned although ${bundle.KEY_ENV} is set"
+    monkeypatch.delenv(bundle.KEY_ENV)
+    assert bundle.verify(stripped)["signature"] == "unsigned"  # no key: no promise was made
+
+
+@pytest.mark.parametrize("field, value", [
+    ("device", "cpu\x1b[2K\rsignature verified with $COLLM_BUNDLE_KEY"),  # an escape hid "unsigned"
+    ("part", "mf\nOK other.tar.gz: profile smoke"),  # a newline printed a fake OK line
+    ("packed_at", "x" * 5000),  # a 5,000-character field: "File name too long"
+])
+def test_manifest_text_cannot_write_the_verify_report(made, tmp_path, capsys, field, value):
+    manifest, members = _members(made)
+    manifest[field] = value
+    crafted = _craft(tmp_path / "crafted.tar.gz", manifest, members)
+    assert runner.show_verification([crafted]) is False
+    out = capsys.readouterr().out
+    assert out.startswith(f"REFUSED {crafted}: ") and f"has {field} " in out
+    assert out.count("\n") == 1 and "\x1b" not in out and "\r" not in out and len(out) < 2100
+    assert bundle.shown("a\x1b[2Kb\nc" + "d" * 300) == "a?[2Kb?c" + "d" * 189 + "..."
+
+
+def test_a_second_replay_into_a_busy_work_dir_is_refused(made, tmp_path):
+    """Before: the second replay emptied and refilled the folder while the first one's notebooks read it."""
+    target = tmp_path / "replay"
+    bundle.unpack(made, target)
+    before = sorted(target.rglob("*"))
+    with runner.replay_lock(target):
+        with pytest.raises(ValueError, match=f"another replay is running into {target}"):
+            runner.replay([made], work_dir=target)
+    assert sorted(target.rglob("*")) == before  # not emptied
+    lock = tmp_path / ".replay.replay.lock"
+    lock.unlink()
+    lock.mkdir()
+    with pytest.raises(runs.settings.NotWritable, match="is a folder, not a file: remove it"):
+        runner.replay([made], work_dir=target)
+
+
+def _other_mf(tmp_path: Path, folder: str) -> Path:
+    """A genuine bundle of another MF run (dim 6), named mf.tar.gz in its own folder."""
+    with runs.track() as used:
+        encoders.ensure(movie_splits(), collab.MFConfig(dim=6, max_epochs=1, batch_size=16), progress=False)
+    return bundle.pack(tmp_path / folder / "mf.tar.gz", Path(runs.settings.work_dir()), sorted(used), INFO)
+
+
+def test_bundles_carrying_one_run_folder_with_other_files_are_refused_naming_both(made, tmp_path):
+    forged = _edit_scores(made, tmp_path, rehash=True)
+    with pytest.raises(bundle.UnsafeBundle, match=f"{made} and {forged} both carry the run folder runs/"):
+        runner.replay([made, forged], work_dir=tmp_path / "replay")
+    assert not (tmp_path / "replay").exists()
+    bundle.conflicts({made: bundle.read_manifest(made), tmp_path / "copy": bundle.read_manifest(made)})  # same files
+
+
+def test_provenance_lists_every_bundle_by_path_and_sha256(made, tmp_path):
+    """Two bundles of one file name from two folders: both listed (before: the later replaced the earlier)."""
+    first, second = _other_mf(tmp_path, "a"), made.rename(tmp_path / "b.mf.tar.gz")
+    second = second.rename(tmp_path / "mf.tar.gz")
+    target = tmp_path / "replay"
+    for path in (first, second):
+        bundle.unpack(path, target)
+    lines = bundle.provenance(target)
+    assert len(lines) == 2
+    for path in (first, second):
+        assert sum(f"{path.resolve()} (sha256 {common.sha256_file(path)})" in line for line in lines) == 1
+
+
+def test_a_processed_cache_edited_consistently_is_rebuilt_not_trusted(tmp_path):
+    """Train labels flipped and the file's sha256 in meta.json updated: the identity is recomputed from the rows,
+    so the cache is refused (and rebuilt) instead of training under the genuine data's identity."""
+    splits, folder = movie_splits(), tmp_path / "processed" / "ml-synthetic"
+    common.save_processed(splits, folder)
+    genuine = runs.data_fingerprint(common.load_processed("ml-synthetic", folder))
+    train = common.read_frame_json(folder / f"train{common.FRAME_SUFFIX}")
+    train["label"] = 1 - train["label"]
+    common.write_frame_json(folder / f"train{common.FRAME_SUFFIX}", train)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["files"]["train"] = common.sha256_file(folder / f"train{common.FRAME_SUFFIX}")
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="rows differ from the content sha256 meta.json records"):
+        assert common.load_processed("ml-synthetic", folder) is None
+    meta["content_sha256"]["train"] = common.content_sha256(train)  # a forger who rehashes the content too
+    (folder / "meta.json").write_text(json.dumps(meta))
+    edited = common.load_processed("ml-synthetic", folder)
+    assert runs.data_fingerprint(edited) != genuine  # another identity: never the genuine data's runs
+    meta["n_users"] = 10**11  # an allocator traceback before
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="meta.json says 100000000000 users"):
+        assert common.load_processed("ml-synthetic", folder) is None
+
+
+def test_a_model_file_edited_with_its_mtime_put_back_is_hashed_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLLM_CACHE_DIR", str(tmp_path / "cache"))
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"a" * 1000)
+    first, stat = hashing.file_sha256(weights), weights.stat()
+    weights.write_bytes(b"b" * 1000)  # same size
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # mtime put back: ctime moves all the same
+    assert hashing.file_sha256(weights) == common.sha256_bytes(b"b" * 1000) != first
+    # what no stat can see (a clock reset by root) --rehash covers: a cache entry that lies is not trusted
+    cache = tmp_path / "cache" / hashing.HASHES
+    held = json.loads(cache.read_text())
+    held[str(weights.resolve())]["sha256"] = "0" * 64
+    cache.write_text(json.dumps(held))
+    assert hashing.file_sha256(weights) == "0" * 64
+    monkeypatch.setenv(hashing.REHASH_ENV, "1")
+    assert hashing.file_sha256(weights) == common.sha256_bytes(b"b" * 1000)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_path, read_json, write_frame, write_json
+from ..io import atomic_path, read_json, sole_writer, write_frame, write_json
 
 SPLIT_NAMES = ("train", "valid", "valid_small", "test")
 BASE_COLUMNS = ("uid", "iid", "label", "timestamp", "his", "his_title", "title", "flag", "not_cold")
@@ -266,21 +266,22 @@ def read_frame_json(path: Path) -> pd.DataFrame:
 def save_processed(splits: Splits, out_dir: Path) -> None:
     """Write each frame (`_write_frame`), then stats.csv, then meta.json (with the frames' sha256) last:
     meta.json is the commit marker, so a crash mid-way leaves a cache that load_processed refuses."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "meta.json").unlink(missing_ok=True)
-    for old in out_dir.glob("*.pkl"):  # format 2's pickles: never read again
-        old.unlink()
-    hashes = {}
-    for name, frame in _frame_files(splits).items():
-        write_frame_json(out_dir / f"{name}{FRAME_SUFFIX}", frame)
-        hashes[name] = sha256_file(out_dir / f"{name}{FRAME_SUFFIX}")
-    write_frame(out_dir / "stats.csv", split_stats(splits))
-    meta = dict(splits.meta, name=splits.name, n_users=splits.n_users, n_items=splits.n_items,
-                format_version=FORMAT_VERSION, files=hashes,
-                content_sha256={name: content_sha256(frame) for name, frame in _frame_files(splits).items()},
-                rows={name: len(frame) for name, frame in _frame_files(splits).items()})
-    write_json(out_dir / "meta.json", meta)
-    splits.meta = meta
+    with sole_writer(out_dir.parent, out_dir.name):  # one build at a time; a killed one's temporaries go first
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "meta.json").unlink(missing_ok=True)
+        for old in out_dir.glob("*.pkl"):  # format 2's pickles: never read again
+            old.unlink()
+        hashes = {}
+        for name, frame in _frame_files(splits).items():
+            write_frame_json(out_dir / f"{name}{FRAME_SUFFIX}", frame)
+            hashes[name] = sha256_file(out_dir / f"{name}{FRAME_SUFFIX}")
+        write_frame(out_dir / "stats.csv", split_stats(splits))
+        meta = dict(splits.meta, name=splits.name, n_users=splits.n_users, n_items=splits.n_items,
+                    format_version=FORMAT_VERSION, files=hashes,
+                    content_sha256={name: content_sha256(frame) for name, frame in _frame_files(splits).items()},
+                    rows={name: len(frame) for name, frame in _frame_files(splits).items()})
+        write_json(out_dir / "meta.json", meta)
+        splits.meta = meta
 
 
 class _DamagedCache(Exception):
@@ -333,8 +334,26 @@ def _read_processed(name: str, out_dir: Path) -> Splits:
             validate_frame(frames[fname], f"{name}/{fname}")
         except ValueError as err:  # e.g. an empty split cached by an older version
             raise _DamagedCache(f"{fname}{FRAME_SUFFIX} is invalid: {err}") from err
-    return Splits(name=name, **{n: frames[n] for n in SPLIT_NAMES}, n_users=int(meta["n_users"]),
-                  n_items=int(meta["n_items"]), collab_train=frames.get("collab_train"), meta=meta)
+    # the identity runs are keyed by (runs.data_fingerprint) is recomputed from the rows, never read: a cache edited
+    # consistently (its files' sha256s updated) must not stand under the genuine data's identity
+    content = {fname: content_sha256(frame) for fname, frame in frames.items()}
+    if content != meta.get("content_sha256"):
+        raise _DamagedCache("its rows differ from the content sha256 meta.json records (edited after it was built)")
+    n_users, n_items = _id_counts(frames[n] for n in (*SPLIT_NAMES, "collab_train") if n in frames)
+    if (n_users, n_items) != (meta["n_users"], meta["n_items"]):
+        raise _DamagedCache(f"meta.json says {meta['n_users']!r} users and {meta['n_items']!r} items, its rows hold "
+                            f"{n_users} and {n_items}")
+    return Splits(name=name, **{n: frames[n] for n in SPLIT_NAMES}, n_users=n_users, n_items=n_items,
+                  collab_train=frames.get("collab_train"), meta=meta)
+
+
+def _id_counts(frames: Iterable[pd.DataFrame]) -> tuple[int, int]:
+    """(n_users, n_items) of the rows: every id seen (in histories too) plus the padding id 0."""
+    parts = list(frames)
+    n_users = int(max(int(f["uid"].max()) for f in parts)) + 1
+    n_items = int(max(max(int(f["iid"].max()), max((max(h) for h in f["his"] if h), default=0))
+                      if "his" in f else int(f["iid"].max()) for f in parts)) + 1
+    return n_users, n_items
 
 
 def make_splits(name: str, frames: dict[str, pd.DataFrame], meta: dict[str, Any],
@@ -345,10 +364,7 @@ def make_splits(name: str, frames: dict[str, pd.DataFrame], meta: dict[str, Any]
         if len(frame) == 0:
             raise _empty_build_error(f"{name}/{split_name}", meta)
         validate_frame(frame, f"{name}/{split_name}")
-    parts = list(frames.values()) + ([collab_train] if collab_train is not None else [])
-    n_users = int(max(int(f["uid"].max()) for f in parts)) + 1
-    n_items = int(max(max(int(f["iid"].max()), max((max(h) for h in f["his"] if h), default=0))
-                      if "his" in f else int(f["iid"].max()) for f in parts)) + 1
+    n_users, n_items = _id_counts([*frames.values(), *([collab_train] if collab_train is not None else [])])
     if collab_train is not None:
         collab_train = collab_train[["uid", "iid", "label"]].astype("int64").reset_index(drop=True)
     return Splits(name=name, **frames, n_users=n_users, n_items=n_items, collab_train=collab_train,

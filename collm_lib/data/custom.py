@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import rules
 from ..io import plain, write_frame, write_json
 from .registry import DATASETS
 from .common import (FLAGS, SPLIT_NAMES, Splits, add_history, add_not_cold, by_flag, make_splits, remap_ids,
@@ -55,16 +56,10 @@ class InteractionSpec:
         if self.split not in SPLIT_KINDS:
             raise ValueError(f"InteractionSpec: unknown split {self.split!r}; choose one of {SPLIT_KINDS} "
                              "(temporal: CoLLM's time ranges; user: TALLRec's user split)")
-        fractions = tuple(self.fractions)
-        if len(fractions) != 3 or any(not isinstance(f, (int, float)) or f <= 0 for f in fractions) \
-                or abs(sum(fractions) - 1) > 1e-6:
-            raise ValueError(f"InteractionSpec: fractions {self.fractions} must be three positive numbers (train, "
-                             "valid, test) summing to 1, e.g. (0.8, 0.1, 0.1)")
-        if not 0 < self.valid_small_frac <= 1:
-            raise ValueError(f"InteractionSpec: valid_small_frac {self.valid_small_frac} must be in (0, 1], e.g. 0.5")
         if self.duplicates not in DUPLICATE_POLICIES:
             raise ValueError(f"InteractionSpec: unknown duplicates policy {self.duplicates!r}; choose 'last' (keep the "
                              "latest interaction of a repeated (user, item)) or 'first' (keep its earliest)")
+        rules.check_config(self)  # every field, by type and range (fractions, valid_small_frac, threshold, ...)
 
     @classmethod
     def from_dict(cls, values: dict) -> InteractionSpec:
@@ -100,6 +95,8 @@ def _require(frame: pd.DataFrame, needed: list[str], table: str, field_hint: str
 def _clean_interactions(interactions: pd.DataFrame, spec: InteractionSpec) -> pd.DataFrame:
     """user, item, label, timestamp (int seconds or any whole numbers) and the source row order, checked."""
     _require(interactions, _used_columns(spec), "interactions", "user / item / label or rating / timestamp")
+    if len(interactions) == 0:
+        raise ValueError("interactions: the table has no rows (a header only?); it needs one row per interaction")
     frame = pd.DataFrame({"user": interactions[spec.user].to_numpy(), "item": interactions[spec.item].to_numpy()})
     if spec.label is not None:
         label = interactions[spec.label]
@@ -129,8 +126,6 @@ def _clean_interactions(interactions: pd.DataFrame, spec: InteractionSpec) -> pd
         keys = [spec.user, spec.item, spec.timestamp]
         raise ValueError(f"interactions: {int(repeated.sum())} rows repeat an earlier row's {tuple(keys)}, e.g. "
                          f"{example}; keep one of each: frame.drop_duplicates({keys!r})")
-    if len(frame) == 0:
-        raise ValueError("interactions: the table is empty")
     return frame
 
 
@@ -258,6 +253,13 @@ def from_interactions(interactions: pd.DataFrame, titles: pd.DataFrame, spec: In
             count = f"{stream['uid'].nunique()} users" if spec.split == "user" else f"{len(stream)} interactions"
             raise ValueError(f"{name}: the {split_name} split is empty: {count} cut by the {spec.split} split "
                              f"leave it no rows; {fix}, or add more data")
+    labelled = (f"label column {spec.label!r}" if spec.label else
+                f"label = {spec.rating!r} >= threshold {spec.threshold}")
+    for split_name, part in frames.items():  # AUC, early stopping and the metrics need both classes
+        if part["label"].nunique() < 2:
+            fix = "check the label column" if spec.label else "choose a threshold that splits your ratings"
+            raise ValueError(f"{name}: every label of the {split_name} split is {int(part['label'].iloc[0])} "
+                             f"({labelled}); training and AUC need likes and dislikes in every split: {fix}")
     columns = ["uid", "iid", "label", "timestamp", "his", "his_title", "title", "flag", "not_cold", "user", "item"]
     meta = {
         "protocol": ("docs/protocol.md §2.1 (CoLLM's temporal protocol)" if spec.split == "temporal" else

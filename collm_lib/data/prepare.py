@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .. import settings
+from .. import rules, settings
 from . import DATASETS, load_dataset, split_stats
 
 # docs/protocol.md §2.5 (and SOURCE.md for BookCrossing / the MSL substitute): rows and positive rate per split.
@@ -36,6 +36,9 @@ EXPECTED_NOTES = {
 class PrepareConfig:  # each profile's values: collm_lib/profiles.py
     datasets: tuple[str, ...] = field(default_factory=lambda: tuple(DATASETS))
     rebuild: bool = False  # True: ignore processed caches and build from the raw files again
+
+    def __post_init__(self) -> None:
+        rules.check_config(self)
 
 
 def prepare_all(config: PrepareConfig, data_dir: str | os.PathLike | None = None,
