@@ -4,6 +4,7 @@
     collm replay bundles/*.tar.gz                              # the notebooks over a GPU box's bundles
     collm replay --verify bundles/*.tar.gz                     # check bundles, show where they come from
     collm reproduce --profile gpu --part mf ml-1m --out bundles/   # without Jupyter (collm_lib.reproduce)
+    collm doctor [--profile gpu] [--json]                      # what this machine will do, before the hour
     collm stages --profile gpu --dataset ml-1m [--lr 3e-4 --lora-r 16 ...]   # stage 1, stage 2, MF on its rows
     collm stage --stage 2 --profile cpu [--stage1-dir DIR --mf-dir DIR]      # one stage
     collm mf --dataset bookcrossing --dim 64                   # an MF run: its folder and metrics
@@ -23,8 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from . import (baselines, distributed, encoders, hashing, logs, options, profiles, reproduce, rules, runner, settings,
-               stages)
+from . import (baselines, distributed, doctor, encoders, hashing, logs, options, profiles, reproduce, rules, runner,
+               settings, stages)
 from .collab import MFConfig, TrainSettings
 from .data import dataset_name, load_dataset
 from .io import read_json
@@ -130,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "with $COLLM_BUNDLE_KEY) and show their provenance; unpack and run nothing (exit 1: refused)")
     replay.add_argument("--allow-unsigned", action="store_true", help=runner.ALLOW_UNSIGNED_HELP)
     reproduce.add_arguments(command("reproduce", reproduce.DESCRIPTION))
+    doctor_parser = command("doctor", "What this machine will do with a profile: device, precision, faiss (and its "
+                                      "GPU probe), memory, disk, model, data and the main job's estimated time; "
+                                      "exit 1 when the profile cannot run here.")
+    _add_run_arguments(doctor_parser)
+    doctor_parser.add_argument("--json", action="store_true", help="the report as JSON (for scripts)")
 
     stages_parser = command("stages", "Stage 1, then stage 2 on its LoRA and the MF, then the MF on stage 2's rows; "
                                       "prints a JSON summary. Given settings apply to both stages.",
@@ -313,6 +319,10 @@ def _run(args: argparse.Namespace) -> int:
         runner.replay(args.bundles, args.data_dir, args.out_dir, only=args.only, allow_unsigned=args.allow_unsigned)
     elif args.command == "reproduce":
         return reproduce.run(args, args.command_parser)
+    elif args.command == "doctor":
+        found = doctor.report(args.profile, args.data_dir)
+        print(json.dumps(found, indent=1) if args.json else "\n".join(doctor.lines(found)))
+        return 1 if found["problems"] else 0
     elif args.command == "stages":
         run_stages(args)
     elif args.command == "stage":

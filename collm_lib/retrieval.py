@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from collm_lib import io, rules, settings
+from collm_lib import faiss_gpu, io, rules, settings
 
 GPU_K_LIMIT = 2048  # faiss GPU k-selection handles at most this many results (and nprobe) per query
 KINDS = ("auto", "flat", "ivf", "hnsw")
@@ -35,7 +35,7 @@ def _faiss():
     except ImportError as err:
         raise ImportError(
             "collm_lib.retrieval needs faiss. From this repository: `pip install -e \".[faiss]\"` (CPU) or "
-            "`pip install -e \".[gpu]\"` (faiss-gpu-cu12, CUDA 12 wheels); with conda: "
+            "`pip install -e \".[gpu]\"` (faiss-gpu, the official CUDA 12 build); with conda: "
             "`conda install -c conda-forge faiss-cpu` or `faiss-gpu` (environment.yml). Install only one of them: "
             "both provide `import faiss`."
         ) from err
@@ -188,6 +188,12 @@ class VectorIndex:
             return
         if self.config.kind == "ivf" and self.config.nprobe > GPU_K_LIMIT:
             self._note(f"nprobe > {GPU_K_LIMIT} is beyond the GPU limit: searched on CPU")
+            return
+        probe = faiss_gpu.gpu_probe()  # a build without kernels for this card aborts the process: asked aside first
+        if not probe.ok:
+            if self.config.use_gpu is True:
+                raise RuntimeError(f"IndexConfig.use_gpu=True, but {probe.message(fallback=False)}")
+            self._note(probe.message())
             return
         self.gpu_index = faiss.index_cpu_to_all_gpus(self.index)
 

@@ -42,9 +42,9 @@ from .llm import DEFAULT_MODEL
 NOTEBOOK_DIR = settings.REPO_ROOT / "notebooks"
 INJECTED = "injected-parameters"  # papermill's tag on the cell it adds after the "parameters" cell
 ON_ITS_OWN = ("07", "08", "09")  # not in the main job's hour: `collm main --only 07` ... `--only 09` (docs/profiles.md)
-# Committed without outputs until a cpu run of them lands (docs/profiles.md: 09 takes hours, 07's stage 2 over MF
-# with biases did not finish in its session); `collm main --only 07 --in-place` fills them.
-NOT_COMMITTED_RUN = ("07", "09")
+# Committed without outputs until a cpu run of them lands (docs/profiles.md: 09 takes hours);
+# `collm main --only 09 --in-place` fills it.
+NOT_COMMITTED_RUN = ("09",)
 MAIN_LOG = "main.log"  # in the profile's notebook_runs folder: what the main job did, with timings and warnings
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _execute(source: Path, target: Path, failed: Path, parameters: dict, in_plac
     running = target.with_name(f".{target.stem}.running.ipynb")
     try:
         papermill.execute_notebook(str(source), str(running), parameters=parameters, cwd=str(source.parent),
-                                   progress_bar=False)
+                                   progress_bar=False, extra_arguments=KERNEL_ARGUMENTS)
     except BaseException as exc:  # KeyboardInterrupt and SystemExit (SIGTERM, see main) too
         if running.exists():
             failed.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +147,12 @@ def _execute(source: Path, target: Path, failed: Path, parameters: dict, in_plac
         prepare_for_commit(running, target)
     os.replace(running, target)
 
+
+# The kernel's own log lines are noise to a reader of the main job: "running over TCP without encryption" (it
+# listens on localhost, each message signed with the connection file's key) before every notebook, and "ERROR |
+# KeyboardInterrupt caught in kernel" when jupyter_client's shutdown interrupt meets a message. A failing cell
+# still fails the notebook with its traceback (papermill), so only the kernel's log is quieted.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 # The executed notebooks are what a reader opens: results and figures, not progress text. The kernels inherit
 # this process's environment; figures show inline only when no MPLBACKEND (e.g. Agg) overrides ipykernel's.

@@ -15,7 +15,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # pyproject names -> conda-forge names where they differ
-CONDA_NAMES = {"torch": "pytorch", "huggingface-hub": "huggingface_hub", "faiss-gpu-cu12": "faiss-gpu"}
+CONDA_NAMES = {"torch": "pytorch", "huggingface-hub": "huggingface_hub"}
 # import names where they differ from the distribution's
 IMPORT_NAMES = {"scikit-learn": "sklearn", "huggingface-hub": "huggingface_hub"}
 REQUIREMENT = re.compile(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?\s*(.*)$")
@@ -58,8 +58,7 @@ def test_environment_yml_has_every_dependency_with_pyprojects_bounds():
     for name, spec in declared.items():
         conda = CONDA_NAMES.get(name, name)
         assert conda in env, f"environment.yml lacks {conda} (pyproject: {name}{spec})"
-        if name != "faiss-gpu-cu12":  # conda-forge's faiss-gpu has its own version line
-            assert env[conda] == spec, f"{conda}: environment.yml says {env[conda]}, pyproject {spec}"
+        assert env[conda] == spec, f"{conda}: environment.yml says {env[conda]}, pyproject {spec}"
     channels = re.search(r"channels:\n((?:\s+- .*\n)+)", (ROOT / "environment.yml").read_text()).group(1)
     assert [c.strip("- \n") for c in channels.splitlines()] == ["conda-forge", "nodefaults"]
 
@@ -123,3 +122,10 @@ def test_the_faiss_error_names_the_extras(monkeypatch):
         retrieval._faiss()
     for hint in ('".[faiss]"', '".[gpu]"', "conda-forge"):
         assert hint in str(err.value)
+
+
+def test_the_gpu_extra_is_the_official_faiss_gpu_with_hopper_kernels():
+    """faiss-gpu-cu12 1.13 holds sm_70 and sm_80 kernels only (an H100 aborts); the Faiss project's faiss-gpu
+    1.15.1 is built for 70;75;80;86;89;90 (benchmarks/results/faiss_gpu_archs.txt)."""
+    gpu = _requirements(PYPROJECT["project"]["optional-dependencies"]["gpu"])
+    assert gpu["faiss-gpu"] == ">=1.15.1,<2" and not any(name.startswith("faiss-gpu-") for name in gpu)

@@ -92,3 +92,24 @@ def test_prepare_for_commit_numbers_the_cells_left_contiguously(tmp_path):
     cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
     assert [c["execution_count"] for c in cells] == [1, 2, 3]
     assert [o["execution_count"] for c in cells for o in c["outputs"]] == [2, 3]
+
+
+def test_a_kernel_that_worked_prints_no_warning_or_error(tmp_path, capfd):
+    """Before: "[IPKernelApp] WARNING | Kernel is running over TCP without encryption" before every notebook and
+    "ERROR | KeyboardInterrupt caught in kernel." when the shutdown's interrupt met a message; a failing cell still
+    fails with its traceback."""
+    import nbformat
+    import papermill
+
+    for name, body in (("ok", "import time; time.sleep(0.5); y = x + 1"), ("bad", "raise RuntimeError('boom')")):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                                             nbformat.v4.new_code_cell(body)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / f"{name}.ipynb")
+    (tmp_path / "out").mkdir()
+    runner._execute(tmp_path / "ok.ipynb", tmp_path / "out" / "ok.ipynb", tmp_path / "failed.ipynb", {"x": 2}, False)
+    said = capfd.readouterr()
+    assert "WARNING" not in said.err + said.out and "ERROR" not in said.err + said.out
+    with pytest.raises(papermill.PapermillExecutionError, match="boom"):
+        runner._execute(tmp_path / "bad.ipynb", tmp_path / "out" / "bad.ipynb", tmp_path / "failed.ipynb", {"x": 2},
+                        False)
