@@ -284,6 +284,9 @@ def save_processed(splits: Splits, out_dir: Path) -> None:
         splits.meta = meta
 
 
+_CONTENT_CHECKED: set[tuple[str, str]] = set()  # (name, what meta.json claims) verified against the rows here
+
+
 class _DamagedCache(Exception):
     """Why a processed cache cannot be used; load_processed turns it into a warning and a rebuild."""
 
@@ -334,15 +337,22 @@ def _read_processed(name: str, out_dir: Path) -> Splits:
             validate_frame(frames[fname], f"{name}/{fname}")
         except ValueError as err:  # e.g. an empty split cached by an older version
             raise _DamagedCache(f"{fname}{FRAME_SUFFIX} is invalid: {err}") from err
-    # the identity runs are keyed by (runs.data_fingerprint) is recomputed from the rows, never read: a cache edited
-    # consistently (its files' sha256s updated) must not stand under the genuine data's identity
-    content = {fname: content_sha256(frame) for fname, frame in frames.items()}
-    if content != meta.get("content_sha256"):
-        raise _DamagedCache("its rows differ from the content sha256 meta.json records (edited after it was built)")
-    n_users, n_items = _id_counts(frames[n] for n in (*SPLIT_NAMES, "collab_train") if n in frames)
-    if (n_users, n_items) != (meta["n_users"], meta["n_items"]):
-        raise _DamagedCache(f"meta.json says {meta['n_users']!r} users and {meta['n_items']!r} items, its rows hold "
-                            f"{n_users} and {n_items}")
+    # the identity runs are keyed by (runs.data_fingerprint) and the id counts are recomputed from the rows, never
+    # read: a cache edited consistently (its files' sha256s updated) must not stand under the genuine data's
+    # identity. Once per process for the same files (their sha256s were just checked): a session loads a dataset
+    # many times.
+    claimed = json.dumps({k: meta.get(k) for k in ("files", "content_sha256", "n_users", "n_items")}, sort_keys=True)
+    if (name, claimed) not in _CONTENT_CHECKED:
+        content = {fname: content_sha256(frame) for fname, frame in frames.items()}
+        if content != meta.get("content_sha256"):
+            raise _DamagedCache("its rows differ from the content sha256 meta.json records (edited after it was "
+                                "built)")
+        counts = _id_counts(frames[n] for n in (*SPLIT_NAMES, "collab_train") if n in frames)
+        if counts != (meta["n_users"], meta["n_items"]):
+            raise _DamagedCache(f"meta.json says {meta['n_users']!r} users and {meta['n_items']!r} items, its rows "
+                                f"hold {counts[0]} and {counts[1]}")
+        _CONTENT_CHECKED.add((name, claimed))
+    n_users, n_items = int(meta["n_users"]), int(meta["n_items"])
     return Splits(name=name, **{n: frames[n] for n in SPLIT_NAMES}, n_users=n_users, n_items=n_items,
                   collab_train=frames.get("collab_train"), meta=meta)
 
