@@ -66,8 +66,11 @@ def test_killed_run_leaves_the_target_untouched(tmp_path, work, sig, in_place):
     cmd = [sys.executable, "-m", "collm_lib.runner", "--profile", "smoke", "--notebook-dir", str(nb_dir),
            *(["--in-place"] if in_place else [])]
     log = (tmp_path / "runner.log").open("w")
+    # SIGINT at its default in the runner: a test session started in the background (nohup ... &) passes SIGINT on
+    # as ignored, and the runner would never see the Ctrl-C this test sends
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "COLLM_WORK_DIR": str(work)}, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for(started.exists, proc, tmp_path / "runner.log")  # the kernel reached the cell
         # the whole process group for SIGKILL (the kernel would outlive its runner); the runner alone otherwise
