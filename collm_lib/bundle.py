@@ -222,7 +222,7 @@ FIELDS: dict[str, tuple[Any, str]] = {
     "run": (lambda v: isinstance(v, dict) and len(json.dumps(v, default=str)) <= 20_000, "a run record"),
     "files": (lambda v: isinstance(v, dict) and all(isinstance(n, str) and _hex(h) for n, h in v.items()),
               "{name: sha256}"),
-    "signature": (lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "an HMAC-SHA256"),
+    "signature": (_hex, "an HMAC-SHA256"),
 }
 
 
