@@ -9,6 +9,8 @@ test. Numbers that rows cannot give (counts, Recall@K over ranked lists, index r
 """
 from __future__ import annotations
 
+import functools
+import json
 import math
 import os
 import time
@@ -124,15 +126,31 @@ def _selected(entry: dict[str, Any], out_dir: str | os.PathLike | None) -> pd.Da
     if not file.exists():
         raise FileNotFoundError(f"{file} does not exist: the table's rows are written by report.save_table(rows=...) "
                                 "in the notebook that records this number; execute it again")
-    rows = pd.read_csv(file)
+    stat = file.stat()
+    rows = _read_rows(str(file), stat.st_mtime_ns, stat.st_size)
     for column, wanted in entry["where"].items():
         if column not in rows:
             raise ValueError(f"{file}: no column {column!r} to select {wanted!r} on")
         rows = rows[rows[column] == wanted]
     part = entry.get("subset", "all")
     if part == "all":
-        return rows
+        return rows.copy()  # never the cached frame itself
     return rows[(rows["not_cold"] == 1) == (part == "warm")] if "not_cold" in rows else rows.iloc[:0]
+
+
+@functools.lru_cache(maxsize=8)
+def _read_rows(file: str, mtime_ns: int, size: int) -> pd.DataFrame:
+    """A rows file, read once per version (a test reads one table's rows for hundreds of numbers)."""
+    return pd.read_csv(file)
+
+
+@functools.lru_cache(maxsize=32)
+def _paired(key: str, out_dir: str | None, stamps: tuple) -> dict[str, Any]:
+    """metrics.paired_difference of a `paired` number's rows, once for its point and both bounds (`key`: the entry
+    without its metric and bound; `stamps`: its rows file's version)."""
+    entry = json.loads(key)
+    rows, other = (_selected(entry | {"where": w}, out_dir) for w in (entry["where"], entry["minus"]))
+    return metrics.paired_difference(rows, other, **entry["bootstrap"])
 
 
 def _point(rows: pd.DataFrame, metric: str) -> float | int | None:
@@ -146,11 +164,15 @@ def _point(rows: pd.DataFrame, metric: str) -> float | int | None:
 
 def recompute(entry: dict[str, Any], out_dir: str | os.PathLike | None = None) -> float | int | None:
     """Recompute a `from_rows` or `paired` number from the per-row scores saved beside its table."""
+    if "minus" in entry and "bound" in entry:
+        key = json.dumps({k: v for k, v in entry.items() if k not in ("value", "metric", "bound")}, sort_keys=True)
+        file = settings.figures_dir(out_dir) / f"{entry['rows']}.rows.csv.gz"
+        stamps = (file.stat().st_mtime_ns, file.stat().st_size) if file.exists() else ()
+        found = _paired(key, None if out_dir is None else str(out_dir), stamps)
+        return found[f"{entry['metric']}_{entry['bound']}"]
     rows = _selected(entry, out_dir)
     if "minus" in entry:
         other = _selected(entry | {"where": entry["minus"]}, out_dir)
-        if "bound" in entry:
-            return metrics.paired_difference(rows, other, **entry["bootstrap"])[f"{entry['metric']}_{entry['bound']}"]
         a, b = (_point(r, entry["metric"]) if len(r) else None for r in (rows, other))
         return None if a is None or b is None else a - b
     if rows.empty:  # e.g. no cold rows in a small sample: a count of nothing is 0, a metric of nothing undefined

@@ -99,6 +99,24 @@ def test_paired_numbers_recompute_from_the_two_methods_rows(tmp_path):
         io.score_rows({})
 
 
+def test_recompute_reads_a_rewritten_rows_file_again(tmp_path):
+    """Rows files are read once per version (a notebook's numbers share them): a rewrite must be seen, by the
+    numbers and by a paired difference's bounds."""
+    a = _scores(tmp_path / "a.csv", 0, n=80)
+    io.write_frame(tmp_path / "b.csv", a.assign(score=a["score"] + 1))
+    io.write_frame(tmp_path / "t.rows.csv.gz", io.score_rows({"LLM": tmp_path / "b.csv", "MF": tmp_path / "a.csv"}))
+    entries = numbers.paired(metrics.paired_difference(a, a, n_boot=50, seed=4), "d", "t", "auc", {"method": "LLM"},
+                             {"method": "MF"})
+    auc = numbers.from_rows(None, "t", "auc", method="LLM")
+    assert numbers.recompute(entries["d, hi"], tmp_path) == pytest.approx(0.0)  # same ranking: no difference
+    flipped = a.assign(score=-a["score"])
+    io.write_frame(tmp_path / "b.csv", flipped)
+    io.write_frame(tmp_path / "t.rows.csv.gz", io.score_rows({"LLM": tmp_path / "b.csv", "MF": tmp_path / "a.csv"}))
+    assert numbers.recompute(auc, tmp_path) == pytest.approx(metrics.auc(flipped["label"], flipped["score"]))
+    again = metrics.paired_difference(flipped, a, n_boot=50, seed=4)["auc_hi"]
+    assert again != pytest.approx(0.0) and numbers.recompute(entries["d, hi"], tmp_path) == pytest.approx(again)
+
+
 def test_from_table_names_and_ties_each_cell(tmp_path):
     frame = pd.DataFrame({"dataset": ["a", "b"], "test_auc": [0.6, math.nan]})
     key = numbers.from_table(frame, "t", ["dataset"], {"auc": "test_auc"}, "MF test ")
