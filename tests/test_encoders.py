@@ -85,6 +85,7 @@ def test_the_sequence_model_wins_where_only_order_tells(one_thread):
     assert sas_auc > 0.9 and mf_auc < 0.7, (sas_auc, mf_auc)
 
 
+@pytest.mark.integration  # the tiny LLM
 @pytest.mark.parametrize("name", ["lightgcn", "sasrec"])
 def test_stage2_over_any_encoder(name, tmp_path, one_thread):
     """Stage 2 stands on the encoder's run (its identity changes with it); scores with shared prefixes equal full

@@ -121,6 +121,7 @@ def test_numbers_of_a_seeded_cell_recompute_as_the_seed_mean(tmp_path):
         assert numbers.recompute(entry, tmp_path) == pytest.approx(entry["value"], abs=1e-12), name
 
 
+@pytest.mark.integration  # the tiny LLM
 def test_collect_scores_every_method_and_seed_on_one_set_of_rows(tmp_path, monkeypatch):
     """A tiny model through the real path: MF and CTRL over two seeds, the no-training baselines once, stage 2 over
     two seeds on one stage 1 (made with make_seeds; found, not made, without it)."""
