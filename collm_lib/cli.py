@@ -5,6 +5,7 @@
     collm replay --verify bundles/*.tar.gz                     # check bundles, show where they come from
     collm reproduce --profile gpu --part mf ml-1m --out bundles/   # without Jupyter (collm_lib.reproduce)
     collm doctor [--profile gpu] [--json]                      # what this machine will do, before the hour
+    collm config --profile cpu --step stage2 [--json]          # a step's settings and where each comes from
     collm stages --profile gpu --dataset ml-1m [--lr 3e-4 --lora-r 16 ...]   # stage 1, stage 2, MF on its rows
     collm stage --stage 2 --profile cpu [--stage1-dir DIR --mf-dir DIR]      # one stage
     collm mf --dataset bookcrossing --dim 64                   # an MF run: its folder and metrics
@@ -24,8 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from . import (baselines, distributed, doctor, encoders, hashing, logs, options, profiles, reproduce, rules, runner,
-               settings, stages)
+from . import (baselines, config_sources, distributed, doctor, encoders, hashing, logs, options, profiles, reproduce,
+               rules, runner, settings, stages)
 from .collab import MFConfig, TrainSettings
 from .data import dataset_name, load_dataset
 from .io import read_json
@@ -136,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
                                       "exit 1 when the profile cannot run here.")
     _add_run_arguments(doctor_parser)
     doctor_parser.add_argument("--json", action="store_true", help="the report as JSON (for scripts)")
+
+    config_parser = command("config", "A step's settings at a profile and where each comes from (defaults < "
+                                      "profile tables < notebook parameter / CLI option < keyword argument).")
+    config_parser.add_argument("--profile", choices=rules.profile_names(), default=None,
+                               help="default: $COLLM_PROFILE, else cpu")
+    config_parser.add_argument("--step", choices=profiles.STEPS, required=True)
+    config_parser.add_argument("--dataset", default="ml-1m", help="the dataset (stages, MF and encoders; default "
+                                                                  "ml-1m)")
+    config_parser.add_argument("--json", action="store_true", help="the fields as JSON (for scripts)")
 
     stages_parser = command("stages", "Stage 1, then stage 2 on its LoRA and the MF, then the MF on stage 2's rows; "
                                       "prints a JSON summary. Given settings apply to both stages.",
@@ -323,6 +333,10 @@ def _run(args: argparse.Namespace) -> int:
         found = doctor.report(args.profile, args.data_dir)
         print(json.dumps(found, indent=1) if args.json else "\n".join(doctor.lines(found)))
         return 1 if found["problems"] else 0
+    elif args.command == "config":
+        rows = config_sources.sources(args.step, args.profile, args.dataset)
+        print(json.dumps(rows, indent=1, default=str) if args.json
+              else "\n".join(config_sources.lines(args.step, rows, args.profile)))
     elif args.command == "stages":
         run_stages(args)
     elif args.command == "stage":

@@ -68,6 +68,7 @@ MF_MODEL: dict[str, dict[str, Any]] = {"bookcrossing": {"bias": True}, "bookcros
 # as MF does (collab.TrainSettings); their valid AUC peaks within ~30 epochs on ML-1M, so cpu and gpu stop after 20
 # epochs without a better one. smoke: 2 epochs of small models.
 ENCODER_NAMES = ("mf", "mf-bias", "lightgcn", "sasrec")
+STEPS = ("prepare", *ENCODER_NAMES, "stage1", "stage2", "index", "rerank", "ctrl", "compare", "plan")  # layers()
 ENCODER: dict[str, dict[str, dict[str, Any]]] = {
     # lr 1e-2: valid AUC 0.651 against 0.628 at 1e-3 (and 0.632 at d 256), ML-1M, 2026-12-06
     "lightgcn": {"smoke": dict(dim=8, max_epochs=2, patience=1), "cpu": dict(lr=1e-2, patience=20),
@@ -218,12 +219,40 @@ def prepare(profile: str | None = None, **overrides: Any) -> PrepareConfig:
     return dataclasses.replace(PrepareConfig(**_table(PREPARE, profile)[1]), **overrides)
 
 
+def layers(step: str, profile: str | None = None, dataset: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The tables a step's config is built from, in order, a later one winning: (where, its fields), over the
+    dataclass defaults and under the caller's keyword arguments. Steps: STEPS; `dataset` matters to "mf" and its
+    variants. `collm config` (config_sources) shows each value's source from them."""
+    name = settings.profile_name(profile)
+    if step in ("stage1", "stage2"):
+        number = int(step[-1])
+        return [(f"profiles.STAGE[{name!r}]", copy.deepcopy(STAGE[name])),
+                (f"profiles.STAGE_BY_STAGE[{name!r}][{number}]",
+                 copy.deepcopy(STAGE_BY_STAGE.get(name, {}).get(number, {})))]
+    if step in ("mf", "mf-bias"):
+        found = [(f"profiles.MF[{name!r}]", copy.deepcopy(MF[name])),
+                 (f"profiles.MF_DATASET[{dataset!r}]", dict(MF_DATASET.get(dataset, {})) if name != "smoke" else {}),
+                 (f"profiles.MF_MODEL[{dataset!r}]", dict(MF_MODEL.get(dataset, {})))]
+        return found + ([("the encoder name mf-bias", {"bias": True})] if step == "mf-bias" else [])
+    if step in ENCODER:
+        return [(f"profiles.ENCODER[{step!r}][{name!r}]", copy.deepcopy(ENCODER[step][name]))]
+    tables = {"prepare": PREPARE, "index": INDEX, "rerank": RERANK, "ctrl": CTRL, "compare": COMPARE, "plan": PLAN}
+    if step not in tables:
+        raise ValueError(f"step {step!r}: choose one of {', '.join(STEPS)}")
+    return [(f"profiles.{step.upper()}[{name!r}]", copy.deepcopy(tables[step][name]))]
+
+
+def _merged(found: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for _, fields in found:
+        merged |= fields
+    return merged
+
+
 def mf(profile: str | None = None, dataset: str | None = None, **overrides: Any) -> MFConfig:
     """The profile's MFConfig; with `dataset`, its MF_DATASET entry (not on smoke) and MF_MODEL entry; then
     `overrides`."""
-    name, base = _table(MF, profile)
-    per_dataset = MF_DATASET.get(dataset, {}) if name != "smoke" else {}
-    return dataclasses.replace(MFConfig(**base), **per_dataset | MF_MODEL.get(dataset, {}) | overrides)
+    return MFConfig(**_merged(layers("mf", profile, dataset)) | overrides)
 
 
 def encoder(profile: str | None = None, dataset: str | None = None, name: str = "mf",
@@ -240,9 +269,9 @@ def encoder(profile: str | None = None, dataset: str | None = None, name: str = 
 
 def stage(profile: str | None, stage: int, **overrides: Any) -> StageConfig:
     """The profile's StageConfig of `stage` (1 or 2), `overrides` replacing fields."""
-    name, base = _table(STAGE, profile)
-    base |= STAGE_BY_STAGE.get(name, {}).get(stage, {})
-    return dataclasses.replace(StageConfig(stage=stage, **base), **overrides)
+    if stage not in (1, 2):
+        StageConfig(stage=stage)  # raises: StageConfig's rule names the problem
+    return StageConfig(**{"stage": stage} | _merged(layers(f"stage{stage}", profile)) | overrides)
 
 
 def index(profile: str | None = None, **overrides: Any) -> IndexConfig:

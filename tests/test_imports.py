@@ -191,7 +191,7 @@ def test_cycles_are_found_and_spelled_out():
 # module must be placed here. Data is `collm_lib.data` and its submodules.
 LAYERS = {
     "foundation": "io hashing logs settings distributed faiss_gpu metrics",
-    "configuration": "rules params profiles options",
+    "configuration": "rules params profiles options config_sources",
     "data": "",
     "models": "collab lightgcn sasrec encoders popularity rates ctrl prompts llm model_source embedded fece model runs",
     "training": "train scoring stages baselines ranking",
