@@ -140,11 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     config_parser = command("config", "A step's settings at a profile and where each comes from (defaults < "
                                       "profile tables < notebook parameter / CLI option < keyword argument).")
-    config_parser.add_argument("--profile", choices=rules.profile_names(), default=None,
-                               help="default: $COLLM_PROFILE, else cpu")
+    config_parser.add_argument("--profile", default=None, choices=settings.PROFILES,
+                               metavar="|".join(settings.PROFILES),
+                               help="the run profile (default: $COLLM_PROFILE or cpu)")
     config_parser.add_argument("--step", choices=profiles.STEPS, required=True)
-    config_parser.add_argument("--dataset", default="ml-1m", help="the dataset (stages, MF and encoders; default "
-                                                                  "ml-1m)")
+    config_parser.add_argument("--dataset", default="ml-1m", help="a built-in dataset or your own (its name or folder; "
+                                                                  "stages, MF and encoders; default ml-1m)")
+    config_parser.add_argument("--data-dir", default=None, help="raw data folder, where your own datasets are found "
+                                                                "(default: $COLLM_DATA_DIR or data/raw)")
     config_parser.add_argument("--json", action="store_true", help="the fields as JSON (for scripts)")
 
     stages_parser = command("stages", "Stage 1, then stage 2 on its LoRA and the MF, then the MF on stage 2's rows; "
@@ -334,7 +337,7 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(found, indent=1) if args.json else "\n".join(doctor.lines(found)))
         return 1 if found["problems"] else 0
     elif args.command == "config":
-        rows = config_sources.sources(args.step, args.profile, args.dataset)
+        rows = config_sources.sources(args.step, args.profile, dataset_name(args.dataset, args.data_dir))
         print(json.dumps(rows, indent=1, default=str) if args.json
               else "\n".join(config_sources.lines(args.step, rows, args.profile)))
     elif args.command == "stages":

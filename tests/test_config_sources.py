@@ -50,3 +50,5 @@ def test_the_command_prints_text_and_json(capsys):
     with pytest.raises(SystemExit):
         cli.main(["config", "--step", "stage3"])
     assert "invalid choice: 'stage3'" in capsys.readouterr().err
+    assert cli.main(["config", "--step", "mf", "--dataset", "no-such-data"]) == 1  # not shown as if it were one
+    assert "unknown dataset 'no-such-data'" in capsys.readouterr().err
