@@ -168,11 +168,13 @@ def _set_env(values: dict[str, str | None]) -> None:
 
 
 @contextlib.contextmanager
-def kernel_env() -> Iterator[None]:
-    """Set KERNEL_ENV (None: unset) while notebooks execute; restore the caller's environment afterwards."""
-    saved = {k: os.environ.get(k) for k in KERNEL_ENV}
+def kernel_env(values: dict[str, str | None] | None = None) -> Iterator[None]:
+    """Set `values` (default KERNEL_ENV; None: unset) while notebooks execute, which their kernels inherit; restore
+    the caller's environment afterwards."""
+    values = KERNEL_ENV if values is None else values
+    saved = {k: os.environ.get(k) for k in values}
     try:
-        _set_env(KERNEL_ENV)
+        _set_env(values)
         yield
     finally:
         _set_env(saved)
@@ -270,13 +272,15 @@ def replay(bundles: list[Path], data_dir: str | None = None, out_dir: Path | Non
     out_dir = Path(out_dir or settings.REPO_ROOT / "results" / f"{profile}-{slug}")
     with replay_lock(work_dir):  # held from emptying to the last notebook: a second replay waits for none of it
         start_clean(work_dir)
-        # the kernels inherit these; the bundles' precision, part of every stage run's identity, not this machine's
-        os.environ.update(COLLM_WORK_DIR=str(work_dir), COLLM_REPLAY="1",
-                          **{settings.PRECISION_ENV: p for p in precisions})
         for path in bundles:
             bundle.unpack(path, work_dir, allow_unsigned)
         extra = {"seed": seed, **({"model": model} if model != DEFAULT_MODEL else {})}
-        done = run_main(profile, data_dir, only or REPLAYED_NOTEBOOKS, resume=False, out_dir=out_dir, extra=extra)
+        # the kernels inherit these, for the replay only; the bundles' precision, part of every stage run's
+        # identity, not this machine's
+        with kernel_env({"COLLM_WORK_DIR": str(work_dir), "COLLM_REPLAY": "1",
+                         **{settings.PRECISION_ENV: p for p in precisions}}):
+            done = run_main(profile, data_dir, only or REPLAYED_NOTEBOOKS, resume=False, out_dir=out_dir,
+                            extra=extra)
     write_json(out_dir / "replay.json", {"bundles": [{"file": Path(b).name, "path": str(Path(b).resolve()), **{
         k: m.get(k) for k in ("part", "device", "seconds", "phases", "complete", "code", "commit", "data", "llm",
                               "precision", "packed_at")}, "verification": checked[Path(b)]}

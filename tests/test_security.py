@@ -278,6 +278,23 @@ def test_a_second_replay_into_a_busy_work_dir_is_refused(made, tmp_path):
         runner.replay([made], work_dir=target)
 
 
+def test_a_replay_leaves_the_callers_environment_as_it_was(made, tmp_path, monkeypatch):
+    """The notebooks see the replay's work dir, $COLLM_REPLAY and the bundles' precision; the caller's process gets
+    its own back (it used to keep them: a later run in that process would have written into the replay)."""
+    monkeypatch.setenv("COLLM_PRECISION", "fp32")
+    seen = {}
+
+    def notebooks(*args, **kwargs):
+        seen.update({k: os.environ.get(k) for k in ("COLLM_WORK_DIR", "COLLM_REPLAY")})
+        return []
+
+    monkeypatch.setattr(runner, "run_main", notebooks)
+    before = dict(os.environ)
+    runner.replay([made], work_dir=tmp_path / "replay", out_dir=tmp_path / "out")
+    assert seen == {"COLLM_WORK_DIR": str(tmp_path / "replay"), "COLLM_REPLAY": "1"}
+    assert dict(os.environ) == before
+
+
 def _other_mf(tmp_path: Path, folder: str) -> Path:
     """A genuine bundle of another MF run (dim 6), named mf.tar.gz in its own folder."""
     with runs.track() as used:
