@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runs, settings
-from .data.common import sha256_bytes, sha256_file
+from .hashing import sha256_bytes, sha256_file
 from .io import atomic_path, write_json
 
 MANIFEST = "bundle.json"

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import settings
-from .data.common import sha256_file
+from .hashing import sha256_file
 from .hashing import file_sha256
 from .io import TEMP_SUFFIX, atomic_path, read_json, sole_writer, write_json
 

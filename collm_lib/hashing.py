@@ -6,18 +6,31 @@ who also resets the system clock (root); $COLLM_REHASH=1 (`--rehash`) hashes eve
 process, trusting no cache (docs/runs.md)."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
 
 from . import settings
-from .data.common import sha256_file
 from .io import read_json, write_json
 
 log = logging.getLogger(__name__)
 HASHES = "sha256.json"  # in settings.cache_dir(): path -> (inode, bytes, mtime_ns, ctime_ns, sha256)
 REHASH_ENV = "COLLM_REHASH"  # "1": the first use of a file in a process hashes it, whatever the cache holds
 _hashed: dict[tuple, str] = {}  # (path, stat) -> sha256 hashed by this process: what $COLLM_REHASH trusts
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """A file's sha256, streamed (uncached: file_sha256 caches)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 
 from . import distributed, logs, settings
 from .hashing import file_sha256
-from .data.common import sha256_file
+from .hashing import sha256_file
 from .io import plain, read_json, remove_temp_files, write_json  # runs.plain: the JSON form configs are fingerprinted in
 
 IDENTITY, DONE = "identity.json", "run.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from collm_lib import baselines, bundle, collab, encoders, runs
+from collm_lib import baselines, bundle, collab, encoders, hashing, runs
 from collm_lib.data import common
 from collm_lib.io import read_json
 from tiny_llm import movie_splits
@@ -50,9 +50,9 @@ def test_pack_leaves_weights_out_and_unpack_gives_finished_runs(tmp_path, work, 
     with pytest.raises(FileNotFoundError, match="without its weights"):
         encoders.load(copy)
     assert (copy / "test_scores.csv").read_bytes() == (folder / "test_scores.csv").read_bytes()
-    kept = read_json(other / "bundles" / f"{common.sha256_file(target)[:16]}.json")  # unpack keeps its bundle.json
+    kept = read_json(other / "bundles" / f"{hashing.sha256_file(target)[:16]}.json")  # unpack keeps its bundle.json
     assert kept["part"] == "mf"
-    assert kept["origin"] == {"path": str(target.resolve()), "sha256": common.sha256_file(target)}
+    assert kept["origin"] == {"path": str(target.resolve()), "sha256": hashing.sha256_file(target)}
 
 
 def test_a_replay_trains_nothing(monkeypatch, work):

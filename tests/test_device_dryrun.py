@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from collm_lib import bundle
-from collm_lib.data.common import sha256_file
+from collm_lib.hashing import sha256_file
 from tiny_llm import save_tiny
 
 REPO = Path(__file__).resolve().parent.parent

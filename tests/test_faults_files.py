@@ -15,7 +15,8 @@ from transformers import AutoModelForCausalLM
 
 from collm_lib import collab, encoders, ctrl, embedded
 from collm_lib.data import load_dataset, processed_dir
-from collm_lib.data.common import load_processed, save_processed, sha256_file, write_frame_json
+from collm_lib.data.common import load_processed, save_processed, write_frame_json
+from collm_lib.hashing import sha256_file
 from collm_lib.llm import DEFAULT_MODEL, LLMConfig, load_llm, resolve_model_path
 from tiny_llm import movie_splits, real_tokenizer, tiny_llama
 

