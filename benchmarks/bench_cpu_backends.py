@@ -104,8 +104,8 @@ def _input_ranges(model: nn.Module, enc: prompts.EncodedSplit, pad: int, batch: 
 def quantize(model: nn.Module, kind: str, calibration: dict[int, torch.Tensor] | None = None) -> None:
     """Put the int8 candidate `kind` in place of the model's frozen Linear layers."""
     if kind == "int8-dynamic":
-        spec = {n: torch.ao.quantization.default_dynamic_qconfig for n, m in model.named_modules()
-                if any(m is layer for _, _, layer in _frozen_linears(model))}
+        frozen = {id(layer) for _, _, layer in _frozen_linears(model)}
+        spec = {n: torch.ao.quantization.default_dynamic_qconfig for n, m in model.named_modules() if id(m) in frozen}
         torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
         return
     for parent, attr, layer in _frozen_linears(model):

@@ -122,7 +122,7 @@ def load(notebook: str, profile: str, out_dir: str | os.PathLike | None = None) 
 def _selected(entry: dict[str, Any], out_dir: str | os.PathLike | None) -> pd.DataFrame:
     """The rows a `from_rows` number stands on: its table's rows matching `where`, then its subset's rows (warm:
     not_cold == 1, cold: the rest, as metrics.evaluate splits them)."""
-    file = settings.figures_dir(out_dir) / f"{entry['rows']}.rows.csv.gz"
+    file = _rows_file(entry, out_dir)
     if not file.exists():
         raise FileNotFoundError(f"{file} does not exist: the table's rows are written by report.save_table(rows=...) "
                                 "in the notebook that records this number; execute it again")
@@ -136,6 +136,11 @@ def _selected(entry: dict[str, Any], out_dir: str | os.PathLike | None) -> pd.Da
     if part == "all":
         return rows.copy()  # never the cached frame itself
     return rows[(rows["not_cold"] == 1) == (part == "warm")] if "not_cold" in rows else rows.iloc[:0]
+
+
+def _rows_file(entry: dict[str, Any], out_dir: str | os.PathLike | None) -> Path:
+    """The per-row scores file a number stands on."""
+    return settings.figures_dir(out_dir) / f"{entry['rows']}.rows.csv.gz"
 
 
 @functools.lru_cache(maxsize=8)
@@ -166,8 +171,9 @@ def recompute(entry: dict[str, Any], out_dir: str | os.PathLike | None = None) -
     """Recompute a `from_rows` or `paired` number from the per-row scores saved beside its table."""
     if "minus" in entry and "bound" in entry:
         key = json.dumps({k: v for k, v in entry.items() if k not in ("value", "metric", "bound")}, sort_keys=True)
-        file = settings.figures_dir(out_dir) / f"{entry['rows']}.rows.csv.gz"
-        stamps = (file.stat().st_mtime_ns, file.stat().st_size) if file.exists() else ()
+        file = _rows_file(entry, out_dir)
+        stat = file.stat() if file.exists() else None
+        stamps = (stat.st_mtime_ns, stat.st_size) if stat else ()
         found = _paired(key, None if out_dir is None else str(out_dir), stamps)
         return found[f"{entry['metric']}_{entry['bound']}"]
     rows = _selected(entry, out_dir)

@@ -235,11 +235,11 @@ def layers(step: str, profile: str | None = None, dataset: str | None = None) ->
                  (f"profiles.MF_MODEL[{dataset!r}]", dict(MF_MODEL.get(dataset, {})))]
         return found + ([("the encoder name mf-bias", {"bias": True})] if step == "mf-bias" else [])
     if step in ENCODER:
-        return [(f"profiles.ENCODER[{step!r}][{name!r}]", copy.deepcopy(ENCODER[step][name]))]
+        return [(f"profiles.ENCODER[{step!r}][{name!r}]", _table(ENCODER[step], name)[1])]
     tables = {"prepare": PREPARE, "index": INDEX, "rerank": RERANK, "ctrl": CTRL, "compare": COMPARE, "plan": PLAN}
     if step not in tables:
         raise ValueError(f"step {step!r}: choose one of {', '.join(STEPS)}")
-    return [(f"profiles.{step.upper()}[{name!r}]", copy.deepcopy(tables[step][name]))]
+    return [(f"profiles.{step.upper()}[{name!r}]", _table(tables[step], name)[1])]
 
 
 def _merged(found: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -261,10 +261,8 @@ def encoder(profile: str | None = None, dataset: str | None = None, name: str = 
     "mf-bias"; LightGCNConfig / SASRecConfig from ENCODER; then `overrides`."""
     if name not in ENCODER_NAMES:
         raise ValueError(f"encoder {name!r}: choose one of {', '.join(ENCODER_NAMES)}")
-    if name in ("mf", "mf-bias"):
-        return mf(profile, dataset, **({"bias": True} if name == "mf-bias" else {}) | overrides)
-    config = {"lightgcn": LightGCNConfig, "sasrec": SASRecConfig}[name]
-    return dataclasses.replace(config(**_table(ENCODER[name], profile)[1]), **overrides)
+    config = {"mf": MFConfig, "mf-bias": MFConfig, "lightgcn": LightGCNConfig, "sasrec": SASRecConfig}[name]
+    return config(**_merged(layers(name, profile, dataset)) | overrides)
 
 
 def stage(profile: str | None, stage: int, **overrides: Any) -> StageConfig:
