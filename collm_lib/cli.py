@@ -25,8 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from . import (baselines, config_sources, distributed, doctor, encoders, hashing, logs, options, profiles, reproduce,
-               rules, runner, settings, stages)
+from . import (baselines, config_sources, distributed, doctor, encoder_registry, encoders, hashing, logs, options,
+               profiles, reproduce, rules, runner, settings, stages)
 from .collab import MFConfig, TrainSettings
 from .data import dataset_name, load_dataset
 from .io import read_json
@@ -75,13 +75,11 @@ def _mf_variants(profile: str) -> list[MFConfig]:
     return [profiles.mf(profile, "ml-1m")]
 
 
-ENCODER_HELP = ("the collaborative model (profiles.ENCODER_NAMES; docs/protocol.md §4): mf (the paper's), mf-bias, "
-                "lightgcn or sasrec; the {} settings apply to mf and mf-bias")
-
-
 def _add_encoder_argument(group: Any, settings_named: str = "--mf-*") -> None:
-    group.add_argument("--encoder", default=None, choices=profiles.ENCODER_NAMES,
-                       metavar="|".join(profiles.ENCODER_NAMES), help=ENCODER_HELP.format(settings_named))
+    names = encoder_registry.names()
+    group.add_argument("--encoder", default=None, choices=names, metavar="|".join(names),
+                       help=f"the collaborative model (collm_lib/encoder_registry.py; docs/protocol.md §4), default "
+                            f"mf: {encoder_registry.help_text()}. The {settings_named} settings apply to MF's")
 
 
 def _sectioned(parser: argparse.ArgumentParser, sections: dict[str, options.Section]) -> dict[str, Any]:
@@ -143,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_parser.add_argument("--profile", default=None, choices=settings.PROFILES,
                                metavar="|".join(settings.PROFILES),
                                help="the run profile (default: $COLLM_PROFILE or cpu)")
-    config_parser.add_argument("--step", choices=profiles.STEPS, required=True)
+    config_parser.add_argument("--step", choices=profiles.steps(), required=True)
     config_parser.add_argument("--dataset", default="ml-1m", help="a built-in dataset or your own (its name or folder; "
                                                                   "stages, MF and encoders; default ml-1m)")
     config_parser.add_argument("--data-dir", default=None, help="raw data folder, where your own datasets are found "
@@ -200,12 +198,15 @@ def mf_config(args: argparse.Namespace, dataset: str, seed: int | None = None) -
     """The collaborative model's config the options ask for (--encoder, default MF): the profile's for `dataset`
     (seed: `seed` unless given), the --mf-* options replacing MF's fields."""
     name, given = getattr(args, "encoder", None) or "mf", options.overrides(args, MF)
-    if given and name not in ("mf", "mf-bias"):
-        args.command_parser.error(f"the MF settings ({', '.join('/'.join(p) for p in given)}) apply to --encoder mf "
-                                  f"or mf-bias, not {name}")
-    if name == "mf-bias" and given.get(("bias",)) is False:
-        args.command_parser.error("--encoder mf-bias is MF with biases, which the bias setting turns off: give "
-                                  "--encoder mf for MF without biases")
+    if given and encoder_registry.kind(name) != "mf":
+        mfs = [n for n in encoder_registry.names() if encoder_registry.kind(n) == "mf"]
+        args.command_parser.error(f"the MF settings ({', '.join('/'.join(p) for p in given)}) apply to --encoder "
+                                  f"{' or '.join(mfs)}, not {name}")
+    entry = encoder_registry.info(name)
+    for field, value in entry.fixed.items():
+        if given.get((field,), value) != value:
+            args.command_parser.error(f"--encoder {name} is {entry.label} ({field}={value}), which the {field} "
+                                      f"setting changes: give --encoder {encoder_registry.kind(name)} for that")
     config = profiles.encoder(args.profile, dataset, name, **({} if seed is None else {"seed": seed}))
     return _checked(args, MF, lambda: options.apply(config, given))
 

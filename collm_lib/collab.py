@@ -10,6 +10,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Iterator, Protocol, runtime_checkable
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -97,6 +98,12 @@ class MatrixFactorization(nn.Module):
     def forward(self, uids: torch.LongTensor, iids: torch.LongTensor,
                 history: torch.LongTensor | None = None) -> torch.Tensor:
         return (self.user_vectors(uids) * self.item_vectors(iids)).sum(-1)
+
+
+def build(config: MFConfig, n_users: int, n_items: int, rows: pd.DataFrame | None = None,
+          state: dict[str, torch.Tensor] | None = None) -> MatrixFactorization:
+    """A fresh MF of `config` (encoder_registry's builder; MF needs neither rows nor a state)."""
+    return MatrixFactorization(n_users, n_items, config.dim, config.init_std, config.bias)
 
 
 @contextlib.contextmanager

@@ -14,22 +14,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import baselines, encoders, profiles, rates, replicates, report, stages, table1
+from . import baselines, encoder_registry, encoders, profiles, rates, replicates, report, stages, table1
 from .data import Splits
 from .llm import LLMConfig
 from .profiles import ComparePlan
 
-NAMES = {"mf": "MF", "mf-bias": "MF with biases", "lightgcn": "LightGCN", "sasrec": "SASRec"}
 CTRL = "CTRL (DIN)"
 METHOD = "CoLLM-FaissRet over {}"
 
 
 def alone(encoder: str) -> str:
-    return NAMES[encoder]
+    """The method name of `encoder` scored alone: its registry label."""
+    return encoder_registry.info(encoder).label
 
 
 def over(encoder: str) -> str:
-    return METHOD.format(NAMES[encoder])
+    return METHOD.format(alone(encoder))
 
 
 def encoder_runs(plan: ComparePlan, splits: Splits, seed: int, progress: bool = True) -> dict[str, Path]:

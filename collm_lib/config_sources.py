@@ -11,19 +11,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from . import profiles, settings
+from . import encoder_registry, profiles, settings
 
 
 def build(step: str, profile: str | None = None, dataset: str = "ml-1m") -> Any:
-    """The config of `step` (profiles.STEPS) at the profile's values, as the notebooks build it."""
+    """The config of `step` (profiles.steps()) at the profile's values, as the notebooks build it."""
     if step in ("stage1", "stage2"):
         return profiles.stage(profile, int(step[-1]), dataset=dataset)
-    if step in profiles.ENCODER_NAMES:
+    if step in encoder_registry.ENCODERS:
         return profiles.encoder(profile, dataset, step)
     builders = {"prepare": profiles.prepare, "index": profiles.index, "rerank": profiles.rerank,
                 "ctrl": profiles.ctrl, "compare": profiles.compare, "plan": profiles.plan}
     if step not in builders:
-        raise ValueError(f"step {step!r}: choose one of {', '.join(profiles.STEPS)}")
+        raise ValueError(f"step {step!r}: choose one of {', '.join(profiles.steps())}")
     return builders[step](profile)
 
 
@@ -55,7 +55,7 @@ def sources(step: str, profile: str | None = None, dataset: str = "ml-1m") -> li
     this machine at run time."""
     config = build(step, profile, dataset)
     origin = _defaults(config)
-    found = profiles.layers(step, profile, dataset if step in profiles.ENCODER_NAMES else None)
+    found = profiles.layers(step, profile, dataset if step in encoder_registry.ENCODERS else None)
     if step == "stage1" or step == "stage2":
         found = [*found, (f"keyword argument dataset={dataset!r} (--dataset)", {"dataset": dataset}),
                  (f"the step ({step})", {"stage": int(step[-1])})]

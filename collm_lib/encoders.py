@@ -1,9 +1,10 @@
-"""Training, saving, loading and scoring any collaborative encoder: MF (collab.py), LightGCN (lightgcn.py) and
-SASRec (sasrec.py), each a run kind of its own (docs/protocol.md §4).
+"""Training, saving, loading and scoring any collaborative encoder: MF (collab.py), LightGCN (lightgcn.py),
+SASRec (sasrec.py) or one registered in encoder_registry.py, each a run kind of its own (docs/protocol.md §4).
 
-The config's class names the model (ENCODERS). Every model trains the same way (collab.TrainSettings): on
-splits.collab_rows, BCE-with-logits on the explicit labels, early stopping on valid AUC checked every epoch, best
-weights kept. A finished run is a folder: <kind>.pt (state dict, "mf.pt" for MF), config.json (config, sizes,
+The config's class names the model (encoder_registry.py: each encoder's config, builder and label). Every model
+trains the same way (collab.TrainSettings): on splits.collab_rows, BCE-with-logits on the explicit labels, early
+stopping on valid AUC checked every epoch, best weights kept. A finished run is a folder: <kind>.pt (state dict,
+"mf.pt" for MF), config.json (config, sizes,
 best epoch, metrics, run info), history.csv and test_scores.csv (uid, iid, label, not_cold, score) so that anyone
 can recompute the test metrics without torch; run.json last.
 """
@@ -23,46 +24,37 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import io, metrics, runs, settings
-from .collab import MatrixFactorization, MFConfig, TrainSettings, torch_threads
+from . import encoder_registry, io, metrics, runs, settings
+from .collab import TrainSettings, torch_threads
 from .data import Splits
-from .lightgcn import LightGCN, LightGCNConfig
 from .prompts import history_matrix
-from .sasrec import SASRec, SASRecConfig
 
 log = logging.getLogger(__name__)
 
-# run kind -> config class; the kind names the run ("mf-d256-<identity>") and its weights file
-ENCODERS: dict[str, type[TrainSettings]] = {"mf": MFConfig, "lightgcn": LightGCNConfig, "sasrec": SASRecConfig}
-LABELS = {"mf": "MF", "lightgcn": "LightGCN", "sasrec": "SASRec"}  # as logs and progress bars name them
 HISTORY_BATCH = 4096  # rows per scoring batch of a model that reads histories (attention over max_len items)
 
 
 def kind_of(config: TrainSettings) -> str:
-    """The run kind of a config ("mf", "lightgcn", "sasrec")."""
-    for kind, cls in ENCODERS.items():
-        if type(config) is cls:
+    """The run kind of a config ("mf", "lightgcn", "sasrec", or a registered one's): it names the run
+    ("mf-d256-<identity>") and its weights file."""
+    kinds = encoder_registry.kinds()
+    for kind, entry in kinds.items():
+        if type(config) is encoder_registry.resolve(entry.config):
             return kind
-    raise TypeError(f"{type(config).__name__} is not an encoder config; use one of "
-                    f"{', '.join(c.__name__ for c in ENCODERS.values())}")
+    raise TypeError(f"{type(config).__name__} is not an encoder config; use the config of one of "
+                    f"{', '.join(kinds)} (collm_lib/encoder_registry.py)")
 
 
 def weights_file(kind: str) -> str:
-    return "mf.pt" if kind == "mf" else f"{kind}.pt"
+    return f"{kind}.pt"
 
 
 def build(config: TrainSettings, n_users: int, n_items: int, rows: pd.DataFrame | None = None,
           state: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """A fresh model of `config`'s kind; its data (LightGCN's graph, SASRec's last histories) from the training
-    `rows`, or from a saved `state`."""
-    if isinstance(config, MFConfig):
-        return MatrixFactorization(n_users, n_items, config.dim, config.init_std, config.bias)
-    if isinstance(config, LightGCNConfig):
-        return LightGCN(n_users, n_items, config, state["edges"] if state else LightGCN.edges_from(rows))
-    if isinstance(config, SASRecConfig):
-        last = state["last_history"] if state else SASRec.last_history_from(rows, n_users, config.max_len)
-        return SASRec(n_users, n_items, config, last)
-    raise TypeError(f"no model for {type(config).__name__}")
+    """A fresh model of `config`'s kind (its registry entry's builder); its data (LightGCN's graph, SASRec's last
+    histories) from the training `rows`, or from a saved `state`."""
+    entry = encoder_registry.kinds()[kind_of(config)]
+    return encoder_registry.resolve(entry.builder)(config, n_users, n_items, rows=rows, state=state)
 
 
 @dataclass
@@ -116,11 +108,14 @@ def score(model: nn.Module, frame: pd.DataFrame, batch_size: int = 65536) -> np.
 
 def require_fit(splits: Splits, config: TrainSettings) -> None:
     """ValueError when `config`'s model cannot train on `splits`' collaborative rows, naming the dataset and what
-    to use instead: SASRec reads each row's history, which BookCrossing's collab_train (every rating) lacks."""
-    if kind_of(config) == "sasrec" and "his" not in splits.collab_rows:
-        raise ValueError(f"{splits.name}: SASRec trains on each row's history of liked items, and this dataset's "
-                         "collaborative rows (every rating, collab_train) hold none; use --encoder mf, mf-bias or "
-                         "lightgcn for it")
+    to use instead: a model that reads each row's history (SASRec) cannot train on rows without one, such as
+    BookCrossing's collab_train (every rating)."""
+    entry = encoder_registry.kinds()[kind_of(config)]
+    if entry.reads_history and "his" not in splits.collab_rows:
+        others = [name for name, e in encoder_registry.ENCODERS.items() if not e.reads_history]
+        raise ValueError(f"{splits.name}: {entry.label} trains on each row's history of liked items, and this "
+                         "dataset's collaborative rows (every rating, collab_train) hold none; use --encoder "
+                         f"{', '.join(others)} for it")
 
 
 def train(splits: Splits, config: TrainSettings, out_dir: str | os.PathLike | None = None,
@@ -138,7 +133,7 @@ def train(splits: Splits, config: TrainSettings, out_dir: str | os.PathLike | No
 
 
 def _train(splits: Splits, config: TrainSettings, progress: bool) -> EncoderResult:
-    train_rows, label = splits.collab_rows, LABELS[kind_of(config)]
+    train_rows, label = splits.collab_rows, encoder_registry.kinds()[kind_of(config)].label
     for name, frame in (("train", train_rows), ("valid", splits.valid), ("test", splits.test)):
         _check_frame(frame, f"{splits.name}.{name}", splits.n_users, splits.n_items)
     settings.set_seed(config.seed)
@@ -248,7 +243,7 @@ def save(result: EncoderResult, out_dir: str | os.PathLike, ident: str | None = 
 def _record(out: Path) -> tuple[str, TrainSettings, dict]:
     record = io.read_json(out / "config.json")
     kind = record.get("kind", "mf")  # MF runs from before other encoders existed carry no kind
-    return kind, ENCODERS[kind](**record["config"]), record
+    return kind, encoder_registry.config_class(kind)(**record["config"]), record
 
 
 def kind_at(out_dir: str | os.PathLike) -> str:

@@ -73,3 +73,10 @@ class LightGCN(nn.Module):
                 history: torch.LongTensor | None = None) -> torch.Tensor:
         users, items = self.propagate()  # once per batch for both sides
         return (users[uids] * items[iids]).sum(-1)
+
+
+def build(config: LightGCNConfig, n_users: int, n_items: int, rows: pd.DataFrame | None = None,
+          state: dict[str, torch.Tensor] | None = None) -> LightGCN:
+    """A fresh LightGCN of `config` over the graph of the training `rows`, or of a saved `state`
+    (encoder_registry's builder)."""
+    return LightGCN(n_users, n_items, config, state["edges"] if state else LightGCN.edges_from(rows))

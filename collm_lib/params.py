@@ -22,13 +22,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import encoder_registry
 from .rules import listing, profile_names
 
-# Literal copies of retrieval.KINDS, rerank.RerankConfig.item_text and profiles.ENCODER_NAMES: importing those modules loads torch
-# (tests keep the copies in step).
+# Literal copies of retrieval.KINDS and rerank.RerankConfig.item_text: importing those modules loads torch (tests keep
+# the copies in step).
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 ITEM_TEXTS = ("llm", "hashed")
-ENCODER_NAMES = ("mf", "mf-bias", "lightgcn", "sasrec")  # profiles.ENCODER_NAMES
+_ENCODERS = "a list of encoder names such as mf,sasrec (collm_lib/encoder_registry.py)"
 _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
@@ -238,8 +239,8 @@ SPECS: dict[str, Spec] = {
     "shared_prefix": Spec(_boolean, _BOOL, "True"),
     "lrs": Spec(_list_of(_positive_float), "a list of positive floats such as 1e-4,1e-3", _PLAN),
     "dims": Spec(_list_of(_integer(1)), "a list of positive ints such as 64,128,256", _PLAN),
-    "encoders": Spec(_list_of(_choice(lambda: ENCODER_NAMES)), f"a list of {listing(ENCODER_NAMES)}", _PROFILE),
-    "stage2_encoders": Spec(_list_of(_choice(lambda: ENCODER_NAMES)), f"a list of {listing(ENCODER_NAMES)}", _PROFILE),
+    "encoders": Spec(_list_of(_choice(encoder_registry.names)), _ENCODERS, _PROFILE),
+    "stage2_encoders": Spec(_list_of(_choice(encoder_registry.names)), _ENCODERS, _PROFILE),
 }
 
 

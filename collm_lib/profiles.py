@@ -9,7 +9,7 @@ here (SweepPlan, ComparePlan); the functions at the end build them, keyword argu
 
     profiles.prepare(profile)           notebook 01: the datasets to build
     profiles.mf(profile, dataset)       notebook 02: the collaborative model (MF), with the dataset's adjustments
-    profiles.encoder(profile, dataset, name)  notebook 07: any collaborative model by name (ENCODER_NAMES)
+    profiles.encoder(profile, dataset, name)  notebook 07: any collaborative model by name (encoder_registry)
     profiles.stage(profile, stage)      notebooks 03 / 04: stage 1 (LoRA on text) and stage 2 (FECE on IDs)
     profiles.index(profile)             notebook 05: the Faiss index
     profiles.rerank(profile)            notebook 05: retrieve-then-rank and cold-id matching
@@ -28,16 +28,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import rules, settings
+from . import encoder_registry, rules, settings
 from .collab import MFConfig, TrainSettings
 from .ctrl import CTRLConfig
 from .data import DATASETS
 from .data.prepare import PrepareConfig
-from .lightgcn import LightGCNConfig
 from .paper import FIGURE3_LRS
 from .rerank import RerankConfig
 from .retrieval import IndexConfig
-from .sasrec import SASRecConfig
 from .train import StageConfig
 
 # Notebook 01 (PrepareConfig): cpu and gpu build every dataset; smoke skips bookcrossing-multi, a second
@@ -64,11 +62,10 @@ MF_DATASET: dict[str, dict[str, Any]] = {
 # biases, 0.70 with them (docs/protocol.md §4).
 MF_MODEL: dict[str, dict[str, Any]] = {"bookcrossing": {"bias": True}, "bookcrossing-multi": {"bias": True}}
 
-# Notebook 07's collaborative models beside MF (docs/protocol.md §4), by name; "mf-bias" is MF with biases. They train
-# as MF does (collab.TrainSettings); their valid AUC peaks within ~30 epochs on ML-1M, so cpu and gpu stop after 20
-# epochs without a better one. smoke: 2 epochs of small models.
-ENCODER_NAMES = ("mf", "mf-bias", "lightgcn", "sasrec")
-STEPS = ("prepare", *ENCODER_NAMES, "stage1", "stage2", "index", "rerank", "ctrl", "compare", "plan")  # layers()
+# Notebook 07's collaborative models beside MF (docs/protocol.md §4), by name (encoder_registry.py; "mf-bias" is MF
+# with biases: MF's tables above). They train as MF does (collab.TrainSettings); their valid AUC peaks within ~30
+# epochs on ML-1M, so cpu and gpu stop after 20 epochs without a better one. smoke: 2 epochs of small models. An
+# encoder without an entry here runs at its config's defaults on every profile.
 ENCODER: dict[str, dict[str, dict[str, Any]]] = {
     # lr 1e-2: valid AUC 0.651 against 0.628 at 1e-3 (and 0.632 at d 256), ML-1M, 2026-12-06
     "lightgcn": {"smoke": dict(dim=8, max_epochs=2, patience=1), "cpu": dict(lr=1e-2, patience=20),
@@ -78,6 +75,11 @@ ENCODER: dict[str, dict[str, dict[str, Any]]] = {
     "sasrec": {"smoke": dict(dim=8, max_len=10, max_epochs=2, patience=1), "cpu": dict(lr=1e-2, max_len=20, patience=4),
                "gpu": dict(lr=1e-2, max_len=20, patience=4)},
 }
+
+
+def steps() -> tuple[str, ...]:
+    """The steps layers() knows: every encoder of the registry among them."""
+    return ("prepare", *encoder_registry.names(), "stage1", "stage2", "index", "rerank", "ctrl", "compare", "plan")
 
 
 @dataclass
@@ -91,15 +93,17 @@ class ComparePlan:
     stage: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-# Notebook 07 (ComparePlan). smoke: stage 2 over MF only (notebook 04's run): stage 2 over SASRec (the per-row history
-# path) would add ~100 s to CI, and tests/test_encoders.py runs it over LightGCN and SASRec with a tiny LLM. cpu:
-# stage 2 over the paper's MF (the main job's run) and over the encoder best on valid, MF with biases (valid AUC
-# 0.734; SASRec 0.680, MF 0.677, LightGCN 0.651), both at the profile's stage-2 schedule: each costs ~27 bf16
-# minutes on 2 cores (docs/profiles.md), so the cpu budget covers two. gpu: all four.
+# Notebook 07 (ComparePlan); without `encoders` (or with stage2=ALL): every encoder of the registry. smoke: stage 2
+# over MF only (notebook 04's run): stage 2 over SASRec (the per-row history path) would add ~100 s to CI, and
+# tests/test_encoders.py runs it over LightGCN and SASRec with a tiny LLM. cpu: stage 2 over the paper's MF (the
+# main job's run) and over the encoder best on valid, MF with biases (valid AUC 0.734; SASRec 0.680, MF 0.677,
+# LightGCN 0.651), both at the profile's stage-2 schedule: each costs ~27 bf16 minutes on 2 cores
+# (docs/profiles.md), so the cpu budget covers two. gpu: all of them.
+ALL = "all"
 COMPARE: dict[str, dict[str, Any]] = {
-    "smoke": dict(encoders=ENCODER_NAMES, stage2=("mf",)),
-    "cpu": dict(encoders=ENCODER_NAMES, stage2=("mf", "mf-bias")),
-    "gpu": dict(encoders=ENCODER_NAMES, stage2=ENCODER_NAMES),
+    "smoke": dict(stage2=("mf",)),
+    "cpu": dict(stage2=("mf", "mf-bias")),
+    "gpu": dict(stage2=ALL),
 }
 
 # Notebooks 03 and 04 (StageConfig), both stages; StageConfig's defaults are the authors' schedule (batch 16,
@@ -221,7 +225,7 @@ def prepare(profile: str | None = None, **overrides: Any) -> PrepareConfig:
 
 def layers(step: str, profile: str | None = None, dataset: str | None = None) -> list[tuple[str, dict[str, Any]]]:
     """The tables a step's config is built from, in order, a later one winning: (where, its fields), over the
-    dataclass defaults and under the caller's keyword arguments. Steps: STEPS; `dataset` matters to "mf" and its
+    dataclass defaults and under the caller's keyword arguments. Steps: steps(); `dataset` matters to "mf" and its
     variants. `collm config` (config_sources) shows each value's source from them."""
     name = settings.profile_name(profile)
     if step in ("stage1", "stage2"):
@@ -229,16 +233,20 @@ def layers(step: str, profile: str | None = None, dataset: str | None = None) ->
         return [(f"profiles.STAGE[{name!r}]", copy.deepcopy(STAGE[name])),
                 (f"profiles.STAGE_BY_STAGE[{name!r}][{number}]",
                  copy.deepcopy(STAGE_BY_STAGE.get(name, {}).get(number, {})))]
-    if step in ("mf", "mf-bias"):
-        found = [(f"profiles.MF[{name!r}]", copy.deepcopy(MF[name])),
-                 (f"profiles.MF_DATASET[{dataset!r}]", dict(MF_DATASET.get(dataset, {})) if name != "smoke" else {}),
-                 (f"profiles.MF_MODEL[{dataset!r}]", dict(MF_MODEL.get(dataset, {})))]
-        return found + ([("the encoder name mf-bias", {"bias": True})] if step == "mf-bias" else [])
-    if step in ENCODER:
-        return [(f"profiles.ENCODER[{step!r}][{name!r}]", _table(ENCODER[step], name)[1])]
+    if step in encoder_registry.ENCODERS:
+        found = []
+        if encoder_registry.kind(step) == "mf":
+            per_dataset = dict(MF_DATASET.get(dataset, {})) if name != "smoke" else {}
+            found = [(f"profiles.MF[{name!r}]", copy.deepcopy(MF[name])),
+                     (f"profiles.MF_DATASET[{dataset!r}]", per_dataset),
+                     (f"profiles.MF_MODEL[{dataset!r}]", dict(MF_MODEL.get(dataset, {})))]
+        if step in ENCODER:
+            found.append((f"profiles.ENCODER[{step!r}][{name!r}]", _table(ENCODER[step], name)[1]))
+        fixed = encoder_registry.info(step).fixed
+        return found + ([(f"the encoder name {step}", dict(fixed))] if fixed else [])
     tables = {"prepare": PREPARE, "index": INDEX, "rerank": RERANK, "ctrl": CTRL, "compare": COMPARE, "plan": PLAN}
     if step not in tables:
-        raise ValueError(f"step {step!r}: choose one of {', '.join(STEPS)}")
+        raise ValueError(f"step {step!r}: choose one of {', '.join(steps())}")
     return [(f"profiles.{step.upper()}[{name!r}]", _table(tables[step], name)[1])]
 
 
@@ -257,11 +265,9 @@ def mf(profile: str | None = None, dataset: str | None = None, **overrides: Any)
 
 def encoder(profile: str | None = None, dataset: str | None = None, name: str = "mf",
             **overrides: Any) -> TrainSettings:
-    """The profile's config of the collaborative model `name` (ENCODER_NAMES): mf(...) for "mf", with biases for
-    "mf-bias"; LightGCNConfig / SASRecConfig from ENCODER; then `overrides`."""
-    if name not in ENCODER_NAMES:
-        raise ValueError(f"encoder {name!r}: choose one of {', '.join(ENCODER_NAMES)}")
-    config = {"mf": MFConfig, "mf-bias": MFConfig, "lightgcn": LightGCNConfig, "sasrec": SASRecConfig}[name]
+    """The profile's config of the collaborative model `name` (encoder_registry.names()): its registry entry's
+    config class over layers(name) (mf(...) for "mf", with biases for "mf-bias"), then `overrides`."""
+    config = encoder_registry.config_class(name)  # an unknown name: ValueError naming the choices
     return config(**_merged(layers(name, profile, dataset)) | overrides)
 
 
@@ -291,6 +297,8 @@ def ctrl(profile: str | None = None, **overrides: Any) -> CTRLConfig:
 def compare(profile: str | None = None, **overrides: Any) -> ComparePlan:
     """The profile's ComparePlan (notebook 07), `overrides` replacing fields."""
     name, base = _table(COMPARE, profile)
+    every = encoder_registry.names()
+    base = {"encoders": every} | {k: every if v == ALL else v for k, v in base.items()}
     return dataclasses.replace(ComparePlan(name, **base), **overrides)
 
 

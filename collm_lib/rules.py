@@ -105,7 +105,7 @@ _FINITE = _test(lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool
                 "a finite number")
 # Upper bounds far above any sensible value, below what fails as an allocator traceback or a diverged loss
 _LR = _real(0, above=True, below=10)
-_DIM = _whole(1, 2**14)  # an embedding of 16,384 per id is already 64 KiB per user
+DIM = _whole(1, 2**14)  # an embedding of 16,384 per id is already 64 KiB per user
 _BATCH = _whole(1, 2**24)
 _EPOCHS = _whole(1, 10**5)
 _STEPS = _whole(1, 10**8)
@@ -115,14 +115,15 @@ _DEVICE = _or_none(_device, "a GPU when present, else the CPU")
 _ALL = "all of them"
 _LLM = _test(lambda v: type(v).__name__ == "LLMConfig", "an LLMConfig")  # which checked itself when built
 
-# collab.TrainSettings: the fields every collaborative model's config shares
+# collab.TrainSettings: the fields every collaborative model's config shares (its subclasses' through rule_of)
 _TRAINING: dict[str, Rule] = {
     "lr": _LR, "weight_decay": _NON_NEGATIVE, "batch_size": _BATCH, "max_epochs": _EPOCHS, "patience": _EPOCHS,
     "init_std": _POSITIVE, "seed": _SEED, "device": _DEVICE, "eval_batch_size": _BATCH,
     "cpu_threads": _or_none(_COUNT, "torch's own thread count")}
 
-# Every field of every config class checked here, by class name: check_config refuses a class or field missing here,
-# so a new field cannot go unchecked (tests/test_bad_input.py holds these names to the classes' fields).
+# Every field of every config class checked here, by class name (a subclass's inherited fields by its base's name), or
+# by the field's own rule (field_rule): check_config refuses a field without one, so a new field cannot go unchecked
+# (tests/test_bad_input.py holds every config class's fields to rule_of).
 CONFIG_RULES: dict[str, dict[str, Rule]] = {
     "LLMConfig": {"model": _NAME, "lora_r": _WIDTH, "lora_alpha": _WIDTH, "lora_dropout": _real(0, False, 1),
                   "lora_targets": _MODULES, "device": _DEVICE,
@@ -137,17 +138,18 @@ CONFIG_RULES: dict[str, dict[str, Rule]] = {
         "train_rows": _or_none(_COUNT, _ALL), "eval_rows": _or_none(_COUNT, _ALL),
         "test_rows": _or_none(_COUNT, _ALL), "score_batch_size": _BATCH, "unfreeze_mf": _FLAG,
         "prefix_no_grad": _FLAG, "seed": _SEED, "llm": _LLM},
-    "MFConfig": {"dim": _DIM, "bias": _FLAG} | _TRAINING,
-    "LightGCNConfig": {"dim": _DIM, "layers": _whole(0, 256)} | _TRAINING,
-    "SASRecConfig": {"dim": _DIM, "layers": _DEPTH, "heads": _DEPTH,
+    "TrainSettings": _TRAINING,
+    "MFConfig": {"dim": DIM, "bias": _FLAG},
+    "LightGCNConfig": {"dim": DIM, "layers": _whole(0, 256)},
+    "SASRecConfig": {"dim": DIM, "layers": _DEPTH, "heads": _DEPTH,
                      "max_len": _whole(1, 50),  # prompts.HISTORY_IDS: what an EncodedSplit keeps
-                     "dropout": _real(0, False, 1)} | _TRAINING,
+                     "dropout": _real(0, False, 1)},
     "SweepPlan": {
         "profile": _one_of(profile_names), "lrs": _tuple_of(_POSITIVE), "dims": _tuple_of(_COUNT), "stage": _MAPPING,
         "mf": _MAPPING, "ctrl": _MAPPING, "n_seeds": _whole(1, 1000), "n_llm_seeds": _whole(1, 1000),
         "jobs": _whole(1, 1024), "sweep": _MAPPING},
     "CTRLConfig": {
-        "embed_dim": _DIM, "attention_hidden": _tuple_of(_WIDTH), "mlp_hidden": _tuple_of(_WIDTH), "proj_dim": _DIM,
+        "embed_dim": DIM, "attention_hidden": _tuple_of(_WIDTH), "mlp_hidden": _tuple_of(_WIDTH), "proj_dim": DIM,
         "max_history": _COUNT, "lr": _LR, "weight_decay": _NON_NEGATIVE, "batch_size": _BATCH,
         "max_epochs": _EPOCHS, "patience": _EPOCHS, "align_lr": _LR, "align_batch_size": _BATCH,
         "align_epochs": _EPOCHS, "align_rows": _or_none(_COUNT, _ALL), "align_seed": _SEED,
@@ -181,18 +183,37 @@ CONFIG_RULES: dict[str, dict[str, Rule]] = {
 }
 
 
-def check_field(owner: str, name: str, value: Any) -> None:
-    """ConfigError when the rule of field `name` of config class `owner` refuses `value` (also for a value that
-    is about to become one, such as a command-line seed); TypeError when the field has no rule."""
-    rule = CONFIG_RULES.get(owner, {}).get(name)
+def field_rule(rule: Rule) -> dict[str, Rule]:
+    """A field's own rule, as its metadata: `dim: int = field(default=8, metadata=rules.field_rule(rules.DIM))`."""
+    return {"rule": rule}
+
+
+def rule_of(owner: str | type, name: str) -> Rule | None:
+    """The rule of field `name` of config class `owner` (a class, or its name for CONFIG_RULES alone): the field's
+    own (field_rule), else CONFIG_RULES' for the class or the nearest base class that has one; None: no rule."""
+    if isinstance(owner, str):
+        return CONFIG_RULES.get(owner, {}).get(name)
+    own = next((f for f in fields(owner) if f.name == name), None)
+    if own is not None and "rule" in own.metadata:
+        return own.metadata["rule"]
+    return next((CONFIG_RULES[c.__name__][name] for c in owner.__mro__ if name in CONFIG_RULES.get(c.__name__, {})),
+                None)
+
+
+def check_field(owner: str | type, name: str, value: Any) -> None:
+    """ConfigError when the rule of field `name` of config class `owner` (rule_of) refuses `value` (also for a
+    value that is about to become one, such as a command-line seed); TypeError when the field has no rule."""
+    rule = rule_of(owner, name)
+    owner_name = owner if isinstance(owner, str) else owner.__name__
     if rule is None:
-        raise TypeError(f"{owner}.{name} has no rule in rules.CONFIG_RULES: add one there")
+        raise TypeError(f"{owner_name}.{name} has no rule: give the field one (metadata=rules.field_rule(...)) or add "
+                        "it to rules.CONFIG_RULES")
     wanted = rule(value)
     if wanted is not None:
-        raise ConfigError(owner, name, f"{value!r}; it must be {wanted}")
+        raise ConfigError(owner_name, name, f"{value!r}; it must be {wanted}")
 
 
 def check_config(config: Any) -> None:
     """ConfigError for the first field of the dataclass `config` whose value its rule refuses."""
     for f in fields(config):
-        check_field(type(config).__name__, f.name, getattr(config, f.name))
+        check_field(type(config), f.name, getattr(config, f.name))

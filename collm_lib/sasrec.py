@@ -80,3 +80,11 @@ class SASRec(nn.Module):
     def forward(self, uids: torch.LongTensor, iids: torch.LongTensor,
                 history: torch.LongTensor | None = None) -> torch.Tensor:
         return (self.user_vectors(uids, history) * self.item_vectors(iids)).sum(-1)
+
+
+def build(config: SASRecConfig, n_users: int, n_items: int, rows: pd.DataFrame | None = None,
+          state: dict[str, torch.Tensor] | None = None) -> SASRec:
+    """A fresh SASRec of `config`, each user's last history from the training `rows` or a saved `state`
+    (encoder_registry's builder)."""
+    last = state["last_history"] if state else SASRec.last_history_from(rows, n_users, config.max_len)
+    return SASRec(n_users, n_items, config, last)

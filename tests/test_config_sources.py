@@ -13,7 +13,7 @@ def _by_field(step: str, profile: str, dataset: str = "ml-1m") -> dict[str, dict
     return {r["field"]: r for r in config_sources.sources(step, profile, dataset)}
 
 
-@pytest.mark.parametrize("step", profiles.STEPS)
+@pytest.mark.parametrize("step", profiles.steps())
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
 def test_the_values_shown_are_the_configs_the_notebooks_build(step, profile):
     rows = _by_field(step, profile, "bookcrossing")

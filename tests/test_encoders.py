@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from collm_lib import catalogue, collab, encoders, matching, profiles, stages
+from collm_lib import catalogue, collab, encoder_registry, encoders, matching, profiles, stages
 from collm_lib.data import Splits
 from collm_lib.lightgcn import LightGCN, LightGCNConfig
 from collm_lib.llm import LLMConfig
@@ -16,6 +16,7 @@ from collm_lib.prompts import encode_frame, history_matrix
 from collm_lib.sasrec import SASRec, SASRecConfig
 from collm_lib.scoring import score
 from collm_lib.train import StageConfig
+import toy_encoder
 from tiny_llm import TITLES, movie_splits, save_tiny
 
 
@@ -86,10 +87,12 @@ def test_the_sequence_model_wins_where_only_order_tells(one_thread):
 
 
 @pytest.mark.integration  # the tiny LLM
-@pytest.mark.parametrize("name", ["lightgcn", "sasrec"])
-def test_stage2_over_any_encoder(name, tmp_path, one_thread):
+@pytest.mark.parametrize("name", ["lightgcn", "sasrec", "toy"])
+def test_stage2_over_any_encoder(name, tmp_path, one_thread, monkeypatch):
     """Stage 2 stands on the encoder's run (its identity changes with it); scores with shared prefixes equal full
-    prompts (SASRec's user vector differs per row); Faiss retrieval and cold matching read its vectors."""
+    prompts (SASRec's user vector differs per row); Faiss retrieval and cold matching read its vectors. "toy" is
+    tests/toy_encoder.py, registered here only."""
+    monkeypatch.setitem(encoder_registry.ENCODERS, "toy", toy_encoder.ENTRY)
     splits = movie_splits()
     model_dir = save_tiny(tmp_path / "tiny-llm")
     mf_dir = encoders.ensure(splits, profiles.encoder("smoke", name="mf"), progress=False)
@@ -105,7 +108,8 @@ def test_stage2_over_any_encoder(name, tmp_path, one_thread):
     s2 = stages.run_stage(splits, config, stage1_dir=s1, mf_dir=enc_dir, progress=False)
     assert s2["upstream"] == upstream and s2["test"]["all"]["rows"] == len(splits.test)
     model, bundle, _ = stages.load_trained(s2["run_dir"])
-    assert type(model.hybrid.collab).__name__ == {"lightgcn": "LightGCN", "sasrec": "SASRec"}[name]
+    assert type(model.hybrid.collab) is type(encoders.load(enc_dir))
+    assert type(model.hybrid.collab).__name__ == {"lightgcn": "LightGCN", "sasrec": "SASRec", "toy": "Toy"}[name]
     # one user's two rows with the same titles shown but other history ids: one prefix pass, two user vectors
     twins = splits.test.iloc[[0, 0]].assign(his=[[1, 2, 3], [4, 5, 6]], his_title=[[TITLES[1]] * 3] * 2, iid=[2, 3])
     enc = encode_frame(pd.concat([splits.test, twins]), "item_id", bundle.tokenizer, progress=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from collm_lib import params, profiles, settings
+from collm_lib import params, settings
 from collm_lib.data import DATASETS
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("0*.ipynb"))
@@ -181,7 +181,6 @@ def test_index_kind_and_item_text_match_the_library():
     assert params.INDEX_KINDS == retrieval.KINDS
     hints = typing.get_type_hints(rerank.RerankConfig)
     assert params.ITEM_TEXTS == typing.get_args(hints["item_text"])
-    assert params.ENCODER_NAMES == profiles.ENCODER_NAMES
 
 
 # --- strings, paths, overrides --------------------------------------------------------------------------------

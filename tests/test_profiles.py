@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from collm_lib import plan_runs, profiles, retrieval, settings
+from collm_lib import encoder_registry, plan_runs, profiles, retrieval, settings
 from collm_lib.data import DATASETS
 
 EXPECTED = Path(__file__).resolve().parent / "expected" / "profiles.json"
@@ -46,7 +46,7 @@ def snapshot() -> dict[str, Any]:
                 "stage": {str(s): _plain(profiles.stage(p, s)) for s in (1, 2)},
                 "index": _plain(profiles.index(p)), "rerank": _plain(profiles.rerank(p)),
                 "ctrl": _plain(profiles.ctrl(p)), "plan": _plain(profiles.plan(p)),
-                "encoder": {name: _plain(profiles.encoder(p, name=name)) for name in profiles.ENCODER_NAMES},
+                "encoder": {name: _plain(profiles.encoder(p, name=name)) for name in encoder_registry.names()},
                 "compare": _plain(profiles.compare(p)),
                 "sweep": _sweep(profiles.plan(p))}
             for p in settings.PROFILES}
