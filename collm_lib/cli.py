@@ -7,10 +7,11 @@
     collm doctor [--profile gpu] [--json]                      # what this machine will do, before the hour
     collm config --profile cpu --step stage2 [--json]          # a step's settings and where each comes from
     collm stages --profile gpu --dataset ml-1m [--lr 3e-4 --lora-r 16 ...]   # stage 1, stage 2, MF on its rows
-    collm stage --stage 2 --profile cpu [--stage1-dir DIR --mf-dir DIR]      # one stage
-    collm mf --dataset bookcrossing --dim 64                   # an MF run: its folder and metrics
+    collm stage --stage 2 --profile cpu [--stage1-dir DIR --encoder-dir DIR] # one stage
+    collm encoder --dataset bookcrossing --dim 64              # an MF (or --encoder) run: its folder and metrics
 
-stage, stages and mf take every field of StageConfig (with LLMConfig's), and MFConfig (--mf-* under stage 2) as
+`collm mf` and `--mf-dir` are the older spellings of `collm encoder` and `--encoder-dir`: they still work, saying so
+(DEPRECATED). stage, stages and encoder take every field of StageConfig (with LLMConfig's), and MFConfig (--mf-* under stage 2) as
 options, generated from the dataclasses (collm_lib.options); each option given overrides the profile's value.
 `stages` also runs under torchrun (`torchrun --nproc_per_node 4 -m collm_lib.cli stages ...`); rank 0 prints.
 Log lines go to stderr; every run also keeps <run folder>/run.log (collm_lib.logs).
@@ -33,6 +34,9 @@ from .io import read_json
 from .train import StageConfig
 
 STAGE, MF = "stage", "mf"  # the namespace groups of the generated options (options.overrides)
+# older spellings that still work: {what was typed: what it is now}
+DEPRECATED_COMMANDS = {"mf": "encoder"}
+DEPRECATED_OPTIONS = ("--mf-dir",)
 COMMON_HELP = "Options not given take the profile's value (collm_lib/profiles.py), shown as 'profile default'."
 STAGES_HELP = "A default 'A / B' is stage 1's / stage 2's."
 Config = TypeVar("Config")
@@ -47,7 +51,7 @@ SECTIONS = {
     MF: options.Section("MF / collaborative model", "stage 2's model (--encoder), MF's settings (MFConfig); defaults "
                                                     "ML-1M's"),
 }
-MF_SECTIONS = {  # `collm mf`'s
+MF_SECTIONS = {  # `collm encoder`'s
     RUN: options.Section("run", "profile, dataset; folders (runs: $COLLM_WORK_DIR, default data/)"),
     MF: options.Section(SECTIONS[MF].title, "the model trained (--encoder), MF's settings (MFConfig); defaults "
                                             "ML-1M's"),
@@ -113,10 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="collm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, text: str, *more: str, usage: str | None = None) -> argparse.ArgumentParser:
+    def command(name: str, text: str, *more: str, usage: str | None = None,
+                aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
         # `usage`: a one-line usage for a command of many options (--help lists them, by section), no -h of its own
         made = sub.add_parser(name, help=text, description=" ".join((text, *more)), allow_abbrev=False, usage=usage,
-                              add_help=usage is None)
+                              add_help=usage is None, aliases=list(aliases))
         made.set_defaults(command_parser=made)  # for errors found after parsing, named after the subcommand
         return made
 
@@ -155,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(groups[RUN])
     _add_stage_arguments(groups, exclude=("stage",))
     stage = command("stage", "One stage; stage 2 stands on the stage-1 run and MF that `collm stages` with the same "
-                             "options makes (made here when missing), or on --stage1-dir and --mf-dir.",
+                             "options makes (made here when missing), or on --stage1-dir and --encoder-dir.",
                     COMMON_HELP, STAGES_HELP, usage="%(prog)s [-h] --stage 1|2 [OPTION ...]")
     only_stage2 = replace(SECTIONS[MF], title=f"{SECTIONS[MF].title} (--stage 2 only)")
     groups = _sectioned(stage, SECTIONS | {MF: only_stage2})
@@ -163,11 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage_arguments(groups, custom={"stage": {"required": True, "choices": (1, 2), "metavar": "1|2"}})
     groups[RUN].add_argument("--stage1-dir", type=Path, default=None,
                              help="stage 2: the finished stage-1 run to stand on")
-    groups[RUN].add_argument("--mf-dir", type=Path, default=None, help="stage 2: the finished MF run to stand on")
+    groups[RUN].add_argument("--encoder-dir", *DEPRECATED_OPTIONS, type=Path, default=None,
+                             help="stage 2: the finished collaborative model's run (collm encoder) to stand on")
 
-    mf = command("mf", "Train (or find finished) the MF (or --encoder) of a dataset; prints its run folder and "
-                       "metrics.", COMMON_HELP, usage="%(prog)s [-h] [OPTION ...]")
-    groups = _sectioned(mf, MF_SECTIONS)
+    encoder = command("encoder", "Train (or find finished) the MF (or --encoder) of a dataset; prints its run "
+                                 "folder and metrics (`collm mf`: the same).", COMMON_HELP,
+                      usage="%(prog)s [-h] [OPTION ...]", aliases=tuple(DEPRECATED_COMMANDS))
+    groups = _sectioned(encoder, MF_SECTIONS)
     _add_run_arguments(groups[RUN])
     groups[RUN].add_argument("--dataset", default="ml-1m", help="a dataset name or folder (default: ml-1m)")
     _add_encoder_argument(groups[MF], "MF")
@@ -181,7 +188,8 @@ def _checked(args: argparse.Namespace, group: str, build: Callable[[], Config]) 
     try:
         return build()
     except rules.ConfigError as err:
-        generated = stage_options() if group == STAGE else mf_options("mf-" if args.command != "mf" else "")
+        own = args.command in ("encoder", *DEPRECATED_COMMANDS)  # its MF options carry no mf- prefix
+        generated = stage_options() if group == STAGE else mf_options("" if own else "mf-")
         flag = next((o.flag for o in generated if o.path == err.path), None)
         args.command_parser.error(f"argument {flag}: {err.problem}" if flag else str(err))
 
@@ -234,11 +242,11 @@ def _print(summary: dict) -> None:
 
 
 def run_stages(args: argparse.Namespace, only: int | None = None) -> dict:
-    """Stage 1 and stage 2 (or `only` one of them, on --stage1-dir / --mf-dir where given) as the options say;
+    """Stage 1 and stage 2 (or `only` one of them, on --stage1-dir / --encoder-dir where given) as the options say;
     returns the summary printed (rank 0): each stage's run folder, test metrics and fit, and for both stages the
     MF scored on stage 2's rows."""
     progress = not args.no_progress
-    stage1_dir, mf_dir = getattr(args, "stage1_dir", None), getattr(args, "mf_dir", None)
+    stage1_dir, mf_dir = getattr(args, "stage1_dir", None), getattr(args, "encoder_dir", None)
     # every config first: a bad option stops the command before the data loads or a run folder is made
     configs = {s: stage_config(args, s) for s in (1, 2)}
     mf = mf_config(args, configs[2].dataset, configs[2].seed) if only != 1 and mf_dir is None else None
@@ -264,8 +272,8 @@ def run_stages(args: argparse.Namespace, only: int | None = None) -> dict:
 
 def _stage(args: argparse.Namespace) -> dict:
     stage = options.overrides(args, STAGE)[("stage",)]
-    if stage == 1 and (args.stage1_dir or args.mf_dir or options.overrides(args, MF) or args.encoder):
-        args.command_parser.error("--stage1-dir, --mf-dir, --encoder and the --mf-* settings belong to --stage 2 "
+    if stage == 1 and (args.stage1_dir or args.encoder_dir or options.overrides(args, MF) or args.encoder):
+        args.command_parser.error("--stage1-dir, --encoder-dir, --encoder and the --mf-* settings belong to --stage 2 "
                                   "(stage 1 trains LoRA on text prompts: no collaborative model)")
     return run_stages(args, only=stage)
 
@@ -298,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     raises as usual."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _say_deprecated(args, sys.argv[1:] if argv is None else argv)
     if getattr(args, "no_progress", False):
         quiet_progress()
     if getattr(args, "rehash", False):
@@ -314,6 +323,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"collm {args.command}: error: {full}", file=sys.stderr)
         return 1
+
+
+def _say_deprecated(args: argparse.Namespace, argv: list[str]) -> None:
+    """A line on stderr for each older spelling used (`collm mf`, `--mf-dir`)."""
+    if args.command in DEPRECATED_COMMANDS:
+        print(f"collm: DEPRECATED: `collm {args.command}` is now `collm {DEPRECATED_COMMANDS[args.command]}` (same "
+              "options)", file=sys.stderr)
+    for old in DEPRECATED_OPTIONS:
+        if any(a == old or a.startswith(f"{old}=") for a in argv):
+            print(f"collm: DEPRECATED: {old} is now --encoder-dir", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -134,8 +134,8 @@ def test_llm_config_fields_are_checked_too():
     (["stages", "--lora-r", "0"], "--lora-r", "0"),  # LLMConfig's, nested in StageConfig
     (["stages", "--lr", "-0.001"], "--lr", "-0.001"),
     (["stages", "--mf-batch-size", "0"], "--mf-batch-size", "0"),  # MFConfig's under stage 2
-    (["mf", "--batch-size", "0"], "--batch-size", "0"),
-    (["mf", "--max-epochs", "0"], "--max-epochs", "0"),
+    (["encoder", "--batch-size", "0"], "--batch-size", "0"),
+    (["encoder", "--max-epochs", "0"], "--max-epochs", "0"),
 ])
 def test_bad_option_values_are_argparse_errors_naming_the_option(work, capsys, argv, flag, value):
     code, err = _exit(argv, capsys)
@@ -144,7 +144,7 @@ def test_bad_option_values_are_argparse_errors_naming_the_option(work, capsys, a
 
 
 @pytest.mark.parametrize("argv", [["stages", "--eval-every", "0"], ["stage", "--stage", "1", "--template", "nope"],
-                                  ["mf", "--batch-size", "0", "--max-epochs", "1"]])
+                                  ["encoder", "--batch-size", "0", "--max-epochs", "1"]])
 def test_a_bad_parameter_leaves_no_run_folder(work, tiny, monkeypatch, capsys, argv):
     """With data at hand (a synthetic ML-1M), a bad option stops the command before any folder is made."""
     monkeypatch.setattr(cli, "load_dataset", lambda name, data_dir=None: movie_splits())
@@ -182,10 +182,10 @@ def test_a_read_only_work_dir_is_one_clear_error(tmp_path, monkeypatch, capsys):
     work = _read_only(tmp_path / "ro")
     monkeypatch.setenv("COLLM_WORK_DIR", str(work / "work"))
     try:
-        code, err = _exit(["mf", "--profile", "smoke", "--data-dir", str(tmp_path)], capsys)
+        code, err = _exit(["encoder", "--profile", "smoke", "--data-dir", str(tmp_path)], capsys)
     finally:
         work.chmod(0o755)
-    assert code == 1 and err.strip() == (f"collm mf: error: the work dir {work / 'work'}: its parent {work} is not "
+    assert code == 1 and err.strip() == (f"collm encoder: error: the work dir {work / 'work'}: its parent {work} is not "
                                          f"writable by this user; {settings.WORK_DIR_FIX}")
 
 
@@ -210,8 +210,8 @@ def test_a_work_dir_on_a_read_only_file_system_is_one_clear_error(work, monkeypa
             if Path(path) == work else found
 
     monkeypatch.setattr(os, "statvfs", statvfs)
-    code, err = _exit(["mf"], capsys)
-    assert code == 1 and err.strip() == (f"collm mf: error: the work dir {work}: it is on a read-only file system; "
+    code, err = _exit(["encoder"], capsys)
+    assert code == 1 and err.strip() == (f"collm encoder: error: the work dir {work}: it is on a read-only file system; "
                                          "set $COLLM_WORK_DIR to a folder you can write to")
     assert list(work.iterdir()) == []
 
@@ -265,14 +265,14 @@ def test_a_restarted_run_removes_the_temporary_files_of_a_killed_write(tmp_path,
 
 @pytest.mark.parametrize("argv, words", [
     (["stage", "--stage", "1", "--encoder", "lightgcn"], "--encoder and the --mf-* settings belong to --stage 2"),
-    (["mf", "--encoder", "mf-bias", "--no-bias"], "--encoder mf-bias is MF with biases"),
+    (["encoder", "--encoder", "mf-bias", "--no-bias"], "--encoder mf-bias is MF with biases"),
     (["stages", "--encoder", "mf-bias", "--no-mf-bias"], "--encoder mf-bias is MF with biases"),
-    (["mf", "--device", "meta"], "argument --device: 'meta'; it must be None"),
-    (["mf", "--device", "xpu"], "argument --device: 'xpu'; it must be None"),
-    (["mf", "--lr", "1e300"], "argument --lr: 1e+300; it must be a number > 0 and < 10"),
+    (["encoder", "--device", "meta"], "argument --device: 'meta'; it must be None"),
+    (["encoder", "--device", "xpu"], "argument --device: 'xpu'; it must be None"),
+    (["encoder", "--lr", "1e300"], "argument --lr: 1e+300; it must be a number > 0 and < 10"),
     (["stages", "--lr", "1e300"], "argument --lr: 1e+300; it must be a number > 0 and < 10"),
-    (["mf", "--dim", "100000000"], "argument --dim: 100000000; it must be a whole number >= 1 and <= 16384"),
-    (["mf", "--max-epochs", "100000000000"], "argument --max-epochs: 100000000000; it must be"),
+    (["encoder", "--dim", "100000000"], "argument --dim: 100000000; it must be a whole number >= 1 and <= 16384"),
+    (["encoder", "--max-epochs", "100000000000"], "argument --max-epochs: 100000000000; it must be"),
 ])
 def test_options_that_do_not_apply_or_exceed_their_range_are_refused(work, capsys, argv, words):
     """Before: ignored (stage 1's --encoder), silently plain MF (mf-bias --no-bias), accepted then a traceback
@@ -284,7 +284,7 @@ def test_options_that_do_not_apply_or_exceed_their_range_are_refused(work, capsy
 
 def test_a_device_in_the_environment_this_machine_lacks_is_named(work, monkeypatch, capsys):
     monkeypatch.setenv("COLLM_DEVICE", "bogus")
-    code, err = _exit(["mf"], capsys)
+    code, err = _exit(["encoder"], capsys)
     assert code == 1 and "$COLLM_DEVICE 'bogus' is not a torch device" in err and not work.exists()
 
 
@@ -390,12 +390,12 @@ def test_a_full_disk_is_named_with_the_fix(work, monkeypatch, capsys, error):
     def full(args):
         raise error
     monkeypatch.setattr(cli, "_run", full)
-    code, err = _exit(["mf"], capsys)
+    code, err = _exit(["encoder"], capsys)
     assert code == 1 and "error: the disk is full" in err and "run the same command again" in err
     assert ("writing /w/runs/x/last.pt" in err) == isinstance(error, OSError) and "Traceback" not in err
     monkeypatch.setattr(cli, "_run", lambda args: (_ for _ in ()).throw(RuntimeError("another error")))
     with pytest.raises(RuntimeError, match="another error"):
-        cli.main(["mf"])
+        cli.main(["encoder"])
 
 
 def test_too_little_free_space_is_found_before_a_long_write(tmp_path, monkeypatch):

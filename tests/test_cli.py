@@ -1,5 +1,5 @@
 """The `collm` command: options generated from the config dataclasses (every field, reaching the config, bad values
-named), and one in-process end-to-end `collm stages` / `collm stage` / `collm mf` on ML-1M with a tiny model."""
+named), and one in-process end-to-end `collm stages` / `collm stage` / `collm encoder` on ML-1M with a tiny model."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import dataclasses
 import json
 import re
 import typing
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import pytest
@@ -48,7 +49,7 @@ def test_the_flag_mapping_is_explicit_and_covers_every_field():
 
 @pytest.mark.parametrize("command, classes, prefix", [(["stage"], (StageConfig, MFConfig), "--mf-"),
                                                       (["stages"], (StageConfig, MFConfig), "--mf-"),
-                                                      (["mf"], (MFConfig,), "--")])
+                                                      (["encoder"], (MFConfig,), "--")])
 def test_help_lists_every_field_with_its_comment_and_profile_defaults(command, classes, prefix, capsys):
     text = " ".join(_help(command, capsys).split())  # unwrapped
     if len(classes) == 2:
@@ -121,10 +122,10 @@ def test_stages_help_shows_each_option_in_its_section(capsys, monkeypatch):
 def test_stage_and_mf_help_have_sections_too(capsys, monkeypatch):
     stage = _help_sections(["stage"], capsys, monkeypatch)
     assert list(stage) == [*STAGES_SECTIONS][:4] + ["MF / collaborative model (--stage 2 only)"]
-    assert {"--stage", "--stage1-dir", "--mf-dir"} <= set(stage["run"][1])
+    assert {"--stage", "--stage1-dir", "--encoder-dir"} <= set(stage["run"][1])
     text = _help(["stage"], capsys)
     assert "--stage 1|2" in text and "profile default: 1 / 2" not in text  # required: no default to show
-    mf = _help_sections(["mf"], capsys, monkeypatch)
+    mf = _help_sections(["encoder"], capsys, monkeypatch)
     assert list(mf) == ["run", "MF / collaborative model"]
     assert "--dataset" in mf["run"][1]
     assert {"--encoder", "--lr", "--dim", "--seed"} <= set(mf["MF / collaborative model"][1])
@@ -152,14 +153,14 @@ def test_given_options_reach_the_config_and_the_rest_is_the_profiles():
     assert cli.stage_config(args, 2).eval_every == profiles.stage("smoke", 2).eval_every
     assert cli.stage_config(args, 2).stage == 2 and cli.stage_config(args, 2).lr == 0.01
 
-    args = parser.parse_args(["mf", "--profile", "cpu", "--dataset", "bookcrossing", "--dim", "8", "--no-bias"])
+    args = parser.parse_args(["encoder", "--profile", "cpu", "--dataset", "bookcrossing", "--dim", "8", "--no-bias"])
     assert cli.mf_config(args, args.dataset) == dataclasses.replace(
         profiles.mf("cpu", dataset="bookcrossing"), dim=8, bias=False)  # over profiles.MF_MODEL's bias
     args = parser.parse_args(["stages", "--profile", "cpu", "--seed", "7", "--mf-lr", "0.1"])
     assert (cli.mf_config(args, "ml-1m", 7).seed, cli.mf_config(args, "ml-1m", 7).lr) == (7, 0.1)
     args = parser.parse_args(["stages", "--seed", "7", "--mf-seed", "9"])
     assert cli.mf_config(args, "ml-1m", 7).seed == 9
-    # --encoder names the collaborative model under stage 2 (or trained by `collm mf`); --mf-* apply to MF only
+    # --encoder names the collaborative model under stage 2 (or trained by `collm encoder`); --mf-* apply to MF only
     args = parser.parse_args(["stages", "--profile", "cpu", "--encoder", "sasrec"])
     assert cli.mf_config(args, "ml-1m", 7) == profiles.encoder("cpu", "ml-1m", "sasrec", seed=7)
     args = parser.parse_args(["stages", "--encoder", "mf-bias", "--mf-dim", "8"])
@@ -175,7 +176,7 @@ def test_given_options_reach_the_config_and_the_rest_is_the_profiles():
     (["stage", "--stage", "1", "--lr", "abc"], "--lr"),
     (["stage", "--stage", "1", "--train-rows", "many"], "--train-rows"),
     (["stages", "--lora-targets"], "--lora-targets"),
-    (["mf", "--cpu-threads", "2.5"], "--cpu-threads"),
+    (["encoder", "--cpu-threads", "2.5"], "--cpu-threads"),
     (["stages", "--lora", "4"], "--lora"),  # no abbreviations: --lora could be any of the --lora-* settings
     (["stage", "--stage", "1", "--mf-dim", "4"], "--mf-"),  # MF settings belong to stage 2
 ])
@@ -221,7 +222,7 @@ def work(tmp_path, monkeypatch, shared_data):
 
 def test_stages_stage_and_mf_end_to_end(work, tiny, capsys):
     """`collm stages` on ML-1M (smoke profile, tiny model): both stages and the MF, each with its run.log; `collm
-    stage --stage 2` with the same options is that same run, and `collm mf` finds the MF it stood on."""
+    stage --stage 2` with the same options is that same run, and `collm encoder` finds the MF it stood on."""
     given = ["--model", str(tiny), "--no-progress", "--max-steps", "2", "--mf-max-epochs", "1"]
     assert cli.main(["stages", *given]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -234,14 +235,31 @@ def test_stages_stage_and_mf_end_to_end(work, tiny, capsys):
     assert cli.main(["stage", "--stage", "2", *given]) == 0  # found finished: same options, same run
     assert json.loads(capsys.readouterr().out) == {"stage2": summary["stage2"]}
     config = json.loads((runs.locate(summary["stage2"]["run_dir"]) / "config.json").read_text())
-    assert cli.main(["mf", "--max-epochs", "1", "--no-progress"]) == 0
+    assert cli.main(["encoder", "--max-epochs", "1", "--no-progress"]) == 0
     mf = json.loads(capsys.readouterr().out)
     assert mf["run_dir"] == config["mf_dir"] and set(mf) == {"run_dir", "valid", "test"}
 
 
 def test_bad_input_ends_with_the_librarys_message_and_no_traceback(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path))
-    assert cli.main(["mf", "--profile", "smoke", "--dataset", "no-such-data", "--data-dir", str(tmp_path)]) == 1
+    assert cli.main(["encoder", "--profile", "smoke", "--dataset", "no-such-data", "--data-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("collm mf: error: unknown dataset 'no-such-data'") and "docs/own_data.md" in err
+    assert err.startswith("collm encoder: error: unknown dataset 'no-such-data'") and "docs/own_data.md" in err
     assert "Traceback" not in err
+
+
+def test_the_older_spellings_still_work_saying_so(tmp_path, monkeypatch, capsys):
+    """`collm mf` and --mf-dir (before the encoder registry): the same command and option, with a DEPRECATED line."""
+    monkeypatch.setenv("COLLM_WORK_DIR", str(tmp_path))
+    assert cli.main(["mf", "--profile", "smoke", "--dataset", "no-such-data", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "collm: DEPRECATED: `collm mf` is now `collm encoder` (same options)"
+    assert err[1].startswith("collm mf: error: unknown dataset 'no-such-data'")
+    parser = cli.build_parser()
+    assert parser.parse_args(["stage", "--stage", "2", "--mf-dir", "d"]).encoder_dir == Path("d")
+    with pytest.raises(SystemExit):
+        cli.main(["stage", "--stage", "1", "--mf-dir=d"])
+    err = capsys.readouterr().err
+    assert "DEPRECATED: --mf-dir is now --encoder-dir" in err and "--encoder-dir, --encoder and the --mf-*" in err
+    assert cli.main(["encoder", "--profile", "smoke", "--dataset", "no-such-data", "--data-dir", str(tmp_path)]) == 1
+    assert "DEPRECATED" not in capsys.readouterr().err

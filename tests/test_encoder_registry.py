@@ -34,12 +34,12 @@ def test_a_registered_encoder_is_found_by_every_reader(toy, capsys):
     assert (comparison.alone(toy), comparison.over(toy)) == ("Toy", "CoLLM-FaissRet over Toy")
     # the CLI's --encoder (its help lists it) and the MF settings it refuses
     parser = cli.build_parser()
-    assert parser.parse_args(["mf", "--encoder", toy]).encoder == toy
+    assert parser.parse_args(["encoder", "--encoder", toy]).encoder == toy
     with pytest.raises(SystemExit):
-        parser.parse_args(["mf", "--help"])
+        parser.parse_args(["encoder", "--help"])
     assert "toy: a toy of tests/toy_encoder.py" in " ".join(capsys.readouterr().out.split())
     with pytest.raises(SystemExit):
-        cli.mf_config(parser.parse_args(["mf", "--encoder", toy, "--dim", "8"]), "ml-1m")
+        cli.mf_config(parser.parse_args(["encoder", "--encoder", toy, "--dim", "8"]), "ml-1m")
     assert "apply to --encoder mf or mf-bias, not toy" in capsys.readouterr().err
 
 
