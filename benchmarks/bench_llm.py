@@ -82,9 +82,11 @@ def load_model(name: str, device: torch.device, precision: str, tokenizer: str |
         raise SystemExit("vicuna-7b-shape is a GPU benchmark")
     # any tokenizer will do for speed: it only supplies the pad and answer ids
     tok = AutoTokenizer.from_pretrained(tokenizer or resolve_model_path(DEFAULT_MODEL))
+    config = LLMConfig(model=name, device=str(device), precision=precision)
+    runtime = settings.runtime(device, precision)
     with torch.device(device):
-        model = LlamaForCausalLM(LlamaConfig(**VICUNA_7B)).to(settings.compute_dtype(device, precision))
-    return bundle_from(model, tok, LLMConfig(model=name), "random init, Vicuna-7B shape")
+        model = LlamaForCausalLM(LlamaConfig(**VICUNA_7B)).to(runtime.dtype)
+    return bundle_from(model, tok, config, "random init, Vicuna-7B shape", runtime)
 
 
 def peak_memory_mb(device: torch.device) -> float:

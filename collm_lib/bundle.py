@@ -42,7 +42,6 @@ MAX_UNPACKED = 2**30  # what a bundle's files may weigh unpacked: a gzip bomb is
 KEY_ENV = "COLLM_BUNDLE_KEY"  # a shared secret: bundles packed with it are signed, replays with it check the signature
 FILE_TYPES = (".json", ".csv", ".csv.gz", ".log")  # what run folders write; anything else is refused
 NAME = re.compile(r"[A-Za-z0-9_+=,-][A-Za-z0-9_.+=,-]*")  # one path component: runs' alphabet, no leading dot
-PRECISIONS = ("bf16", "fp32")
 PARTS = ("mf", "ml-1m", "table1", "figure3")  # reproduce.PARTS: the parts a bundle can hold
 SEED_MAX = 2**32 - 1  # params' seed range: a seed a notebook accepts
 TEXT_MAX = 200  # what one manifest text field may hold, and what a report shows of it
@@ -202,7 +201,7 @@ FIELDS: dict[str, tuple[Any, str]] = {
     "profile": (lambda v: v in settings.PROFILES, f"one of {settings.PROFILES}"),
     "seed": (lambda v: type(v) is int and 0 <= v <= SEED_MAX, f"a whole number from 0 to {SEED_MAX}"),
     "model": (_text(300), "a model name of at most 300 printable characters"),
-    "precision": (lambda v: v in (*PRECISIONS, None), f"one of {PRECISIONS}"),
+    "precision": (lambda v: v in (*settings.RESOLVED_PRECISIONS, None), f"one of {settings.RESOLVED_PRECISIONS}"),
     "part": (lambda v: v in PARTS, f"one of {PARTS}"),
     "device": (_text(100), "a device name of at most 100 printable characters"),
     "commit": (lambda v: v is None or isinstance(v, str) and re.fullmatch(r"[0-9a-f]{40}(-dirty)?", v) is not None,

@@ -11,8 +11,8 @@
     collm encoder --dataset bookcrossing --dim 64              # an MF (or --encoder) run: its folder and metrics
 
 `collm mf` and `--mf-dir` are the older spellings of `collm encoder` and `--encoder-dir`: they still work, saying so
-(DEPRECATED). stage, stages and encoder take every field of StageConfig (with LLMConfig's), and MFConfig (--mf-* under stage 2) as
-options, generated from the dataclasses (collm_lib.options); each option given overrides the profile's value.
+(DEPRECATED). stage, stages and encoder take every field of StageConfig (with LLMConfig's), and MFConfig (--mf-* under
+stage 2) as options, generated from the dataclasses (collm_lib.options); each option given overrides the profile's value.
 `stages` also runs under torchrun (`torchrun --nproc_per_node 4 -m collm_lib.cli stages ...`); rank 0 prints.
 Log lines go to stderr; every run also keeps <run folder>/run.log (collm_lib.logs).
 """
@@ -26,8 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from . import (baselines, config_sources, distributed, doctor, encoder_registry, encoders, hashing, logs, options,
-               profiles, reproduce, rules, runner, settings, stages)
+from . import (baselines, config_sources, distributed, doctor, encoder_registry, hashing, logs, options, pipeline,
+               profiles, reproduce, rules, runner, settings)
 from .collab import MFConfig, TrainSettings
 from .data import dataset_name, load_dataset
 from .io import read_json
@@ -224,10 +224,10 @@ def require_work_dir() -> Path:
     return settings.require_writable(settings.work_dir(), "the work dir", settings.WORK_DIR_FIX)
 
 
-def _ensure_mf(splits, config: TrainSettings, progress: bool) -> Path:
-    """encoders.ensure; under torchrun rank 0 trains while the others wait, then find it finished (all ranks
+def _ensure_encoder(ctx: pipeline.RunContext, config: TrainSettings) -> Path:
+    """pipeline.encoder; under torchrun rank 0 trains while the others wait, then find it finished (all ranks
     training one folder at once would race on its files)."""
-    return distributed.rank0_first(lambda: encoders.ensure(splits, config, progress=progress))
+    return distributed.rank0_first(lambda: pipeline.encoder(ctx, config))
 
 
 def _summary(result: dict) -> dict:
@@ -252,16 +252,17 @@ def run_stages(args: argparse.Namespace, only: int | None = None) -> dict:
     mf = mf_config(args, configs[2].dataset, configs[2].seed) if only != 1 and mf_dir is None else None
     require_work_dir()
     splits = load_dataset(configs[1].dataset, args.data_dir)
+    ctx = pipeline.RunContext(splits, args.profile, configs[2].seed, configs[2].llm, progress)
     summary: dict[str, Any] = {}
     if mf is not None:
-        mf_dir = _ensure_mf(splits, mf, progress)
+        mf_dir = _ensure_encoder(ctx, mf)
     if only != 2 or stage1_dir is None:
-        first = stages.run_stage(splits, configs[1], progress=progress)
+        first = pipeline.stage1(ctx, configs[1])
         stage1_dir = first["run_dir"]
         if only != 2:
             summary["stage1"] = _summary(first)
     if only != 1:
-        second = stages.run_stage(splits, configs[2], stage1_dir=stage1_dir, mf_dir=mf_dir, progress=progress)
+        second = pipeline.stage2(ctx, stage1_dir, mf_dir, configs[2])
         summary["stage2"] = _summary(second)
         if only is None and distributed.is_main():  # a run of its own: one rank makes it
             same = baselines.baselines_on_same_rows(splits, second["run_dir"], mf_dir)
@@ -283,7 +284,7 @@ def run_mf(args: argparse.Namespace) -> dict:
     config = mf_config(args, dataset_name(args.dataset, args.data_dir))
     require_work_dir()
     splits = load_dataset(args.dataset, args.data_dir)
-    out = encoders.ensure(splits, config, progress=not args.no_progress)
+    out = pipeline.encoder(pipeline.RunContext(splits, args.profile, progress=not args.no_progress), config)
     metrics = read_json(out / "config.json")["metrics"]
     summary = {"run_dir": str(out), "valid": metrics["valid"]["all"], "test": metrics["test"]["all"]}
     _print(summary)

@@ -1,7 +1,7 @@
 """Notebook 07: CoLLM-FaissRet over each collaborative model, against that model alone, against CTRL(DIN) and against
 the best no-training baseline, all scored on the same test rows (docs/protocol.md §4.1).
 
-For every encoder of the plan (profiles.COMPARE): the model alone (encoders.ensure) and, for those in
+For every encoder of the plan (profiles.COMPARE): the model alone (pipeline.encoder) and, for those in
 `plan.stage2`, stage 2 over it (on the main stage-1 run's LoRA, the encoder's run part of stage 2's identity). Every
 seed that exists counts: MF alone over Table 1's seeds, CoLLM-FaissRet over MF over the seeds notebook 08 made
 (table1.llm_runs), CTRL(DIN) over its seeds; the other encoders and stage 2 over them at the main seed. The
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import baselines, encoder_registry, encoders, profiles, rates, replicates, report, stages, table1
+from . import baselines, encoder_registry, pipeline, profiles, rates, replicates, report, table1
 from .data import Splits
 from .llm import LLMConfig
 from .profiles import ComparePlan
@@ -34,24 +34,18 @@ def over(encoder: str) -> str:
 
 def encoder_runs(plan: ComparePlan, splits: Splits, seed: int, progress: bool = True) -> dict[str, Path]:
     """Each encoder of the plan alone, trained unless finished: name -> run folder."""
-    return {name: encoders.ensure(splits, profiles.encoder(plan.profile, splits.name, name, seed=seed),
-                                  progress=progress) for name in plan.encoders}
-
-
-def stage2_config(plan: ComparePlan, dataset: str, encoder: str, seed: int, llm: LLMConfig):
-    """Stage 2's config over `encoder`: the profile's, with the plan's changes for that encoder."""
-    return profiles.stage(plan.profile, 2, dataset=dataset, seed=seed, llm=llm, **plan.stage.get(encoder, {}))
+    ctx = pipeline.RunContext(splits, plan.profile, seed, progress=progress)
+    return {name: pipeline.encoder(ctx, ctx.encoder_config(name)) for name in plan.encoders}
 
 
 def stage2_runs(plan: ComparePlan, splits: Splits, runs: dict[str, Path], seed: int, llm: LLMConfig,
                 progress: bool = True) -> tuple[Path, dict[str, dict]]:
-    """(stage-1 run, name -> stage 2's results over that encoder), each run unless finished; stage 1 is notebook
-    03's run of these settings."""
-    first = stages.run_stage(splits, profiles.stage(plan.profile, 1, dataset=splits.name, seed=seed, llm=llm),
-                             progress=progress)
-    return Path(first["run_dir"]), {
-        name: stages.run_stage(splits, stage2_config(plan, splits.name, name, seed, llm), stage1_dir=first["run_dir"],
-                               mf_dir=runs[name], progress=progress) for name in plan.stage2}
+    """(stage-1 run, name -> stage 2's results over that encoder, at the profile's stage 2 with the plan's changes
+    for it), each run unless finished; stage 1 is notebook 03's run of these settings."""
+    ctx = pipeline.RunContext(splits, plan.profile, seed, llm, progress)
+    first = pipeline.stage1(ctx)["run_dir"]
+    return Path(first), {name: pipeline.stage2(ctx, first, runs[name], ctx.stage_config(2, **plan.stage.get(name, {})))
+                         for name in plan.stage2}
 
 
 def score_files(plan: ComparePlan, splits: Splits, runs: dict[str, Path], stage2: dict[str, dict], seed: int,

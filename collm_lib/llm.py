@@ -69,6 +69,7 @@ class LLMBundle:
     model: nn.Module  # the causal LM (peft-wrapped once add_lora has run)
     tokenizer: Any
     answer_id: int
+    runtime: settings.Runtime  # its device and precision, resolved once as it loaded
     info: dict = field(default_factory=dict)
 
 
@@ -118,17 +119,18 @@ def resolve_model_path(model: str, cache: Path | None = None) -> Path:
     return path
 
 
-def load_llm(config: LLMConfig | None = None, cache: Path | None = None) -> LLMBundle:
-    """Load tokenizer + causal LM on the chosen device, base weights frozen, answer token resolved."""
+def load_llm(config: LLMConfig | None = None, cache: Path | None = None,
+             device: torch.device | None = None) -> LLMBundle:
+    """Load tokenizer + causal LM on `device` (default: the config's), base weights frozen in the config's
+    precision there (settings.runtime, resolved here once), answer token resolved."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     config = config or LLMConfig()
-    dev = settings.device(config.device)
+    runtime = settings.runtime(device or config.device, config.precision)
     path = resolve_model_path(config.model, cache)
-    dtype = settings.compute_dtype(dev, config.precision)
     with named_damage(config.model, path):  # a truncated or cut file: named, with the fix
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model, loading = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True)
+        model, loading = AutoModelForCausalLM.from_pretrained(path, dtype=runtime.dtype, output_loading_info=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     if loading["missing_keys"]:  # transformers would have filled them with random values
@@ -136,14 +138,17 @@ def load_llm(config: LLMConfig | None = None, cache: Path | None = None) -> LLMB
         raise ValueError(f"model folder {path}: {len(missing)} weight(s) of {type(model).__name__} are not in the "
                          f"checkpoint and would be randomly initialised (e.g. {', '.join(missing[:3])}): it was "
                          f"saved for another task or is incomplete. {_CAUSAL_ADVICE}")
-    bundle = bundle_from(model.to(dev), tokenizer, config, source=str(path))
+    bundle = bundle_from(model.to(runtime.device), tokenizer, config, str(path), runtime)
     bundle.info["model_source"] = describe(config.model, path)
-    bundle.info["precision"] = settings.precision_note(dev, config.precision)
+    bundle.info["precision"] = runtime.note
     return bundle
 
 
-def bundle_from(model: nn.Module, tokenizer, config: LLMConfig, source: str) -> LLMBundle:
-    """Freeze the base model and resolve the answer token (also used with tiny test models)."""
+def bundle_from(model: nn.Module, tokenizer, config: LLMConfig, source: str,
+                runtime: settings.Runtime | None = None) -> LLMBundle:
+    """Freeze the base model and resolve the answer token (also used with tiny test models). `runtime`: where and
+    in which precision the model was built to run (default: the config's, settings.runtime); its weights are the
+    caller's to have made in that precision."""
     for p in model.parameters():
         p.requires_grad_(False)
     model.config.use_cache = False
@@ -157,7 +162,7 @@ def bundle_from(model: nn.Module, tokenizer, config: LLMConfig, source: str) -> 
             "prompt_wrapping": PROMPT_WRAPPING,
             "dtype": str(next(model.parameters()).dtype), "device": str(next(model.parameters()).device),
             "hidden_size": model.config.hidden_size, "parameters": sum(p.numel() for p in model.parameters())}
-    return LLMBundle(model, tokenizer, answer_id, info)
+    return LLMBundle(model, tokenizer, answer_id, runtime or settings.runtime(config.device, config.precision), info)
 
 
 def _lora_target_modules(model: nn.Module, targets: tuple[str, ...]) -> str | list[str]:

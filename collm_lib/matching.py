@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 from . import metrics, retrieval, settings
 from .catalogue import item_titles, mf_tables, train_ids
 from .data import Splits
-from .llm import base_causal_lm
 from .prompts import default_template, encode_frame
 from .scoring import score
 
@@ -280,8 +279,7 @@ def _baseline(model, enc, frame, stage_dir: Path, pad: int, batch_size: int, pro
             mine = saved["score"].to_numpy(np.float32)[keyed["index"].to_numpy(int)]
             check = np.random.default_rng(0).choice(len(frame), min(n_check, len(frame)), replace=False)
             fresh = score(model, enc.subset(check), pad, batch_size, progress=False)
-            bf16 = base_causal_lm(model.llm).get_input_embeddings().weight.dtype == torch.bfloat16
-            if np.allclose(fresh, mine[check], atol=0.25 if bf16 else 1e-3, rtol=1e-2 if bf16 else 1e-3):
+            if np.allclose(fresh, mine[check], **model.runtime.score_tolerance):
                 return mine, f"{settings.shown(path)} (reproduced on {len(check)} rescored rows)"
     return score(model, enc, pad, batch_size, progress), "rescored (no matching saved scores)"
 

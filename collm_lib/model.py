@@ -21,6 +21,7 @@ class CoLLM(nn.Module):
         self.llm = bundle.model
         self.hybrid = hybrid
         self.answer_id = bundle.answer_id
+        self.runtime = bundle.runtime  # device and precision, resolved as the LLM loaded (settings.Runtime)
 
     def embed(self, input_ids, user_pos, item_pos, uids, iids, history=None) -> torch.Tensor:
         """Token embeddings with the ID slots (position -1: none in that row) filled by the hybrid encoder (`history`:

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from . import encoders, logs, profiles, runs, stages
+from . import logs, pipeline, profiles, runs, stages
 from .data import Splits
 from .io import read_json
 from .llm import LLMConfig
@@ -70,14 +70,8 @@ def stage_run(plan: SweepPlan, stage: int, dataset: str, seed: int = 2023, llm: 
 
 def main_runs(profile: str, splits: Splits, seed: int = 2023, llm: LLMConfig | None = None,
               progress: bool = True) -> dict[str, Path]:
-    """The folders of notebooks 02-04's runs of `splits` at the profile's defaults: {"mf", "stage1", "stage2"}.
-    The MF is trained if missing; the stage folders are named whether or not they ran (stage 2's needs a
-    finished stage 1, whose fingerprint is part of its identity)."""
-    llm = llm or LLMConfig()
-    mf = encoders.ensure(splits, profiles.mf(profile, splits.name, seed=seed), progress=progress)
-    first = stages.stage_dir(splits, profiles.stage(profile, 1, dataset=splits.name, seed=seed, llm=llm))
-    second = stages.stage_dir(splits, profiles.stage(profile, 2, dataset=splits.name, seed=seed, llm=llm), first, mf)
-    return {"mf": mf, "stage1": first, "stage2": second}
+    """The folders of notebooks 02-04's runs of `splits` at the profile's defaults (pipeline.folders)."""
+    return pipeline.folders(pipeline.RunContext(splits, profile, seed, llm or LLMConfig(), progress))
 
 
 def finished_results(folder: Path, what: str, how: str = MAKES_ML) -> dict:
@@ -96,8 +90,8 @@ def sweep_frame(name: str, run: stages.StageRun | stages.TwoStages, grid: dict, 
                 stage1_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
     """sweep.run_sweep of stage runs (StageRun: one stage; TwoStages: both), stopping at the first error; one row per
     setting, its (stage 2's) run folder located."""
-    fn, upstream = (stages.two_stage_fns(splits, progress) if isinstance(run, stages.TwoStages)
-                    else stages.sweep_fns(splits, stage1_dir, progress=progress))
+    fn, upstream = (pipeline.two_stage_fns(splits, progress) if isinstance(run, stages.TwoStages)
+                    else pipeline.sweep_fns(splits, stage1_dir, progress=progress))
     frame = run_sweep(name, run, grid, fn, root, errors="raise", progress=progress, upstream=upstream)
     frame = frame.assign(run_dir=frame["run_dir"].map(runs.locate))  # records keep it relative to the work dir
     for folder in frame["run_dir"]:  # a setting found finished (or made by a --jobs worker) names its run only here

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from . import baselines, bundle, encoders, logs, profiles, rules, runs, settings, stages, table1
+from . import baselines, bundle, logs, pipeline, profiles, rules, runs, settings, table1
 from .data import Splits, load_dataset
 from .figure3 import figure3_sweeps
 from .io import run_info
 from .llm import LLMConfig, precision_of
-from .plan_runs import SUBSTITUTE, DeadlineReached, Phases, deadline_alarm, main_runs
+from .plan_runs import SUBSTITUTE, DeadlineReached, Phases, deadline_alarm
 
 PARTS = bundle.PARTS  # ("mf", "ml-1m", "table1", "figure3"), in dependency order
 MF_DATASETS = ("ml-1m", "bookcrossing", "bookcrossing-multi", SUBSTITUTE)  # notebook 02's default `datasets`
@@ -39,13 +39,13 @@ log = logging.getLogger(__name__)
 def ml1m_stages(profile: str, splits: Splits, seed: int, llm: LLMConfig, progress: bool, phases: Phases,
                 label: str = "ml-1m") -> dict[str, Path]:
     """Notebooks 03 and 04 at `seed`, made unless finished, in the order their identities need: stage 1, then the
-    MF and stage 2's folder (named by stage 1's fingerprint), then stage 2. Returns main_runs' folders."""
+    MF and stage 2's folder (named by stage 1's fingerprint), then stage 2. Returns pipeline.folders."""
+    ctx = pipeline.RunContext(splits, profile, seed, llm, progress)
     with phases(f"{label}: stage 1"):
-        stages.run_stage(splits, profiles.stage(profile, 1, dataset=splits.name, seed=seed, llm=llm), progress=progress)
-    made = main_runs(profile, splits, seed, llm, progress)
+        pipeline.stage1(ctx)
+    made = pipeline.folders(ctx)
     with phases(f"{label}: stage 2"):
-        stages.run_stage(splits, profiles.stage(profile, 2, dataset=splits.name, seed=seed, llm=llm),
-                         made["stage2"], made["stage1"], made["mf"], progress)
+        pipeline.stage2(ctx, made["stage1"], made["mf"], out_dir=made["stage2"])
     return made
 
 
@@ -58,7 +58,7 @@ def _part_runs(part: str, profile: str, data: dict[str, Splits], seed: int, llm:
     if part == "mf":  # notebook 02
         for name, splits in data.items():
             with phases(f"{name}: MF"):
-                encoders.ensure(splits, profiles.mf(profile, name, seed=seed), progress=progress)
+                pipeline.encoder(pipeline.RunContext(splits, profile, seed, llm, progress))
     elif part == "ml-1m":  # notebooks 03 and 04
         splits = data["ml-1m"]
         made = ml1m_stages(profile, splits, seed, llm, progress, phases)

@@ -61,12 +61,11 @@ def reads_history(module: nn.Module) -> bool:
     return bool(getattr(getattr(module.hybrid, "collab", None), "max_len", 0))
 
 
-def autocast(model: nn.Module):
-    """bf16 autocast when the model's LLM holds bf16 weights (settings.precision: a GPU, or a CPU with bf16 matrix
-    units), so LoRA, FECE and MF, kept in fp32, run their matmuls in bf16 too; a no-op in fp32."""
-    module = model.module if hasattr(model, "module") else model
-    weights = base_causal_lm(module.llm).get_input_embeddings().weight
-    return torch.autocast(weights.device.type, dtype=torch.bfloat16, enabled=weights.dtype == torch.bfloat16)
+def autocast(model: nn.Module) -> torch.autocast:
+    """The autocast of a CoLLM model's runtime (its LLM's precision, resolved as it loaded: settings.Runtime):
+    bf16, so that LoRA, FECE and the encoder, kept in fp32, run their matmuls in bf16 too; a no-op in fp32. A
+    DistributedDataParallel wrapper is looked through."""
+    return (model.module if hasattr(model, "module") else model).runtime.autocast()
 
 
 def _common(a: np.ndarray, b: np.ndarray) -> int:

@@ -14,6 +14,7 @@ import functools
 import os
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +203,8 @@ def lock_file(path: Path) -> Path:
     return path
 
 
-PRECISIONS = ("auto", "bf16", "fp32")
+RESOLVED_PRECISIONS = ("bf16", "fp32")  # what "auto" resolves to: what runs, bundles and Runtime record
+PRECISIONS = ("auto", *RESOLVED_PRECISIONS)
 PRECISION_ENV = "COLLM_PRECISION"  # auto | bf16 | fp32: what LLMConfig.precision "auto" means on this machine
 
 
@@ -250,9 +252,38 @@ def precision_note(dev: torch.device, requested: str | None = None) -> str:
     return f"{chosen} ({why})"
 
 
-def compute_dtype(dev: torch.device, requested: str | None = None) -> torch.dtype:
-    """The dtype of the LLM's frozen weights and of autocast (precision): bf16 or fp32."""
-    return torch.bfloat16 if precision(dev, requested) == "bf16" else torch.float32
+@dataclass(frozen=True)
+class Runtime:
+    """Where the LLM runs and in which precision, resolved once (runtime()) when it loads and carried with it
+    (llm.LLMBundle.runtime, model.CoLLM.runtime) to whatever trains or scores it: nothing downstream re-derives
+    precision from the weights' dtype or the environment."""
+
+    device: torch.device
+    precision: str  # "bf16" or "fp32" (precision())
+    note: str  # which, and why (precision_note)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The frozen weights' dtype and autocast's."""
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast in bf16 (LoRA, FECE and the encoder, kept in fp32, run their matmuls in bf16 too); a no-op
+        in fp32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    @property
+    def score_tolerance(self) -> dict[str, float]:
+        """How far a row's logit may move when it is scored again in another batch (np.allclose's atol, rtol): in
+        bf16 a logit of ~+-20 moves by ~1e-2 with the group of rows around it (scoring.py)."""
+        return {"atol": 0.25, "rtol": 1e-2} if self.precision == "bf16" else {"atol": 1e-3, "rtol": 1e-3}
+
+
+def runtime(dev: torch.device | str | None = None, requested: str | None = None) -> Runtime:
+    """The Runtime of an LLM on `dev` (a device, or what device() makes of a name or None) at the `requested`
+    precision (an LLMConfig.precision; precision() resolves "auto" and None)."""
+    dev = dev if isinstance(dev, torch.device) else device(dev)
+    return Runtime(dev, precision(dev, requested), precision_note(dev, requested))
 
 
 def set_seed(seed: int) -> int:

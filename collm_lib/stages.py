@@ -13,7 +13,6 @@ import contextlib
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -73,7 +72,7 @@ def sample_frames(splits: Splits, config: StageConfig) -> dict[str, pd.DataFrame
 def build_model(config: StageConfig, bundle: LLMBundle | None = None, mf_dir: Path | None = None,
                 device: torch.device | None = None) -> tuple[CoLLM, LLMBundle]:
     """LLM + LoRA, plus the hybrid encoder over a trained MF when `mf_dir` is given."""
-    bundle = bundle or add_lora(load_llm(config.llm), config.llm)
+    bundle = bundle or add_lora(load_llm(config.llm, device=device), config.llm)
     hybrid = None
     if mf_dir is not None:
         hybrid = HybridEncoder(encoders.load(mf_dir), bundle.model.config.hidden_size)
@@ -284,47 +283,3 @@ def stage_summary(result: dict) -> dict:
            "best_step": result["fit"]["best_step"], "train_seconds": result["fit"]["train_seconds"],
            "run_dir": runs.relative(result["run_dir"])}
     return row | {f"{part}_auc": test[part]["auc"] for part in ("warm", "cold") if part in test}
-
-
-def two_stage_fns(splits: Splits, progress: bool = True
-                  ) -> tuple[Callable[[TwoStages, Path], dict], Callable[[TwoStages], dict]]:
-    """(run_fn, upstream_fn) for sweep.run_sweep over TwoStages configs: stage 1, the MF and stage 2 over both, each
-    in its identity folder (a setting equal to notebooks 03-04's is their runs). The summary is stage 2's
-    (stage_summary), with stage 1's valid AUC and folder beside it; the upstream is stage 1's inputs (the MF's and
-    stage 2's settings are in the config itself)."""
-    def run(config: TwoStages, out_dir: Path) -> dict:
-        first = run_stage(splits, config.stage1, progress=progress)
-        second = run_stage(splits, config.stage2, None, first["run_dir"], encoders.ensure(splits, config.mf,
-                                                                                          progress=progress), progress)
-        return stage_summary(second) | {"stage1_valid_auc": first["valid"]["all"]["auc"],
-                                        "stage1_run_dir": runs.relative(first["run_dir"])}
-
-    def upstream(config: TwoStages) -> dict:
-        return stage_identity(splits, config.stage1)[1]
-
-    return run, upstream
-
-
-def sweep_fns(splits: Splits, stage1_dir: str | Path | None = None, progress: bool = True
-              ) -> tuple[Callable[[StageRun, Path], dict], Callable[[StageRun], dict]]:
-    """(run_fn, upstream_fn) for sweep.run_sweep over StageRun configs: stage 2 sits on `stage1_dir`'s LoRA and on
-    the MF of its `mf` settings (encoders.ensure: trained first when missing); upstream_fn gives the inputs'
-    fingerprints, so a setting reruns when its stage 1 or MF changed.
-
-    Each setting's stage run lives in its identity folder (stage_dir), not in the sweep's folder, which keeps only
-    the setting's record: a setting equal to a main run (notebook 03/04's, Table 1's) or to another sweep's point
-    is that very run, trained once ("run_dir" in the summary says where)."""
-    def mf_dir(config: StageRun) -> Path | None:
-        if config.stage.stage != 2:
-            return None
-        if config.mf is None:
-            raise ValueError("a stage-2 StageRun needs its MF settings (StageRun.mf)")
-        return encoders.ensure(splits, config.mf, progress=progress)
-
-    def run(config: StageRun, out_dir: Path) -> dict:
-        return stage_summary(run_stage(splits, config.stage, None, stage1_dir, mf_dir(config), progress))
-
-    def upstream(config: StageRun) -> dict:
-        return stage_identity(splits, config.stage, stage1_dir, mf_dir(config))[1]
-
-    return run, upstream

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import baselines, encoders, metrics, profiles, rates, replicates, report, runs, stages
+from . import baselines, encoders, metrics, pipeline, rates, replicates, report, runs, stages
 from . import paper as paper_numbers
 from .data import Splits
 from .llm import LLMConfig
@@ -66,24 +66,25 @@ def llm_runs(plan: SweepPlan, data: Splits, seed: int, llm: LLMConfig, make: boo
     stage 1 and the MF of its own seed; those finished, or all of them with `make` (stage 1 first). ML-1M's main
     seed is notebooks 03-04's run."""
     phases = phases or Phases(progress)
+    ctx = pipeline.RunContext(data, plan.profile, seed, llm, progress)
     first = stage_run(plan, 1, data.name, seed, llm).stage
     first_dir = stages.stage_dir(data, first)
     if make:
         with phases(f"{data.name} seed {seed}: stage 1"):
-            stages.run_stage(data, first, first_dir, progress=progress)
+            pipeline.stage1(ctx, first, first_dir)
     found = {}
     for each in llm_seeds(plan, data.name, seed, llm):
         if runs.finished(first_dir) is None:
             break
-        mf_config = profiles.mf(plan.profile, data.name, seed=each)
-        mf_dir = encoders.ensure(data, mf_config, progress=progress) if make else encoders.default_dir(data, mf_config)
+        mf_config = ctx.encoder_config(seed=each)
+        mf_dir = pipeline.encoder(ctx, mf_config) if make else encoders.default_dir(data, mf_config)
         if runs.finished(mf_dir) is None:
             continue
         second = stage_run(plan, 2, data.name, each, llm).stage
         second_dir = stages.stage_dir(data, second, first_dir, mf_dir)
         if make:
             with phases(f"{data.name} seed {each}: stage 2"):
-                stages.run_stage(data, second, second_dir, first_dir, mf_dir, progress)
+                pipeline.stage2(ctx, first_dir, mf_dir, second, second_dir)
         if runs.finished(second_dir) is not None:
             found[each] = (first_dir, second_dir)
     return found

@@ -19,7 +19,7 @@ out = Path(sys.argv[1])
 device = init_distributed()
 rank = dist.get_rank()
 tok = real_tokenizer()
-model = CoLLM(add_lora(bundle_from(tiny_llama(len(tok), 0), tok, LLMConfig(model="tiny"), "tiny"),
+model = CoLLM(add_lora(bundle_from(tiny_llama(len(tok), 0), tok, LLMConfig(model="tiny", precision="fp32"), "tiny"),
                        LLMConfig(model="tiny")))
 set_trainable(model, 1)
 train = prompts.encode_frame(movie_frame(24, 8, 20, -1, 0), "movie_text", tok, progress=False)

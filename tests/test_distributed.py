@@ -35,7 +35,7 @@ def test_two_process_gloo_training_stops_together_and_gathers_scores(tmp_path):
     assert ranks[0]["scores"] == ranks[1]["scores"] and len(ranks[0]["scores"]) == 11
     # a single process scoring the saved best weights gives the same scores, row for row
     tok = real_tokenizer()
-    model = CoLLM(add_lora(bundle_from(tiny_llama(len(tok), 0), tok, LLMConfig(model="tiny"), "tiny"),
+    model = CoLLM(add_lora(bundle_from(tiny_llama(len(tok), 0), tok, LLMConfig(model="tiny", precision="fp32"), "tiny"),
                            LLMConfig(model="tiny")))
     load_adapter_state(model, torch.load(tmp_path / "best.pt"))
     valid = prompts.encode_frame(movie_frame(11, 8, 20, 0, 1), "movie_text", tok, progress=False)

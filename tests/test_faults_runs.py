@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from collm_lib import collab, encoders, runs, stages, sweep
+from collm_lib import collab, encoders, pipeline, runs, stages, sweep
 from collm_lib.llm import LLMConfig
 from collm_lib.train import StageConfig
 from tiny_llm import movie_splits
@@ -176,7 +176,7 @@ def test_sweep_point_reruns_when_its_stage1_changes(tiny, tmp_path):
     frames = []
     for seed in (1, 2):  # two different stage-1 runs in the same folder
         stages.run_stage(splits, _config(tiny, seed=seed), tmp_path / "s1", progress=False)
-        fn, upstream = stages.sweep_fns(splits, tmp_path / "s1", progress=False)
+        fn, upstream = pipeline.sweep_fns(splits, tmp_path / "s1", progress=False)
         frames.append(sweep.run_sweep("lr", base, {"stage.lr": [1e-3]}, fn, tmp_path / "sweeps", progress=False,
                                       upstream=upstream))
     assert [f["status"].item() for f in frames] == ["ran", "ran"]

@@ -194,7 +194,7 @@ LAYERS = {
     "configuration": "rules encoder_registry params profiles options config_sources",
     "data": "",
     "models": "collab lightgcn sasrec encoders popularity rates ctrl prompts llm model_source embedded fece model runs",
-    "training": "train scoring stages baselines ranking",
+    "training": "train scoring stages pipeline baselines ranking",
     "retrieval": "retrieval rerank catalogue matching",
     "experiments": "sweep plan_runs table1 reproduce figure3 comparison replicates paper plots report numbers bundle",
     "entry points": "cli runner doctor",

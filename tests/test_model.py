@@ -20,8 +20,8 @@ def tok():
 
 
 def _model(tok, hybrid: bool, seed: int = 0, dtype=torch.float32) -> CoLLM:
-    bundle = add_lora(bundle_from(tiny_llama(len(tok), seed, dtype), tok, LLMConfig(model="tiny"), "tiny"),
-                      LLMConfig(model="tiny"))
+    config = LLMConfig(model="tiny", device="cpu", precision="bf16" if dtype == torch.bfloat16 else "fp32")
+    bundle = add_lora(bundle_from(tiny_llama(len(tok), seed, dtype), tok, config, "tiny"), config)
     enc = HybridEncoder(collab.MatrixFactorization(12, 20, dim=8), 64) if hybrid else None
     return CoLLM(bundle, enc)
 

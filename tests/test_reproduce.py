@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from collm_lib import (baselines, collab, encoders, figure3, metrics, paper, plan_runs, profiles, runs, stages, sweep)
+from collm_lib import (baselines, collab, encoders, figure3, metrics, paper, pipeline, plan_runs, profiles, runs,
+                       stages, sweep)
 from collm_lib.llm import LLMConfig
 from collm_lib.io import read_json
 from collm_lib.train import StageConfig
@@ -63,7 +64,7 @@ def test_stage_sweep_over_mf_dim_and_same_row_baselines(tmp_path, monkeypatch):
                   llm=LLMConfig(model=str(save_tiny(tmp_path / "tiny-llm"))))
     stage1 = stages.run_stage(splits, StageConfig(stage=1, **common), tmp_path / "s1", progress=False)
     base = stages.StageRun(StageConfig(stage=2, **common), collab.MFConfig(max_epochs=1, patience=1))
-    fn, upstream = stages.sweep_fns(splits, tmp_path / "s1", progress=False)
+    fn, upstream = pipeline.sweep_fns(splits, tmp_path / "s1", progress=False)
     frame = sweep.run_sweep("dim", base, {"mf.dim": [4, 8]}, fn, tmp_path / "sweeps", progress=False, upstream=upstream)
     assert list(frame["status"]) == ["ran", "ran"] and frame["test_auc"].between(0, 1).all()
     mf4 = encoders.ensure(splits, dataclasses.replace(base.mf, dim=4), progress=False)

@@ -21,7 +21,7 @@ def tok():
 
 
 def _model(tok, hybrid: bool) -> CoLLM:
-    bundle = add_lora(bundle_from(tiny_llama(len(tok), 0), tok, LLMConfig(model="tiny"), "tiny"),
+    bundle = add_lora(bundle_from(tiny_llama(len(tok), 0), tok, LLMConfig(model="tiny", precision="fp32"), "tiny"),
                       LLMConfig(model="tiny"))
     with torch.no_grad():  # LoRA B starts at zero; a non-zero B makes the adapter part of what is compared
         for name, p in bundle.model.named_parameters():
