@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from collm_lib import collab, prompts
+from collm_lib import collab, prompts, scoring, settings
 from collm_lib.fece import HybridEncoder, build_inputs_embeds
 from collm_lib.llm import LLMConfig, add_lora, answer_logits, bundle_from
 from collm_lib.model import CoLLM, adapter_state, load_adapter_state, set_trainable
@@ -133,3 +133,21 @@ def test_unknown_model_path_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no Hugging Face model folder"):
         load_llm(LLMConfig(model=str(tmp_path / "missing")))
+
+
+def test_the_runtime_is_resolved_once_and_carried_not_read_from_the_weights(tok):
+    """The precision a model was loaded for travels with it (bundle, CoLLM) to the scorer's autocast and matching's
+    tolerance; fp32 weights under a bf16 runtime still get bf16 autocast, where the old scorer read the weights."""
+    bf16 = settings.runtime("cpu", "bf16")
+    assert (bf16.dtype, bf16.score_tolerance) == (torch.bfloat16, {"atol": 0.25, "rtol": 1e-2})
+    assert "bf16 (as requested" in bf16.note
+    fp32 = settings.runtime(torch.device("cpu"), "fp32")
+    assert (fp32.dtype, fp32.score_tolerance["atol"]) == (torch.float32, 1e-3)
+    model = CoLLM(bundle_from(tiny_llama(len(tok), 0), tok, LLMConfig(model="tiny"), "tiny", bf16))
+    assert model.runtime is bf16
+    with scoring.autocast(model):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with scoring.autocast(_model(tok, hybrid=False)):  # fp32 asked for by its config
+        assert not torch.is_autocast_enabled("cpu")
+    assert bundle_from(tiny_llama(len(tok), 0), tok, LLMConfig(model="tiny", device="cpu", precision="bf16"),
+                       "tiny").runtime == bf16  # without one given: the config's, resolved
