@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collm_lib import catalogue as C, io, plan_runs, rerank, retrieval, runs, settings, stages
+from collm_lib import catalogue as C, configs, io, plan_runs, rerank, retrieval, runs, settings, stages
 from collm_lib.data import load_dataset
 from collm_lib.prompts import default_template
 
@@ -35,7 +35,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--users", type=int, default=3, help="warm test users measured")
     p.add_argument("--k", type=int, default=50, help="candidates the LLM scores per user")
-    p.add_argument("--index", choices=retrieval.KINDS, default="hnsw")
+    p.add_argument("--index", choices=configs.KINDS, default="hnsw")
     p.add_argument("--catalogue-sample", type=int, default=200,
                    help="prompts of one user's whole catalogue actually scored to measure prompts/s")
     p.add_argument("--batch-size", type=int, default=16)

@@ -28,10 +28,9 @@ from typing import Any, Callable, TypeVar
 
 from . import (baselines, config_sources, distributed, doctor, encoder_registry, hashing, logs, options, pipeline,
                profiles, reproduce, rules, runner, settings)
-from .collab import MFConfig, TrainSettings
+from .configs import MFConfig, StageConfig, TrainSettings
 from .data import dataset_name, load_dataset
 from .io import read_json
-from .train import StageConfig
 
 STAGE, MF = "stage", "mf"  # the namespace groups of the generated options (options.overrides)
 # older spellings that still work: {what was typed: what it is now}

@@ -7,14 +7,13 @@ saving, loading and scoring any of them is encoders.py.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Iterator, Protocol, runtime_checkable
 
 import pandas as pd
 import torch
 from torch import nn
 
-from . import rules
+from .configs import MFConfig, TrainSettings  # noqa: F401 (TrainSettings: re-exported, where it was before)
 
 
 @runtime_checkable
@@ -31,33 +30,6 @@ class CollaborativeEncoder(Protocol):
     def user_vectors(self, uids: torch.LongTensor, history: torch.LongTensor | None = None) -> torch.Tensor: ...
 
     def item_vectors(self, iids: torch.LongTensor) -> torch.Tensor: ...
-
-
-@dataclass
-class TrainSettings:
-    """How every collaborative model trains: BCE-with-logits on the explicit 0/1 labels (no negative sampling),
-    Adam with weight decay, early stopping on valid AUC checked every epoch, best weights kept."""
-
-    lr: float = 1e-3  # Adam learning rate
-    weight_decay: float = 1e-4  # Adam's L2 term (applies to every row, also ids unseen in train)
-    batch_size: int = 2048
-    max_epochs: int = 1000
-    patience: int = 100  # stop after this many epochs without a better valid AUC
-    init_std: float = 0.1  # std of the N(0, std) embedding init
-    seed: int = 2023
-    device: str | None = None  # None: settings.device() (GPU when present)
-    eval_batch_size: int = 65536
-    cpu_threads: int | None = 1  # torch threads while training on CPU; MF's ops are too small to gain
-    # from more, and on a shared machine extra threads made each epoch ~10x slower. None: leave as is.
-
-    def __post_init__(self) -> None:
-        rules.check_config(self)  # a bad value fails here, before any run folder is made
-
-
-@dataclass
-class MFConfig(TrainSettings):  # each profile's values, and each dataset's: collm_lib/profiles.py
-    dim: int = 256  # embedding size d (the paper sweeps 64, 128, 256; docs/protocol.md §4)
-    bias: bool = False  # user, item and global biases (docs/protocol.md §4; on for BookCrossing: profiles.MF_MODEL)
 
 
 class MatrixFactorization(nn.Module):

@@ -29,41 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import io, metrics, rules, settings
+from . import io, metrics, settings
 from .collab import torch_threads
+from .configs import CTRLConfig
 from .data import Splits
 from .prompts import default_template, get_template, identity_key
 
 TextEncoder = Callable[[list[str]], np.ndarray]
-
-
-@dataclass
-class CTRLConfig:  # each profile's values: collm_lib/profiles.py
-    embed_dim: int = 32  # id embedding size (users and items)
-    attention_hidden: tuple[int, ...] = (80, 40)  # DIN's local activation unit
-    mlp_hidden: tuple[int, ...] = (200, 80)  # the click head before the final logit
-    proj_dim: int = 128  # shared space of the two projection heads (phase 1)
-    max_history: int = 10
-    lr: float = 1e-3  # phase 2 (Adam)
-    weight_decay: float = 1e-5
-    batch_size: int = 256
-    max_epochs: int = 30  # phase 2
-    patience: int = 3  # phase 2: epochs without a better valid AUC
-    align_lr: float = 1e-3  # phase 1 (Adam)
-    align_batch_size: int = 256  # in-batch negatives per step
-    align_epochs: int = 20
-    align_rows: int | None = 1500  # seeded sample of train rows that get LLM encodings; None: all
-    align_seed: int = 2023  # that sample's seed, apart from `seed`: seed replicates reuse the cached encodings
-    temperature: float = 0.1  # InfoNCE
-    template: str | None = None  # None: movie_text / book_text by dataset
-    encoder: str = "smollm2-135m"  # names the text encoder in the run identity and encoding cache (run_ctrl: an LLM's)
-    seed: int = 2023
-    device: str | None = None  # None: settings.device()
-    cpu_threads: int | None = 1  # torch threads on CPU (shared machine); None: leave as is
-    eval_batch_size: int = 8192
-
-    def __post_init__(self) -> None:
-        rules.check_config(self)  # a bad value fails here, before any run folder is made
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:

@@ -32,14 +32,14 @@ class EncoderInfo:
 
 
 ENCODERS: dict[str, EncoderInfo] = {
-    "mf": EncoderInfo("MF", "collm_lib.collab:MFConfig", "collm_lib.collab:build",
+    "mf": EncoderInfo("MF", "collm_lib.configs:MFConfig", "collm_lib.collab:build",
                       "matrix factorisation, the paper's (its settings: the MF options)"),
-    "mf-bias": EncoderInfo("MF with biases", "collm_lib.collab:MFConfig", "collm_lib.collab:build",
+    "mf-bias": EncoderInfo("MF with biases", "collm_lib.configs:MFConfig", "collm_lib.collab:build",
                            "MF with user, item and global biases", kind="mf",
                            fixed=MappingProxyType({"bias": True})),
-    "lightgcn": EncoderInfo("LightGCN", "collm_lib.lightgcn:LightGCNConfig", "collm_lib.lightgcn:build",
+    "lightgcn": EncoderInfo("LightGCN", "collm_lib.configs:LightGCNConfig", "collm_lib.lightgcn:build",
                             "LightGCN, graph propagation over the training interactions"),
-    "sasrec": EncoderInfo("SASRec", "collm_lib.sasrec:SASRecConfig", "collm_lib.sasrec:build",
+    "sasrec": EncoderInfo("SASRec", "collm_lib.configs:SASRecConfig", "collm_lib.sasrec:build",
                           "SASRec, self-attention over each row's history", reads_history=True),
 }
 

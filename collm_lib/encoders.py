@@ -25,7 +25,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import encoder_registry, io, metrics, runs, settings
-from .collab import TrainSettings, torch_threads
+from .collab import torch_threads
+from .configs import TrainSettings
 from .data import Splits
 from .prompts import history_matrix
 

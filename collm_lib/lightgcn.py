@@ -7,20 +7,12 @@ labels). Ids without a positive training row keep their E0 row, scaled by 1 / (l
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from .collab import TrainSettings
-
-
-@dataclass
-class LightGCNConfig(TrainSettings):
-    dim: int = 64  # embedding size (LightGCN's and CoLLM's default)
-    layers: int = 2  # propagation steps (CoLLM's ML-1M LightGCN uses 2)
+from .configs import LightGCNConfig
 
 
 class LightGCN(nn.Module):

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import rules, settings
+from . import settings
+from .configs import LLMConfig
 from .embedded import cached_default
 from .io import read_json
 from .model_source import DEFAULT_MODEL, describe, hub_snapshot, is_hub_id, named_damage
@@ -36,26 +37,6 @@ _CAUSAL_ADVICE = (f"Pass the folder or Hub id of a decoder-only causal LM saved 
 ALL_LINEAR = "all-linear"  # peft's shorthand: LoRA on every linear layer but the output head
 # encode_frame tokenises the template's text with add_special_tokens=False and applies no chat template
 PROMPT_WRAPPING = "plain text (no chat template, no special tokens added)"
-
-
-@dataclass
-class LLMConfig:
-    model: str = DEFAULT_MODEL  # "smollm2-135m" (embedded), a causal-LM folder, or a Hub id "org/name[@revision]"
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")  # module names, or ("all-linear",)
-    device: str | None = None  # None: GPU when present (settings.device)
-    # auto: bf16 on a GPU or a CPU with bf16 matrix units (AMX / AVX-512 BF16), fp32 elsewhere ($COLLM_PRECISION
-    # overrides auto); bf16: frozen weights bf16, LoRA / FECE / MF fp32, autocast. A run records the resolved one.
-    precision: str = "auto"
-
-    def __post_init__(self) -> None:
-        # lora_targets="all-linear" (a str) would otherwise be iterated as its letters
-        if isinstance(self.lora_targets, str):
-            self.lora_targets = (self.lora_targets,)
-        self.lora_targets = tuple(self.lora_targets)
-        rules.check_config(self)  # a bad value fails here, before any run folder is made
 
 
 def precision_of(config: LLMConfig) -> str:

@@ -23,29 +23,10 @@ from tqdm.auto import tqdm
 
 from . import metrics, retrieval, settings
 from .catalogue import item_titles, mf_tables, train_ids
+from .configs import MatchingConfig
 from .data import Splits
 from .prompts import default_template, encode_frame
 from .scoring import score
-
-
-@dataclass(frozen=True)
-class MatchingConfig:
-    """Cold-id matching settings (the matching fields of rerank.RerankConfig, which builds one: `config.matching`)."""
-
-    n_neighbors: int = 10  # warm neighbours a cold id borrows from
-    neighbor_curve: tuple[int, ...] = (1, 5, 10, 20, 50)  # cold AUC vs number of neighbours
-    weighting: Literal["uniform", "similarity"] = "uniform"  # how borrowed neighbour vectors are averaged
-    item_text: Literal["llm", "hashed"] = "llm"  # cold-item title representation: frozen LLM or char n-grams
-    score_batch_size: int = 16
-    test_rows: int | None = None  # seeded sample of whole users of the stage's test rows (None: all of them)
-    seed: int = 2023
-
-    @classmethod
-    def of(cls, config: Any) -> "MatchingConfig":
-        """`config` itself, or the matching fields of any config holding them (rerank.RerankConfig)."""
-        if isinstance(config, cls):
-            return config
-        return cls(**{f: getattr(config, f) for f in cls.__dataclass_fields__})
 
 
 class MatchedEncoder(nn.Module):

@@ -21,7 +21,8 @@ from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
-DEFAULT_MODEL = "smollm2-135m"  # the embedded SmolLM2-135M-Instruct (llm.py)
+from .configs import DEFAULT_MODEL  # the embedded SmolLM2-135M-Instruct (llm.py)
+
 _BASE_FILES = ["config.json", "generation_config.json", "tokenizer*", "vocab.*", "merges.txt", "*.model",
                "special_tokens_map.json", "added_tokens.json"]
 _SAFETENSORS = ["*.safetensors", "*.safetensors.index.json"]

@@ -23,12 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import encoder_registry
+from .configs import KINDS as INDEX_KINDS
 from .rules import listing, profile_names
 
-# Literal copies of retrieval.KINDS and rerank.RerankConfig.item_text: importing those modules loads torch (tests keep
-# the copies in step).
-INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
-ITEM_TEXTS = ("llm", "hashed")
+ITEM_TEXTS = ("llm", "hashed")  # configs.RerankConfig.item_text's Literal (a test keeps them in step)
 _ENCODERS = "a list of encoder names such as mf,sasrec (collm_lib/encoder_registry.py)"
 _BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 

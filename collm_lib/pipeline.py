@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import encoders, profiles, runs
-from .collab import TrainSettings
+from .configs import LLMConfig, StageConfig, TrainSettings
 from .data import Splits
-from .llm import LLMConfig
 from .stages import StageRun, TwoStages, run_stage, stage_dir, stage_identity, stage_summary
-from .train import StageConfig
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@
 A profile is a size. smoke: seconds, to check the plumbing (CI, nbval); cpu: seeded subsamples that a 2-core laptop
 finishes (a real run of every step, its numbers noisy); gpu: the full data on one GPU. Each table
 below holds, per profile, only the fields that differ from the dataclass defaults, with why. The dataclasses live
-with their code (PrepareConfig in data/prepare.py, MFConfig in collab.py, StageConfig in train.py, CTRLConfig in
-ctrl.py, IndexConfig in retrieval.py, RerankConfig in rerank.py), except the plans, which are only sizes and live
-here (SweepPlan, ComparePlan); the functions at the end build them, keyword arguments replacing fields:
+in configs.py (PrepareConfig with the datasets, in data/prepare.py; an encoder's outside the library, where
+encoder_registry.py points), except the plans, which are only sizes and live here (SweepPlan, ComparePlan); the
+functions at the end build them, keyword arguments replacing fields:
 
     profiles.prepare(profile)           notebook 01: the datasets to build
     profiles.mf(profile, dataset)       notebook 02: the collaborative model (MF), with the dataset's adjustments
@@ -29,14 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import encoder_registry, rules, settings
-from .collab import MFConfig, TrainSettings
-from .ctrl import CTRLConfig
+from .configs import CTRLConfig, IndexConfig, MFConfig, RerankConfig, StageConfig, TrainSettings
 from .data import DATASETS
 from .data.prepare import PrepareConfig
 from .paper import FIGURE3_LRS
-from .rerank import RerankConfig
-from .retrieval import IndexConfig
-from .train import StageConfig
 
 # Notebook 01 (PrepareConfig): cpu and gpu build every dataset; smoke skips bookcrossing-multi, a second
 # ~30-60 s BookCrossing build.

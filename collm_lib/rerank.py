@@ -12,46 +12,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from torch import nn
 
-from . import ranking, retrieval, rules, runs, settings
+from . import ranking, retrieval, runs, settings
 from .catalogue import item_titles, mf_tables, train_ids
 from .data import Splits
 from .io import read_json
-from .matching import MatchingConfig
+from .configs import RerankConfig
 from .prompts import default_template, encode_frame
 from .scoring import score
-
-
-@dataclass
-class RerankConfig:  # each profile's values: collm_lib/profiles.py
-    ks: tuple[int, ...] = (10, 20, 50)  # cut-offs; the largest is how many candidates the LLM scores per user
-    n_users: int | None = 20  # seeded sample of warm test users with a test positive (None: all)
-    n_full_users: int = 0  # users (first of that sample) whose whole catalogue the LLM scores
-    n_neighbors: int = 10  # warm neighbours a cold id borrows from
-    neighbor_curve: tuple[int, ...] = (1, 5, 10, 20, 50)  # cold AUC vs number of neighbours
-    weighting: Literal["uniform", "similarity"] = "uniform"  # how borrowed neighbour vectors are averaged
-    item_text: Literal["llm", "hashed"] = "llm"  # cold-item title representation: frozen LLM or char n-grams
-    index: retrieval.IndexConfig = field(default_factory=retrieval.IndexConfig)  # top-K retrieval index
-    score_batch_size: int = 16
-    test_rows: int | None = None  # cold matching: seeded sample of whole users of the stage's test rows (None: all)
-    shared_prefix: bool = True  # rows sharing a history share its pass (scoring.prefix_groups); False: full prompts
-    seed: int = 2023
-
-    def __post_init__(self) -> None:
-        rules.check_config(self)  # a bad value fails here, before any run folder is made
-
-    @property
-    def matching(self):
-        """Cold-id matching's settings (matching.MatchingConfig): the fields above, so a run's identity, which hashes
-        this config's fields, is the same as before matching had a config of its own."""
-        return MatchingConfig.of(self)
 
 
 @dataclass

@@ -9,23 +9,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from collm_lib import faiss_gpu, io, rules, settings
+from collm_lib import faiss_gpu, io, settings
+from collm_lib.configs import METRICS, IndexConfig
 
 GPU_K_LIMIT = 2048  # faiss GPU k-selection handles at most this many results (and nprobe) per query
-KINDS = ("auto", "flat", "ivf", "hnsw")
 # "auto" searches exactly below this many items and with IVF from it. Measured ends (benchmarks/results/): on ML-1M's
 # 3,255 MF vectors flat answers 34k queries/s at recall 1 and HNSW (efSearch 128) 19k at 0.97; on 100,000
 # synthetic vectors HNSW (efSearch 64) is 5x flat at recall 0.997. The crossover lies between: 20,000 is their
 # midpoint on a log scale.
 EXACT_BELOW = 20_000
-METRICS = ("ip", "l2")
 
 
 def _faiss():
@@ -40,29 +38,6 @@ def _faiss():
             "both provide `import faiss`."
         ) from err
     return faiss
-
-
-@dataclass
-class IndexConfig:  # each profile's values: collm_lib/profiles.py
-    kind: Literal["auto", "flat", "ivf", "hnsw"] = "flat"  # flat = exact; ivf / hnsw = approximate; auto: by size
-    metric: Literal["ip", "l2"] = "ip"  # ip on L2-normalised vectors is cosine similarity
-    nlist: int = 1024  # IVF lists; capped at n/39 so small catalogues still train sensibly
-    nprobe: int = 16  # IVF lists visited per query: the recall / speed knob
-    train_points_per_list: int = 64  # IVF k-means sample per list (faiss default 256; 64 trains 4x faster)
-    hnsw_m: int = 32  # HNSW graph degree
-    ef_construction: int = 64  # HNSW build beam width
-    ef_search: int = 128  # HNSW search beam width: the recall / speed knob
-    use_gpu: Literal["auto"] | bool = "auto"  # "auto": GPU when faiss sees one; True: require one
-    seed: int = 2023  # IVF k-means sampling and initialisation
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"IndexConfig.kind={self.kind!r}; choose one of {KINDS}")
-        if self.metric not in METRICS:
-            raise ValueError(f"IndexConfig.metric={self.metric!r}; choose one of {METRICS}")
-        if self.use_gpu not in ("auto", True, False):
-            raise ValueError(f"IndexConfig.use_gpu={self.use_gpu!r}; choose 'auto', True or False")
-        rules.check_config(self)  # the sizes, by type and range
 
 
 def _as_matrix(x: np.ndarray, name: str, dim: int | None = None, finite: bool = True) -> np.ndarray:

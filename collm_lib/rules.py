@@ -157,8 +157,8 @@ CONFIG_RULES: dict[str, dict[str, Rule]] = {
         "template": _or_none(_one_of(_lazy("collm_lib.prompts", "TEMPLATES")), "the dataset's default"),
         "cpu_threads": _or_none(_COUNT, "torch's own thread count"), "eval_batch_size": _BATCH},
     "IndexConfig": {
-        "kind": _one_of(_lazy("collm_lib.retrieval", "KINDS")),
-        "metric": _one_of(_lazy("collm_lib.retrieval", "METRICS")),
+        "kind": _one_of(_lazy("collm_lib.configs", "KINDS")),
+        "metric": _one_of(_lazy("collm_lib.configs", "METRICS")),
         "nlist": _whole(1, 2**20), "nprobe": _whole(1, 2**20), "train_points_per_list": _whole(1, 2**16),
         "hnsw_m": _whole(2, 512), "ef_construction": _whole(1, 2**16), "ef_search": _whole(1, 2**16),
         "use_gpu": _test(lambda v: v in ("auto", True, False) and v is not None, "'auto', True or False"),

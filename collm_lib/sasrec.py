@@ -9,24 +9,13 @@ training row followed by that row's item when it was liked.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from .collab import TrainSettings
+from .configs import SASRecConfig
 from .prompts import history_matrix
-
-
-@dataclass
-class SASRecConfig(TrainSettings):
-    dim: int = 64  # hidden size (CoLLM's SASRec: 64)
-    layers: int = 2  # self-attention blocks
-    heads: int = 1
-    max_len: int = 50  # history items read per row
-    dropout: float = 0.2
 
 
 class SASRec(nn.Module):

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from . import distributed, encoders, metrics, runs, settings
-from .collab import MFConfig
+from .configs import MFConfig
 from .data import Splits
 from .fece import HybridEncoder
 from .io import read_json, score_rows, write_frame, write_json

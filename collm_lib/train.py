@@ -24,54 +24,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import metrics, rules, settings
+from . import metrics, settings
+from .configs import StageConfig
 from .distributed import broadcast_flag, is_main, rank_world
 from .io import atomic_path, run_info, write_frame, write_json
-from .llm import LLMConfig
 from .model import CoLLM, adapter_state, load_adapter_state
 from .prompts import EncodedSplit
 from .scoring import autocast, collate, frozen_prefix, score, scores_frame
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StageConfig:  # each profile's values: collm_lib/profiles.py
-    stage: int = 1  # 1: LoRA on text prompts; 2: FECE mapping on ID prompts
-    dataset: str = "ml-1m"
-    template: str | None = None  # None: movie_/book_ text (stage 1) or id (stage 2)
-    max_history: int = 10
-    lr: float = 1e-3
-    min_lr: float = 8e-5  # cosine floor
-    weight_decay: float = 1e-3  # matrices only
-    warmup_steps: int = 200
-    batch_size: int = 16  # per process
-    grad_accum: int = 1
-    # optimizer steps to train for, each of batch_size x grad_accum prompts per process; the lr decays to min_lr over
-    # them, and patience may stop sooner (StageConfig's own 10,000 at batch 16 is the authors'; no profile runs it)
-    max_steps: int = 10_000
-    eval_every: int = 50
-    eval_every_early: int = 0  # >0: also evaluate every this many steps up to step early_until, where the curve moves
-    early_until: int = 0
-    patience: int = 20  # evaluations without improvement
-    train_rows: int | None = None  # seeded sample of this many train rows, row by row (None: all)
-    # seeded sample of valid_small, taken as whole users until it holds at least this many rows, so it can hold more
-    # (cpu's 256 gives 262 on ML-1M at seed 2023); None: all
-    eval_rows: int | None = None
-    # seeded sample of test, taken as whole users (UAUC needs them) until it holds at least this many rows, so it can
-    # hold more (400 gives 455 on ML-1M at seed 2023); None: all
-    test_rows: int | None = None
-    score_batch_size: int = 64
-    unfreeze_mf: bool = False
-    # stage 2: the prompt before the first ID slot (~75 % of ML-1M's tokens) runs forward-only, its keys/values
-    # feeding the rest. Exact: the LLM is frozen and no gradient reaches those tokens. Only with LoRA dropout
-    # active do the dropout draws differ (same distribution, other random order), as with any batch change.
-    prefix_no_grad: bool = True
-    seed: int = 2023
-    llm: LLMConfig = field(default_factory=LLMConfig)
-
-    def __post_init__(self) -> None:
-        rules.check_config(self)  # a bad value fails here, before any run folder is made
 
 
 def evaluates_at(step: int, config: StageConfig) -> bool:

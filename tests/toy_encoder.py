@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from collm_lib import rules
-from collm_lib.collab import TrainSettings
+from collm_lib.configs import TrainSettings
 from collm_lib.encoder_registry import EncoderInfo
 
 ENTRY = EncoderInfo("Toy", "toy_encoder:ToyConfig", "toy_encoder:build", "a toy of tests/toy_encoder.py")
