@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
 import shutil
 import threading
 import time
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from collm_lib import collab, embedded, encoders, hashing, runs
+from collm_lib import collab, embedded, encoders, hashing, runs, settings
 from tiny_llm import movie_splits
 
 
@@ -70,3 +72,28 @@ def test_two_identical_runs_at_once_make_it_once(monkeypatch, work):
     assert len(trained) == 1 and len(folders) == 2 and folders[0] == folders[1]
     assert runs.finished(folders[0]) is not None
     assert len(list(folders[0].parent.iterdir())) == 1  # one folder for one config
+
+
+IDENTITIES = Path(__file__).resolve().parent / "expected" / "identities.json"
+
+
+def test_the_profiles_runs_keep_their_identities(shared_data):
+    """Every profile's encoder runs and stage-1 run (each precision) on ML-1M hash to the identities in
+    tests/expected/identities.json, so restructuring the code finds the runs made before it (a committed run folder
+    is named by its identity). Stage 2's identity is built from these and its own config (tests/test_profiles.py).
+    After a deliberate change: COLLM_UPDATE_EXPECTED=1, rerun, commit the file with the reason."""
+    from collm_lib import encoder_registry, profiles, stages
+    from collm_lib.data import load_dataset
+    from collm_lib.llm import LLMConfig
+
+    splits = load_dataset("ml-1m", shared_data)
+    found = {}
+    for profile in settings.PROFILES:
+        for name in encoder_registry.names():
+            found[f"{profile}/{name}"] = encoders.identity(splits, profiles.encoder(profile, "ml-1m", name))
+        for precision in settings.RESOLVED_PRECISIONS:
+            config = profiles.stage(profile, 1, dataset="ml-1m", llm=LLMConfig(precision=precision))
+            found[f"{profile}/stage1/{precision}"] = stages.stage_identity(splits, config)[0]
+    if os.environ.get("COLLM_UPDATE_EXPECTED") == "1":
+        IDENTITIES.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
+    assert found == json.loads(IDENTITIES.read_text())
