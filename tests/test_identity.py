@@ -77,7 +77,7 @@ def test_two_identical_runs_at_once_make_it_once(monkeypatch, work):
 IDENTITIES = Path(__file__).resolve().parent / "expected" / "identities.json"
 
 
-def test_the_profiles_runs_keep_their_identities(shared_data):
+def test_the_profiles_runs_keep_their_identities(shared_data, data_work_dir):
     """Every profile's encoder runs and stage-1 run (each precision) on ML-1M hash to the identities in
     tests/expected/identities.json, so restructuring the code finds the runs made before it (a committed run folder
     is named by its identity). Stage 2's identity is built from these and its own config (tests/test_profiles.py).
@@ -86,7 +86,7 @@ def test_the_profiles_runs_keep_their_identities(shared_data):
     from collm_lib.data import load_dataset
     from collm_lib.llm import LLMConfig
 
-    splits = load_dataset("ml-1m", shared_data)
+    splits = load_dataset("ml-1m", data_dir=shared_data, work_dir=data_work_dir)  # the processed cache, built once
     found = {}
     for profile in settings.PROFILES:
         for name in encoder_registry.names():
