@@ -78,11 +78,17 @@ def _mf_variants(profile: str) -> list[MFConfig]:
     return [profiles.mf(profile, "ml-1m")]
 
 
+def _mf_names() -> list[str]:
+    """The encoders that are MF runs (mf, mf-bias): the ones the MF settings apply to."""
+    return [n for n in encoder_registry.names() if encoder_registry.kind(n) == "mf"]
+
+
 def _add_encoder_argument(group: Any, settings_named: str = "--mf-*") -> None:
     names = encoder_registry.names()
     group.add_argument("--encoder", default=None, choices=names, metavar="|".join(names),
                        help=f"the collaborative model (collm_lib/encoder_registry.py; docs/protocol.md §4), default "
-                            f"mf: {encoder_registry.help_text()}. The {settings_named} settings apply to MF's")
+                            f"mf: {encoder_registry.help_text()}. The {settings_named} settings apply to "
+                            f"{' and '.join(_mf_names())}")
 
 
 def _sectioned(parser: argparse.ArgumentParser, sections: dict[str, options.Section]) -> dict[str, Any]:
@@ -206,9 +212,8 @@ def mf_config(args: argparse.Namespace, dataset: str, seed: int | None = None) -
     (seed: `seed` unless given), the --mf-* options replacing MF's fields."""
     name, given = getattr(args, "encoder", None) or "mf", options.overrides(args, MF)
     if given and encoder_registry.kind(name) != "mf":
-        mfs = [n for n in encoder_registry.names() if encoder_registry.kind(n) == "mf"]
         args.command_parser.error(f"the MF settings ({', '.join('/'.join(p) for p in given)}) apply to --encoder "
-                                  f"{' or '.join(mfs)}, not {name}")
+                                  f"{' or '.join(_mf_names())}, not {name}")
     entry = encoder_registry.info(name)
     for field, value in entry.fixed.items():
         if given.get((field,), value) != value:
