@@ -1,7 +1,9 @@
 """The collaborative models (encoders) under FECE, by name: each one's config class, model builder, label and
 whether it reads each row's history. Read here, without torch, by the CLI, the profiles, the notebook parameters,
 the comparison and encoders.py, so that a new encoder is its own module plus one entry in ENCODERS
-(CONTRIBUTING.md; tests/toy_encoder.py is one, registered by a test).
+(CONTRIBUTING.md). One kept outside the library joins at run time with register() (tests/toy_encoder.py is one,
+registered by tests/test_encoder_registry.py): the CLI, the profiles, the notebook parameters and the comparison
+then offer it too.
 
 An encoder's module holds:
 - its config, a dataclass subclassing collab.TrainSettings (how every encoder trains) with a `dim` field; each
@@ -75,6 +77,40 @@ def resolve(target: str) -> Any:
 def config_class(name: str) -> type:
     """The config dataclass of encoder `name`."""
     return resolve(info(name).config)
+
+
+def register(name: str, entry: EncoderInfo) -> EncoderInfo:
+    """Add encoder `name` (an encoder of your own, outside the library) after checking that its entry resolves:
+    ValueError naming the problem for a name already taken or malformed, a config that is not a collab.TrainSettings
+    dataclass with a `dim` and a rule for every field, or a builder that is not callable."""
+    import dataclasses
+
+    from . import rules
+    from .configs import TrainSettings
+
+    if name in ENCODERS:
+        raise ValueError(f"encoder {name!r} is registered already ({ENCODERS[name].label}); choose another name")
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise ValueError(f"encoder name {name!r}: use letters, digits, '-' and '_' (it names run folders)")
+    try:
+        config, builder = resolve(entry.config), resolve(entry.builder)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"encoder {name!r}: {err}; config and builder are 'module:attribute' strings of an "
+                         "importable module") from err
+    if not (isinstance(config, type) and issubclass(config, TrainSettings) and dataclasses.is_dataclass(config)):
+        raise ValueError(f"encoder {name!r}: config {entry.config} is not a dataclass subclassing "
+                         "collm_lib.configs.TrainSettings")
+    fields = [f.name for f in dataclasses.fields(config)]
+    if "dim" not in fields:
+        raise ValueError(f"encoder {name!r}: config {entry.config} has no `dim` field (its vectors' width)")
+    unruled = [f for f in fields if rules.rule_of(config, f) is None]
+    if unruled:
+        raise ValueError(f"encoder {name!r}: config {entry.config} field(s) {', '.join(unruled)} have no rule; give "
+                         "each metadata=rules.field_rule(...)")
+    if not callable(builder):
+        raise ValueError(f"encoder {name!r}: builder {entry.builder} is not callable")
+    ENCODERS[name] = entry
+    return entry
 
 
 def help_text() -> str:

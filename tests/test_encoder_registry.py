@@ -3,19 +3,22 @@ else, is found by the profiles, `collm config`, the CLI, notebook 07's parameter
 of its own kind, and is refused where it does not belong; the built-in ones keep their kinds (so their runs' names)."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import pytest
 
 from collm_lib import cli, comparison, encoder_registry, encoders, params, profiles, rules, settings
-from collm_lib.collab import MFConfig
+from collm_lib.configs import MFConfig, TrainSettings
 import toy_encoder
 from tiny_llm import movie_splits
 
 
 @pytest.fixture
 def toy(monkeypatch) -> str:
-    monkeypatch.setitem(encoder_registry.ENCODERS, "toy", toy_encoder.ENTRY)
+    monkeypatch.setattr(encoder_registry, "ENCODERS", dict(encoder_registry.ENCODERS))  # this test's registry
+    encoder_registry.register("toy", toy_encoder.ENTRY)
     return "toy"
 
 
@@ -82,3 +85,26 @@ def test_the_built_in_encoders_keep_their_run_kinds():
     assert encoders.kind_of(profiles.encoder("smoke", name="mf-bias")) == "mf"
     assert profiles.encoder("smoke", name="mf-bias") == MFConfig(**{**vars(profiles.mf("smoke")), "bias": True})
     assert [encoders.weights_file(k) for k in encoder_registry.kinds()] == ["mf.pt", "lightgcn.pt", "sasrec.pt"]
+
+
+@dataclasses.dataclass
+class _Unruled(TrainSettings):
+    dim: int = 8
+    width: int = 3  # no rule: refused before any config is built
+
+
+@pytest.mark.parametrize("name, entry, problem", [
+    ("mf", toy_encoder.ENTRY, "encoder 'mf' is registered already (MF)"),
+    ("my toy", toy_encoder.ENTRY, "use letters, digits, '-' and '_'"),
+    ("toy", dataclasses.replace(toy_encoder.ENTRY, config="toy_encoder:Nope"), "has no attribute 'Nope'"),
+    ("toy", dataclasses.replace(toy_encoder.ENTRY, config="no_such_module:X"), "No module named 'no_such_module'"),
+    ("toy", dataclasses.replace(toy_encoder.ENTRY, config="toy_encoder:Toy"), "is not a dataclass subclassing"),
+    ("toy", dataclasses.replace(toy_encoder.ENTRY, config="collm_lib.configs:TrainSettings"), "has no `dim` field"),
+    ("toy", dataclasses.replace(toy_encoder.ENTRY, config="test_encoder_registry:_Unruled"), "width have no rule"),
+    ("toy", dataclasses.replace(toy_encoder.ENTRY, builder="toy_encoder:ENTRY"), "is not callable"),
+])
+def test_register_refuses_an_entry_that_does_not_resolve(monkeypatch, name, entry, problem):
+    monkeypatch.setattr(encoder_registry, "ENCODERS", dict(encoder_registry.ENCODERS))
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        encoder_registry.register(name, entry)
+    assert list(encoder_registry.ENCODERS) == ["mf", "mf-bias", "lightgcn", "sasrec"]  # nothing half-registered

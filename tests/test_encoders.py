@@ -92,7 +92,8 @@ def test_stage2_over_any_encoder(name, tmp_path, one_thread, monkeypatch):
     """Stage 2 stands on the encoder's run (its identity changes with it); scores with shared prefixes equal full
     prompts (SASRec's user vector differs per row); Faiss retrieval and cold matching read its vectors. "toy" is
     tests/toy_encoder.py, registered here only."""
-    monkeypatch.setitem(encoder_registry.ENCODERS, "toy", toy_encoder.ENTRY)
+    monkeypatch.setattr(encoder_registry, "ENCODERS", dict(encoder_registry.ENCODERS))
+    encoder_registry.register("toy", toy_encoder.ENTRY)
     splits = movie_splits()
     model_dir = save_tiny(tmp_path / "tiny-llm")
     mf_dir = encoders.ensure(splits, profiles.encoder("smoke", name="mf"), progress=False)
