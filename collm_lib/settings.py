@@ -6,6 +6,9 @@ override any of them without touching environment variables. Elsewhere, only mod
 (Hugging Face's HF_HUB_CACHE, HF_HOME, HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, at call time), and these set variables
 for this process and the ones it starts: cli.py (--no-progress: COLLM_PROGRESS=0), runner.py (the notebook kernels'
 KERNEL_ENV; COLLM_WORK_DIR and COLLM_REPLAY for a replay) and data, through add_dataset_folder (COLLM_DATASETS).
+
+torch is imported by the functions that need it (device, precision, seeds), not with the module: the configuration
+layer (configs, rules, profiles, params, `collm config`) reads paths and profiles without loading it.
 """
 from __future__ import annotations
 
@@ -16,10 +19,12 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("smoke", "cpu", "gpu")
@@ -167,6 +172,8 @@ def replaying() -> bool:
 def device(explicit: str | None = None) -> torch.device:
     """GPU when present, CPU otherwise; $COLLM_DEVICE or the argument forces one (ValueError for one this machine
     lacks, naming where it came from)."""
+    import torch
+
     name = explicit or os.environ.get("COLLM_DEVICE")
     if name:
         problem = device_problem(name)
@@ -181,6 +188,8 @@ def device(explicit: str | None = None) -> torch.device:
 def device_problem(name: Any) -> str | None:
     """None when `name` is a device this machine has and runs use (cpu, an existing CUDA GPU, Apple's mps where
     present); else what to give instead. "meta" holds no data, and xpu and other back ends are not supported."""
+    import torch
+
     try:
         dev = torch.device(name)
     except (RuntimeError, TypeError):
@@ -213,6 +222,8 @@ def bf16_units() -> bool:
     """Whether this CPU has bf16 matrix units (AMX-BF16 or AVX-512 BF16), as torch's cpuinfo reads them. Without
     them torch still runs bf16, emulated: on an AVX2-only EPYC a 2048 x 2048 bf16 matmul ran at about 1 GFLOP/s against
     fp32's 130, scoring 6.5x and LoRA training 35x slower than fp32 (benchmarks/results/llm_cpu.json)."""
+    import torch
+
     try:
         caps = torch.cpu.get_capabilities()
     except (AttributeError, RuntimeError):  # an older or other torch build: no way to tell, so no bf16
@@ -231,6 +242,8 @@ def precision(dev: torch.device, requested: str | None = None) -> str:
         if value and value != "auto":
             return value
     if dev.type == "cuda":
+        import torch
+
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"  # pre-Ampere cards: fp32
     return "bf16" if bf16_units() else "fp32"
 
@@ -265,11 +278,15 @@ class Runtime:
     @property
     def dtype(self) -> torch.dtype:
         """The frozen weights' dtype and autocast's."""
+        import torch
+
         return torch.bfloat16 if self.precision == "bf16" else torch.float32
 
     def autocast(self) -> torch.autocast:
         """bf16 autocast in bf16 (LoRA, FECE and the encoder, kept in fp32, run their matmuls in bf16 too); a no-op
         in fp32."""
+        import torch
+
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     @property
@@ -282,6 +299,8 @@ class Runtime:
 def runtime(dev: torch.device | str | None = None, requested: str | None = None) -> Runtime:
     """The Runtime of an LLM on `dev` (a device, or what device() makes of a name or None) at the `requested`
     precision (an LLMConfig.precision; precision() resolves "auto" and None)."""
+    import torch
+
     dev = dev if isinstance(dev, torch.device) else device(dev)
     return Runtime(dev, precision(dev, requested), precision_note(dev, requested))
 
@@ -289,6 +308,8 @@ def runtime(dev: torch.device | str | None = None, requested: str | None = None)
 def set_seed(seed: int) -> int:
     """Seed python, numpy and torch (all devices); returns the seed so callers can record it."""
     random.seed(seed)
+    import torch
+
     np.random.seed(seed)
     torch.manual_seed(seed)
     return seed

@@ -254,3 +254,16 @@ def test_upward_imports_are_found():
              "collm_lib.llm": set()}
     assert upward_imports(graph) == {("model", "table1")}
     assert layer_of("collm_lib.data.custom") == layer_of("collm_lib.data") == 2
+
+
+def test_the_configuration_layer_loads_no_torch():
+    """Every configuration module (and what it imports: settings, the data registry) imports without torch, so
+    configs, profiles, notebook parameters and `collm config`'s sources are read before, and without, any model."""
+    import subprocess
+    import sys
+
+    modules = [f"{PACKAGE}.{m}" for m in LAYERS["configuration"].split()]
+    code = (f"import importlib, sys\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert found.strip() == "[]", f"importing {modules} loaded torch"
