@@ -6,7 +6,7 @@ registered by tests/test_encoder_registry.py): the CLI, the profiles, the notebo
 then offer it too.
 
 An encoder's module holds:
-- its config, a dataclass subclassing collab.TrainSettings (how every encoder trains) with a `dim` field; each
+- its config, a dataclass subclassing configs.TrainSettings (how every encoder trains) with a `dim` field; each
   field of its own carries its rule (`field(metadata=rules.rule(...))`, rules.py) unless CONFIG_RULES has one;
 - a builder `build(config, n_users, n_items, rows=None, state=None) -> nn.Module`: a fresh model, whose data (a
   graph, last histories) come from the training `rows` (uid, iid, label[, his]) or from a saved `state`;
@@ -25,7 +25,7 @@ from typing import Any
 @dataclass(frozen=True)
 class EncoderInfo:
     label: str  # as logs, tables and the comparison name it ("MF with biases")
-    config: str  # "module:Class": its config dataclass (a collab.TrainSettings)
+    config: str  # "module:Class": its config dataclass (a configs.TrainSettings)
     builder: str  # "module:function": build(config, n_users, n_items, rows=None, state=None) -> model
     description: str  # one line, for the CLI's help
     reads_history: bool = False  # the model reads each row's history (its `his` column), as SASRec does
@@ -81,7 +81,7 @@ def config_class(name: str) -> type:
 
 def register(name: str, entry: EncoderInfo) -> EncoderInfo:
     """Add encoder `name` (an encoder of your own, outside the library) after checking that its entry resolves:
-    ValueError naming the problem for a name already taken or malformed, a config that is not a collab.TrainSettings
+    ValueError naming the problem for a name already taken or malformed, a config that is not a configs.TrainSettings
     dataclass with a `dim` and a rule for every field, or a builder that is not callable."""
     import dataclasses
 

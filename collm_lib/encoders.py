@@ -2,11 +2,10 @@
 SASRec (sasrec.py) or one registered in encoder_registry.py, each a run kind of its own (docs/protocol.md §4).
 
 The config's class names the model (encoder_registry.py: each encoder's config, builder and label). Every model
-trains the same way (collab.TrainSettings): on splits.collab_rows, BCE-with-logits on the explicit labels, early
-stopping on valid AUC checked every epoch, best weights kept. A finished run is a folder: <kind>.pt (state dict,
-"mf.pt" for MF), config.json (config, sizes,
-best epoch, metrics, run info), history.csv and test_scores.csv (uid, iid, label, not_cold, score) so that anyone
-can recompute the test metrics without torch; run.json last.
+trains the same way (configs.TrainSettings): on splits.collab_rows, BCE-with-logits on the explicit labels, early
+stopping on valid AUC checked every epoch, best weights kept. A finished run is a folder: <kind>.pt (state dict),
+config.json (config, sizes, best epoch, metrics, run info), history.csv and test_scores.csv (uid, iid, label,
+not_cold, score) so that anyone can recompute the test metrics without torch; run.json last.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Embeddings E0 of users and items are smoothed over the user-item graph of the training split's positive rows:
 E(k+1) = A_hat E(k), with A_hat = D^-1/2 A D^-1/2 the symmetrically normalised adjacency, and the vectors are
-the mean of E0..E(layers). score(u, i) = <e_u, e_i>, trained like MF (collab.TrainSettings: BCE on the explicit
+the mean of E0..E(layers). score(u, i) = <e_u, e_i>, trained like MF (configs.TrainSettings: BCE on the explicit
 labels). Ids without a positive training row keep their E0 row, scaled by 1 / (layers + 1).
 """
 from __future__ import annotations

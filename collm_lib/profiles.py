@@ -59,7 +59,7 @@ MF_DATASET: dict[str, dict[str, Any]] = {
 MF_MODEL: dict[str, dict[str, Any]] = {"bookcrossing": {"bias": True}, "bookcrossing-multi": {"bias": True}}
 
 # Notebook 07's collaborative models beside MF (docs/protocol.md §4), by name (encoder_registry.py; "mf-bias" is MF
-# with biases: MF's tables above). They train as MF does (collab.TrainSettings); their valid AUC peaks within ~30
+# with biases: MF's tables above). They train as MF does (configs.TrainSettings); their valid AUC peaks within ~30
 # epochs on ML-1M, so cpu and gpu stop after 20 epochs without a better one. smoke: 2 epochs of small models. An
 # encoder without an entry here runs at its config's defaults on every profile.
 ENCODER: dict[str, dict[str, dict[str, Any]]] = {

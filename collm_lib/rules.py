@@ -115,7 +115,7 @@ _DEVICE = _or_none(_device, "a GPU when present, else the CPU")
 _ALL = "all of them"
 _LLM = _test(lambda v: type(v).__name__ == "LLMConfig", "an LLMConfig")  # which checked itself when built
 
-# collab.TrainSettings: the fields every collaborative model's config shares (its subclasses' through rule_of)
+# configs.TrainSettings: the fields every collaborative model's config shares (its subclasses' through rule_of)
 _TRAINING: dict[str, Rule] = {
     "lr": _LR, "weight_decay": _NON_NEGATIVE, "batch_size": _BATCH, "max_epochs": _EPOCHS, "patience": _EPOCHS,
     "init_std": _POSITIVE, "seed": _SEED, "device": _DEVICE, "eval_batch_size": _BATCH,

@@ -2,7 +2,7 @@
 
 A row's user vector is a causal self-attention encoder's output at the last position of the row's history (its
 `his` column: the items before it, last `max_len`, left-padded with 0); an item's vector is its input embedding.
-score = <user vector, item vector>, trained like MF (collab.TrainSettings: BCE on the explicit labels). Because it
+score = <user vector, item vector>, trained like MF (configs.TrainSettings: BCE on the explicit labels). Because it
 reads the history each row carries, a user absent from training still gets a vector from their own history.
 Without a history (Faiss retrieval over uids) it reads each user's last known one: the history of their last
 training row followed by that row's item when it was liked.
