@@ -36,7 +36,7 @@ def sole_writer(folder: Path, name: str) -> Iterator[list[Path]]:
     lock no other process writes them, so they are a killed process's. Yields what was removed."""
     from filelock import FileLock
 
-    from .settings import lock_file  # settings imports torch: only when a cache is built
+    from .settings import lock_file
 
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(lock_file(folder / f".{name}.lock")):

@@ -48,7 +48,7 @@ _DATA_DIR: contextvars.ContextVar[str | None] = contextvars.ContextVar("data_dir
 
 def _dataset(value: Any) -> str:
     """A built-in dataset, an own dataset's name, or a path to an own dataset folder (given as its name)."""
-    from collm_lib import data  # imports settings, hence torch: as above
+    from collm_lib import data  # the datasets' loaders: read only when a dataset parameter is checked
 
     if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
         raise _Bad("is not a dataset name")
@@ -245,7 +245,7 @@ SPECS: dict[str, Spec] = {
 def check(values: Mapping[str, Any]) -> dict[str, Any]:
     """The given parameters coerced to their specs (a new dict); ValueError on an unknown name or a bad value.
     Every notebook calls it first, so in a replay it also prints where the notebook's runs come from."""
-    from . import bundle, settings  # settings imports torch: only once a notebook checks its parameters
+    from . import bundle, settings  # bundle loads torch (runs, distributed): only once a notebook checks them
 
     if settings.replaying():
         for line in bundle.provenance():

@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
+from .settings import PROFILES
 
 
 def profile_names() -> Iterable[str]:
-    from collm_lib.settings import PROFILES  # settings imports torch: read only when a check needs it
+    """The run profiles (settings.PROFILES), for the rules that name one."""
     return PROFILES
 
 
@@ -64,7 +65,8 @@ def _one_of(options: Callable[[], Iterable[Any]]) -> Rule:
 
 
 def _lazy(module: str, name: str) -> Callable[[], Iterable[Any]]:
-    """A collection from a module that imports torch, read only when a config is checked."""
+    """A collection from a module that imports this one (configs) or torch (prompts), read when a config is
+    checked."""
     return lambda: getattr(importlib.import_module(module), name)
 
 
