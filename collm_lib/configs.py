@@ -8,6 +8,7 @@ config's field values, not where the class lives.
     TrainSettings  how every collaborative model trains       MFConfig, LightGCNConfig, SASRecConfig (encoders.py)
     IndexConfig    the Faiss index (retrieval.py)             MatchingConfig cold-id matching (matching.py)
     RerankConfig   retrieve-then-rank (rerank.py)             CTRLConfig     the CTRL(DIN) baseline (ctrl.py)
+    PrepareConfig  the datasets notebook 01 builds (data/prepare.py)
 
 An encoder outside the library may keep its config in its own module (encoder_registry.py; tests/toy_encoder.py).
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import rules
+from .dataset_registry import DATASETS
 
 DEFAULT_MODEL = "smollm2-135m"  # the embedded SmolLM2-135M-Instruct (model_source.py, llm.py)
 
@@ -221,3 +223,12 @@ class CTRLConfig:  # each profile's values: collm_lib/profiles.py
 
     def __post_init__(self) -> None:
         rules.check_config(self)  # a bad value fails here, before any run folder is made
+
+
+@dataclass
+class PrepareConfig:  # each profile's values: collm_lib/profiles.py (notebook 01, data/prepare.py)
+    datasets: tuple[str, ...] = field(default_factory=lambda: tuple(DATASETS))
+    rebuild: bool = False  # True: ignore processed caches and build from the raw files again
+
+    def __post_init__(self) -> None:
+        rules.check_config(self)

@@ -3,9 +3,9 @@
 A profile is a size. smoke: seconds, to check the plumbing (CI, nbval); cpu: seeded subsamples that a 2-core laptop
 finishes (a real run of every step, its numbers noisy); gpu: the full data on one GPU. Each table
 below holds, per profile, only the fields that differ from the dataclass defaults, with why. The dataclasses live
-in configs.py (PrepareConfig with the datasets, in data/prepare.py; an encoder's outside the library, where
-encoder_registry.py points), except the plans, which are only sizes and live here (SweepPlan, ComparePlan); the
-functions at the end build them, keyword arguments replacing fields:
+in configs.py (an encoder's outside the library where encoder_registry.py points), except the plans, which are only
+sizes and live here (SweepPlan, ComparePlan); the functions at the end build them, keyword arguments replacing
+fields:
 
     profiles.prepare(profile)           notebook 01: the datasets to build
     profiles.mf(profile, dataset)       notebook 02: the collaborative model (MF), with the dataset's adjustments
@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import encoder_registry, rules, settings
-from .configs import CTRLConfig, IndexConfig, MFConfig, RerankConfig, StageConfig, TrainSettings
-from .data import DATASETS
-from .data.prepare import PrepareConfig
+from .configs import CTRLConfig, IndexConfig, MFConfig, PrepareConfig, RerankConfig, StageConfig, TrainSettings
+from .dataset_registry import DATASETS
 from .paper import FIGURE3_LRS
 
 # Notebook 01 (PrepareConfig): cpu and gpu build every dataset; smoke skips bookcrossing-multi, a second

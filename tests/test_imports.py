@@ -1,5 +1,5 @@
 """collm_lib has no import cycle, and its imports go down docs/architecture.md's layers (LAYERS), but for the
-knots listed in KNOWN_UPWARD, which the restructuring unties (issue 36).
+knots listed in KNOWN_UPWARD; the configuration layer loads no torch.
 
 Read statically (ast), without importing anything: every `import` and `from ... import` in every module of the
 package (collm_lib/data/ too), at module level or inside a function, since an import made lazily to dodge a cycle is
@@ -153,7 +153,7 @@ def test_the_graph_holds_the_packages_imports():
     assert {"collm_lib.reproduce", "collm_lib.data", "collm_lib.data.common", "collm_lib.profiles"} <= set(graph)
     assert "collm_lib.profiles" in graph["collm_lib.reproduce"]  # from . import (..., profiles, ...)
     assert "collm_lib.data" in graph["collm_lib.reproduce"]  # from .data import Splits, load_dataset
-    assert "collm_lib.data.prepare" in graph["collm_lib.profiles"]  # from .data.prepare import PrepareConfig
+    assert "collm_lib.data.common" in graph["collm_lib.runs"]  # from .data.common import ..., in a function
     assert "collm_lib.settings" in graph["collm_lib.data"]  # from .. import settings, in data/__init__.py
     assert "collm_lib.data.custom" in graph["collm_lib.data"]  # from . import custom: the submodule
     assert "collm_lib.io" in graph["collm_lib.data.common"]  # from ..io import ...
@@ -190,8 +190,8 @@ def test_cycles_are_found_and_spelled_out():
 # docs/architecture.md's groups as layers, lowest first: a module imports its own layer and those below it. A new
 # module must be placed here. Data is `collm_lib.data` and its submodules.
 LAYERS = {
-    "foundation": "io hashing logs settings distributed faiss_gpu metrics",
-    "configuration": "rules configs encoder_registry params profiles options config_sources",
+    "foundation": "io hashing logs settings distributed faiss_gpu metrics paper",
+    "configuration": "rules dataset_registry configs encoder_registry params profiles options config_sources",
     "data": "",
     "models": "collab lightgcn sasrec encoders popularity rates ctrl prompts llm model_source embedded fece model runs",
     "training": "train scoring stages pipeline baselines ranking",
@@ -199,13 +199,9 @@ LAYERS = {
     "experiments": "sweep plan_runs table1 reproduce figure3 comparison replicates paper plots report numbers bundle",
     "entry points": "cli runner doctor",
 }
-# The imports that go up today, each a knot the restructuring (issue 36) unties: configuration that imports the
-# models, data and experiments whose settings it sizes or checks. The test fails on a new one, and on one that is
-# gone (take it off this list).
-KNOWN_UPWARD = {
-    ("params", "bundle"), ("params", "data"),
-    ("profiles", "data"), ("profiles", "data.prepare"), ("profiles", "paper"),
-}
+# The imports that go up today: params, inside its checks, reads the bundles a replay names and the datasets (own
+# folders included) a parameter names. The test fails on a new one, and on one that is gone (take it off this list).
+KNOWN_UPWARD = {("params", "bundle"), ("params", "data")}
 
 
 def layer_of(module: str) -> int:
@@ -257,7 +253,7 @@ def test_upward_imports_are_found():
 
 
 def test_the_configuration_layer_loads_no_torch():
-    """Every configuration module (and what it imports: settings, the data registry) imports without torch, so
+    """Every configuration module (and what it imports: settings, the dataset registry) imports without torch, so
     configs, profiles, notebook parameters and `collm config`'s sources are read before, and without, any model."""
     import subprocess
     import sys

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import settings
 from .common import Splits, load_processed, save_processed, split_stats, validate_frame
-from .registry import DATASETS, DatasetInfo
+from ..dataset_registry import DATASETS, DatasetInfo
 from . import custom
 from .custom import InteractionSpec, from_interactions, save_dataset_folder
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .. import rules
 from ..io import plain, write_frame, write_json
-from .registry import DATASETS
+from ..dataset_registry import DATASETS
 from .common import (FLAGS, SPLIT_NAMES, Splits, add_history, add_not_cold, by_flag, make_splits, remap_ids,
                      sample_valid_users, source_record, split_users)
 

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
-
 import pandas as pd
 
-from .. import rules, settings
+from .. import settings
+from ..configs import PrepareConfig
 from . import DATASETS, load_dataset, split_stats
 
 # docs/protocol.md §2.5 (and SOURCE.md for BookCrossing / the MSL substitute): rows and positive rate per split.
@@ -30,15 +29,6 @@ EXPECTED_NOTES = {
     "bookcrossing-multi": "Our multi-target variant: no published sizes.",
     "amazon-book-msl": "Substitute: 2 rows (target + sampled negative) per MSL window.",
 }
-
-
-@dataclass
-class PrepareConfig:  # each profile's values: collm_lib/profiles.py
-    datasets: tuple[str, ...] = field(default_factory=lambda: tuple(DATASETS))
-    rebuild: bool = False  # True: ignore processed caches and build from the raw files again
-
-    def __post_init__(self) -> None:
-        rules.check_config(self)
 
 
 def prepare_all(config: PrepareConfig, data_dir: str | os.PathLike | None = None,

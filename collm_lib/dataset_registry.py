@@ -1,5 +1,6 @@
-"""The built-in datasets by name: each one's raw folder and builder (read here, so that data/custom.py can refuse
-a built-in name without importing the package that imports it)."""
+"""The built-in datasets by name: each one's raw folder, builder (a function of a module of collm_lib/data/) and
+description. Torch-free and apart from the data package, so that configuration (configs.PrepareConfig, profiles)
+and data/custom.py read the names without loading the datasets' code."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class DatasetInfo:
     folder: str  # sub-folder of the data dir holding the raw files
-    builder: str  # "module:function" taking the folder and returning Splits
+    builder: str  # "module:function" of collm_lib/data/, taking the folder and returning Splits
     description: str
 
 
