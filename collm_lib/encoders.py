@@ -34,15 +34,20 @@ log = logging.getLogger(__name__)
 HISTORY_BATCH = 4096  # rows per scoring batch of a model that reads histories (attention over max_len items)
 
 
-def kind_of(config: TrainSettings) -> str:
-    """The run kind of a config ("mf", "lightgcn", "sasrec", or a registered one's): it names the run
-    ("mf-d256-<identity>") and its weights file."""
+def _kind_entry(config: TrainSettings) -> tuple[str, encoder_registry.EncoderInfo]:
+    """(run kind, registry entry) of a config; TypeError for a class no registered encoder uses."""
     kinds = encoder_registry.kinds()
     for kind, entry in kinds.items():
         if type(config) is encoder_registry.resolve(entry.config):
-            return kind
+            return kind, entry
     raise TypeError(f"{type(config).__name__} is not an encoder config; use the config of one of "
                     f"{', '.join(kinds)} (collm_lib/encoder_registry.py)")
+
+
+def kind_of(config: TrainSettings) -> str:
+    """The run kind of a config ("mf", "lightgcn", "sasrec", or a registered one's): it names the run
+    ("mf-d256-<identity>") and its weights file."""
+    return _kind_entry(config)[0]
 
 
 def weights_file(kind: str) -> str:
@@ -53,8 +58,7 @@ def build(config: TrainSettings, n_users: int, n_items: int, rows: pd.DataFrame 
           state: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """A fresh model of `config`'s kind (its registry entry's builder); its data (LightGCN's graph, SASRec's last
     histories) from the training `rows`, or from a saved `state`."""
-    entry = encoder_registry.kinds()[kind_of(config)]
-    return encoder_registry.resolve(entry.builder)(config, n_users, n_items, rows=rows, state=state)
+    return encoder_registry.resolve(_kind_entry(config)[1].builder)(config, n_users, n_items, rows=rows, state=state)
 
 
 @dataclass
@@ -110,7 +114,7 @@ def require_fit(splits: Splits, config: TrainSettings) -> None:
     """ValueError when `config`'s model cannot train on `splits`' collaborative rows, naming the dataset and what
     to use instead: a model that reads each row's history (SASRec) cannot train on rows without one, such as
     BookCrossing's collab_train (every rating)."""
-    entry = encoder_registry.kinds()[kind_of(config)]
+    entry = _kind_entry(config)[1]
     if entry.reads_history and "his" not in splits.collab_rows:
         others = [name for name, e in encoder_registry.ENCODERS.items() if not e.reads_history]
         raise ValueError(f"{splits.name}: {entry.label} trains on each row's history of liked items, and this "
@@ -133,7 +137,7 @@ def train(splits: Splits, config: TrainSettings, out_dir: str | os.PathLike | No
 
 
 def _train(splits: Splits, config: TrainSettings, progress: bool) -> EncoderResult:
-    train_rows, label = splits.collab_rows, encoder_registry.kinds()[kind_of(config)].label
+    train_rows, label = splits.collab_rows, _kind_entry(config)[1].label
     for name, frame in (("train", train_rows), ("valid", splits.valid), ("test", splits.test)):
         _check_frame(frame, f"{splits.name}.{name}", splits.n_users, splits.n_items)
     settings.set_seed(config.seed)
